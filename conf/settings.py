@@ -1,0 +1,157 @@
+"""The schema of ``staffetta.yaml``: loading, defaults, one-line errors.
+
+Every error names the field as a path (``upstreams[0].port: ...``) so that an
+operator fixes a config without reading a traceback. Unknown keys are errors
+too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message is one line that names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    session_init: float = 10.0
+    enquire_link: float = 30.0
+    response: float = 30.0
+    inactivity: float = 300.0
+    window: int = 10  # our deliver_sm in flight per client session
+    inbound_window: int = 100  # client requests awaiting our answer before ESME_RTHROTTLED
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    name: str
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    window: int = 50
+    id_format: str = "auto"
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BindLimit:
+    failures: int = 5  # failed binds allowed per source address...
+    per_seconds: float = 60.0  # ...within this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:2775"
+    data_dir: str = "./staffetta-data"
+    database_url: str | None = None
+    metrics_listen: str | None = "127.0.0.1:9775"
+    system_id: str = "Staffetta"
+    session: SessionSettings = field(default_factory=SessionSettings)
+    upstreams: tuple[UpstreamSettings, ...] = ()
+    bind_limit: BindLimit = field(default_factory=BindLimit)
+    outbox_ttl: float = 3 * 86400.0
+    writer_batch: int = 200
+    writer_delay: float = 0.002
+    max_queue: int = 200_000
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'staffetta.db'}"
+
+
+def parse_hostport(value: str, where: str) -> tuple[str, int]:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where + '.' if where else ''}{key}: unknown setting")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _value(f.type, data[name], path, name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        missing = str(exc).split("'")[1] if "'" in str(exc) else "?"
+        raise ConfigError(f"{where}.{missing}: required") from None
+
+
+def _value(typ: str, value: Any, path: str, name: str):
+    t = typ.replace(" ", "")
+    if t == "SessionSettings":
+        return _build(SessionSettings, value, path)
+    if t == "BindLimit":
+        return _build(BindLimit, value, path)
+    if t.startswith("tuple[UpstreamSettings"):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{path}: expected a non-empty list")
+        items = tuple(_build(UpstreamSettings, v, f"{path}[{i}]") for i, v in enumerate(value))
+        names = [u.name for u in items]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}: upstream names must be unique")
+        return items
+    if t in ("int",):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: expected a non-negative integer, got {value!r}")
+        if name == "port" and not 1 <= value <= 65535:
+            raise ConfigError(f"{path}: expected a port 1-65535, got {value}")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{path}: expected a non-negative number, got {value!r}")
+        return float(value)
+    if t in ("str", "str|None"):
+        if value is None and t == "str|None":
+            return None
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected text, got {value!r}")
+        value = str(value)
+        if name in ("listen", "metrics_listen"):
+            parse_hostport(value, path)
+        if name == "id_format" and value not in ("auto", "decimal", "hex"):
+            raise ConfigError(f"{path}: expected auto, decimal or hex, got {value!r}")
+        if name == "password" and len(value) > 8:
+            raise ConfigError(f"{path}: SMPP passwords are at most 8 characters")
+        return value
+    raise AssertionError(f"unhandled type {typ} for {path}")  # pragma: no cover
+
+
+def load(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} not valid YAML") from None
+    return from_dict(raw or {})
+
+
+def from_dict(data: dict) -> Settings:
+    settings = _build(Settings, data, "")
+    if not settings.upstreams:
+        raise ConfigError("upstreams: at least one upstream carrier is required")
+    return settings

@@ -1,0 +1,599 @@
+"""One SMPP 3.4 session as a pure state machine (the h11 idea applied to SMPP).
+
+Bytes go in with :meth:`Session.receive`, events come out; requests and
+responses go in with :meth:`Session.send_request` / :meth:`Session.respond`,
+bytes come out of :meth:`Session.data_to_send`. No sockets, no reactor: the
+clock is a callable, so tests drive every timer with ``twisted.internet.task.Clock``
+or a plain float.
+
+The session answers by itself everything that is protocol, not business:
+enquire_link, unbind, header errors (generic_nack), requests out of state
+(the request's own ``*_resp`` with ``ESME_RINVBNDSTS``/``ESME_RALYBND``),
+malformed bodies (the field's status), requests over the inbound window
+(``ESME_RTHROTTLED``). What remains for the application is binds, the message
+operations and the responses to its own requests.
+
+The same class serves both ends (as smppex does): ``Side.SMSC`` for the hub's
+listener and the simulator, ``Side.ESME`` for the hub's upstream connectors
+and the load client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import Enum, IntEnum
+
+from pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, encode, u8
+from pdu.constants import (
+    BIND_COMMANDS,
+    RESPONSE_BIT,
+    Command,
+    Status,
+    Tag,
+)
+from pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
+
+log = logging.getLogger(__name__)
+
+MAX_SEQUENCE = 0x7FFFFFFF
+
+
+class Side(Enum):
+    SMSC = "smsc"
+    ESME = "esme"
+
+
+class State(IntEnum):
+    OPEN = 0
+    BOUND_TX = 1
+    BOUND_RX = 2
+    BOUND_TRX = 3
+    UNBINDING = 4  # we sent unbind and wait for unbind_resp
+    CLOSED = 5
+
+
+BIND_STATE = {
+    Command.BIND_TRANSMITTER: State.BOUND_TX,
+    Command.BIND_RECEIVER: State.BOUND_RX,
+    Command.BIND_TRANSCEIVER: State.BOUND_TRX,
+}
+_BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+
+_TX_OPS = frozenset(
+    {
+        Command.SUBMIT_SM,
+        Command.SUBMIT_MULTI,
+        Command.QUERY_SM,
+        Command.CANCEL_SM,
+        Command.REPLACE_SM,
+        Command.DATA_SM,
+    }
+)
+#: Application requests an SMSC accepts from an ESME, per state (3.4 Table 2-1,
+#: with the decisions of docs/conformance.md: data_sm accepted from RX,
+#: replace_sm accepted from TRX).
+_SMSC_ACCEPTS = {
+    State.OPEN: frozenset(),
+    State.BOUND_TX: _TX_OPS,
+    State.BOUND_RX: frozenset({Command.DATA_SM}),
+    State.BOUND_TRX: _TX_OPS,
+}
+#: Requests an ESME accepts from an SMSC once bound.
+_ESME_ACCEPTS_BOUND = frozenset({Command.DELIVER_SM, Command.DATA_SM})
+#: Requests the session never serves in the given role, answered RINVCMDID.
+_SMSC_NEVER = frozenset({Command.DELIVER_SM, Command.OUTBIND, Command.ALERT_NOTIFICATION})
+_ESME_NEVER = _TX_OPS - {Command.DATA_SM} | BIND_COMMANDS
+#: Requests with no response PDU of their own.
+_NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+#: Our requests that do not count against the window.
+_UNWINDOWED = frozenset({Command.ENQUIRE_LINK, Command.UNBIND})
+
+
+class Timers:
+    """Session timers in seconds (3.4 §7.2); defaults follow smppex/SMPPSim practice."""
+
+    __slots__ = ("session_init", "enquire_link", "response", "inactivity")
+
+    def __init__(
+        self,
+        session_init: float = 10.0,
+        enquire_link: float = 30.0,
+        response: float = 30.0,
+        inactivity: float = 300.0,
+    ) -> None:
+        self.session_init = session_init
+        self.enquire_link = enquire_link
+        self.response = response
+        self.inactivity = inactivity
+
+
+# ------------------------------------------------------------------------- events
+
+
+class Event:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({vals})"
+
+
+class RequestReceived(Event):
+    """A request for the application: answer it with :meth:`Session.respond`."""
+
+    __slots__ = ("pdu",)
+
+    def __init__(self, pdu: Pdu) -> None:
+        self.pdu = pdu
+
+
+class Outstanding:
+    """One of our requests awaiting its response (cloudhopper's window entry)."""
+
+    __slots__ = ("command_id", "sequence", "context", "deadline", "pdu")
+
+    def __init__(self, command_id: int, sequence: int, context, deadline: float, pdu: Pdu):
+        self.command_id = command_id
+        self.sequence = sequence
+        self.context = context
+        self.deadline = deadline
+        self.pdu = pdu
+
+    def __repr__(self) -> str:
+        return f"Outstanding(0x{self.command_id:08x}, seq={self.sequence}, ctx={self.context!r})"
+
+
+class ResponseReceived(Event):
+    """The response to one of our requests (also a generic_nack answering it)."""
+
+    __slots__ = ("pdu", "request")
+
+    def __init__(self, pdu: Pdu, request: Outstanding) -> None:
+        self.pdu = pdu
+        self.request = request
+
+
+class RequestTimedOut(Event):
+    """No response within the response timer: the request counts as not processed."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Outstanding) -> None:
+        self.request = request
+
+
+class AlertReceived(Event):
+    """A request that has no response (alert_notification to an ESME)."""
+
+    __slots__ = ("pdu",)
+
+    def __init__(self, pdu: Pdu) -> None:
+        self.pdu = pdu
+
+
+class Closing(Event):
+    """The session is over: flush what is queued, then close the transport.
+
+    ``pending`` are our requests that never got a response; they were not
+    processed by the peer and must be re-queued by the application.
+    """
+
+    __slots__ = ("reason", "pending")
+
+    def __init__(self, reason: str, pending: list[Outstanding]) -> None:
+        self.reason = reason
+        self.pending = pending
+
+
+class ProtocolViolation(Event):
+    """The peer broke a rule; we answered (or dropped) it. For logs and metrics."""
+
+    __slots__ = ("command_id", "sequence", "status", "reason")
+
+    def __init__(self, command_id: int, sequence: int, status: int, reason: str) -> None:
+        self.command_id = command_id
+        self.sequence = sequence
+        self.status = status
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------ session
+
+
+class Session:
+    def __init__(
+        self,
+        side: Side,
+        *,
+        clock: Callable[[], float],
+        timers: Timers | None = None,
+        window: int = 10,
+        inbound_window: int = 100,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        on_pdu: Callable[[bool, int, int], None] | None = None,
+    ) -> None:
+        self.side = side
+        self.clock = clock
+        self.timers = timers or Timers()
+        self.window = window
+        self.inbound_window = inbound_window
+        self.state = State.OPEN
+        self.interface_version = 0x34
+        self.system_id: bytes = b""
+        self.bind_pdu: Pdu | None = None
+        self.outstanding: dict[int, Outstanding] = {}
+        self._windowed = 0
+        self._inbound: set[int] = set()
+        self._framer = Framer(max_length)
+        self._out: list[bytes] = []
+        self._next_seq = 1
+        now = clock()
+        self.opened_at = now
+        self.last_received = now
+        self.last_transaction = now
+        self._enquire_seq: int | None = None
+        self._on_pdu = on_pdu
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def bound(self) -> bool:
+        return self.state in _BOUND
+
+    @property
+    def can_receive(self) -> bool:
+        """Whether we may send deliver_sm/data_sm to this peer (SMSC side)."""
+        return self.state in (State.BOUND_RX, State.BOUND_TRX)
+
+    @property
+    def window_free(self) -> int:
+        return self.window - self._windowed
+
+    # ------------------------------------------------------------------- output
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _emit(self, pdu: Pdu) -> None:
+        if self.interface_version < 0x34 and pdu.tlvs:
+            pdu.tlvs = {}  # never send TLVs to a v3.3 peer
+        self._out.append(encode(pdu))
+        if self._on_pdu is not None:
+            self._on_pdu(False, pdu.command_id, pdu.status)
+
+    def send_request(
+        self,
+        command_id: int,
+        fields: dict | None = None,
+        tlvs: dict[int, bytes] | None = None,
+        context=None,
+    ) -> int:
+        """Queue one of our requests; returns its sequence number.
+
+        The window is the caller's to respect (check :attr:`window_free`): the
+        session counts, it does not queue, so that the caller keeps order.
+        """
+        if self.state == State.CLOSED:
+            raise RuntimeError("session closed")
+        seq = self._allocate_sequence()
+        pdu = Pdu(command_id, seq, 0, fields, tlvs)
+        self._emit(pdu)
+        self.outstanding[seq] = Outstanding(
+            command_id, seq, context, self.clock() + self.timers.response, pdu
+        )
+        if command_id not in _UNWINDOWED:
+            self._windowed += 1
+        if command_id != Command.ENQUIRE_LINK:
+            self.last_transaction = self.clock()
+        return seq
+
+    def send_encoded(self, frame: bytes, context=None) -> int:
+        """Send a request that is already encoded (sequence 0), e.g. from the outbox.
+
+        Only the sequence number is patched, so a stored deliver_sm costs no
+        re-encoding. A v3.3 peer gets it re-encoded without TLVs.
+        """
+        if self.state == State.CLOSED:
+            raise RuntimeError("session closed")
+        seq = self._allocate_sequence()
+        command_id = int.from_bytes(frame[4:8], "big")
+        if self.interface_version < 0x34:
+            pdu = decode(frame)
+            pdu.sequence = seq
+            self._emit(pdu)
+        else:
+            pdu = None
+            self._out.append(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
+            if self._on_pdu is not None:
+                self._on_pdu(False, command_id, 0)
+        self.outstanding[seq] = Outstanding(
+            command_id, seq, context, self.clock() + self.timers.response, pdu
+        )
+        self._windowed += 1
+        self.last_transaction = self.clock()
+        return seq
+
+    def _allocate_sequence(self) -> int:
+        seq = self._next_seq
+        while seq in self.outstanding:
+            seq = seq + 1 if seq < MAX_SEQUENCE else 1
+        self._next_seq = seq + 1 if seq < MAX_SEQUENCE else 1
+        return seq
+
+    def respond(
+        self,
+        request: Pdu,
+        status: int = 0,
+        fields: dict | None = None,
+        tlvs: dict[int, bytes] | None = None,
+    ) -> None:
+        """Answer a :class:`RequestReceived`; a late answer after close is dropped."""
+        self._inbound.discard(request.sequence)
+        if self.state == State.CLOSED:
+            return
+        self._emit(Pdu(request.command_id | RESPONSE_BIT, request.sequence, status, fields, tlvs))
+
+    def accept_bind(self, request: Pdu, system_id: bytes) -> None:
+        """Bind succeeded: move to the bound state and answer with our system_id."""
+        self._inbound.discard(request.sequence)
+        self.state = BIND_STATE[request.command_id]
+        self.interface_version = request.fields.get("interface_version", 0x34)
+        self.system_id = request.fields.get("system_id", b"")
+        self.bind_pdu = request
+        tlvs = {Tag.sc_interface_version: u8(0x34)} if self.interface_version >= 0x34 else None
+        self._emit(
+            Pdu(request.command_id | RESPONSE_BIT, request.sequence, 0, {"system_id": system_id}, tlvs)
+        )
+
+    def reject_bind(self, request: Pdu, status: int) -> list[Event]:
+        """Bind refused: header-only response, then close (our DECIDE, §3)."""
+        self.respond(request, status)
+        return [self._close(f"bind refused: 0x{status:08x}")]
+
+    def unbind(self) -> None:
+        """Start our own unbind; the peer's unbind_resp (or the timer) closes."""
+        if self.state in _BOUND:
+            self.send_request(Command.UNBIND)
+            self.state = State.UNBINDING
+
+    def bind(
+        self,
+        command_id: int,
+        system_id: bytes,
+        password: bytes,
+        system_type: bytes = b"",
+        addr_ton: int = 0,
+        addr_npi: int = 0,
+        address_range: bytes = b"",
+    ) -> int:
+        """ESME side: send a bind request; the state moves on its ROK response."""
+        return self.send_request(
+            command_id,
+            {
+                "system_id": system_id,
+                "password": password,
+                "system_type": system_type,
+                "interface_version": 0x34,
+                "addr_ton": addr_ton,
+                "addr_npi": addr_npi,
+                "address_range": address_range,
+            },
+        )
+
+    def close(self, reason: str = "closed") -> Closing:
+        """The transport is gone (or we drop it): give back what was in flight."""
+        return self._close(reason)
+
+    def _close(self, reason: str) -> Closing:
+        pending = list(self.outstanding.values())
+        self.outstanding.clear()
+        self._windowed = 0
+        self._inbound.clear()
+        self.state = State.CLOSED
+        return Closing(reason, [p for p in pending if p.command_id not in _UNWINDOWED])
+
+    # -------------------------------------------------------------------- input
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self.state == State.CLOSED:
+            return []
+        events: list[Event] = []
+        try:
+            frames = self._framer.feed(data)
+        except FramingError as exc:
+            for frame in exc.frames:
+                self._handle_frame(frame, events)
+                if self.state == State.CLOSED:
+                    return events
+            self._emit(Pdu(Command.GENERIC_NACK, exc.sequence, Status.ESME_RINVCMDLEN))
+            events.append(
+                ProtocolViolation(0, exc.sequence, Status.ESME_RINVCMDLEN, str(exc))
+            )
+            events.append(self._close(f"framing: {exc}"))
+            return events
+        for frame in frames:
+            self._handle_frame(frame, events)
+            if self.state == State.CLOSED:
+                break
+        return events
+
+    def _handle_frame(self, frame: bytes, events: list[Event]) -> None:
+        now = self.clock()
+        self.last_received = now
+        command_id = int.from_bytes(frame[4:8], "big")
+        sequence = int.from_bytes(frame[12:16], "big")
+        if command_id & RESPONSE_BIT:
+            self._handle_response(frame, command_id, sequence, events)
+            return
+        if self._on_pdu is not None:
+            self._on_pdu(True, command_id, 0)
+        try:
+            name = Command(command_id)
+        except ValueError:
+            name = None
+        if name is None or command_id == Command.GENERIC_NACK:
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
+            return
+        # Protocol-level requests first: these need no body.
+        if command_id == Command.ENQUIRE_LINK:
+            self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
+            return
+        self.last_transaction = now
+        state = self.state
+        if command_id == Command.UNBIND:
+            if state in _BOUND or state == State.UNBINDING:
+                self._emit(Pdu(Command.UNBIND_RESP, sequence))
+                events.append(self._close("unbound by peer"))
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
+            return
+        never = _SMSC_NEVER if self.side == Side.SMSC else _ESME_NEVER
+        if command_id in never:
+            if command_id in _NO_RESPONSE:
+                self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            return
+        if command_id in BIND_COMMANDS:  # SMSC side only, ESME side refused above
+            if state != State.OPEN:
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
+                return
+        elif command_id == Command.ALERT_NOTIFICATION:  # ESME side
+            try:
+                pdu = decode(frame)
+            except DecodeError as exc:
+                events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
+                return
+            events.append(AlertReceived(pdu))
+            return
+        elif command_id == Command.OUTBIND:  # ESME side: we never wait for outbinds
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
+            return
+        else:
+            if self.side == Side.SMSC:
+                allowed = _SMSC_ACCEPTS.get(state, frozenset())
+            else:
+                allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
+            if command_id not in allowed:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
+                return
+            if len(self._inbound) >= self.inbound_window:
+                self._reject(command_id, sequence, Status.ESME_RTHROTTLED, events, "inbound window full")
+                return
+        try:
+            pdu = decode(frame)
+        except DecodeError as exc:
+            if exc.header_error:
+                self._nack(command_id, sequence, exc.status, events, str(exc))
+            else:
+                self._reject(command_id, sequence, exc.status, events, str(exc))
+            return
+        self._inbound.add(sequence)
+        events.append(RequestReceived(pdu))
+
+    def _handle_response(self, frame: bytes, command_id: int, sequence: int, events: list) -> None:
+        status = int.from_bytes(frame[8:12], "big")
+        if self._on_pdu is not None:
+            self._on_pdu(True, command_id, status)
+        request = self.outstanding.get(sequence)
+        if command_id == Command.GENERIC_NACK:
+            if request is None and sequence == 0 and len(self.outstanding) == 1:
+                # A nack without sequence can only answer our single request.
+                request = next(iter(self.outstanding.values()))
+        elif request is not None and request.command_id | RESPONSE_BIT != command_id:
+            request = None
+        if request is None:
+            events.append(
+                ProtocolViolation(command_id, sequence, status, "response to nothing outstanding: dropped")
+            )
+            return
+        try:
+            pdu = decode(frame)
+        except DecodeError as exc:
+            # A response we cannot read still ends the request, as a failure.
+            pdu = Pdu(command_id, sequence, status or Status.ESME_RSYSERR)
+            events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
+        del self.outstanding[request.sequence]
+        if request.command_id not in _UNWINDOWED:
+            self._windowed -= 1
+        if request.command_id == Command.ENQUIRE_LINK:
+            if self._enquire_seq == request.sequence:
+                self._enquire_seq = None
+            return
+        if request.command_id == Command.UNBIND:
+            events.append(self._close("unbind answered"))
+            return
+        if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != Command.GENERIC_NACK:
+            self.state = BIND_STATE[request.command_id]
+            self.system_id = pdu.fields.get("system_id", b"")
+            v = pdu.tlvs.get(Tag.sc_interface_version)
+            self.interface_version = v[0] if v else 0x34
+        events.append(ResponseReceived(pdu, request))
+
+    def _reject(self, command_id: int, sequence: int, status: int, events: list, reason: str) -> None:
+        self._emit(Pdu(command_id | RESPONSE_BIT, sequence, status))
+        events.append(ProtocolViolation(command_id, sequence, status, reason))
+
+    def _nack(self, command_id: int, sequence: int, status: int, events: list, reason: str) -> None:
+        self._emit(Pdu(Command.GENERIC_NACK, sequence, status))
+        events.append(ProtocolViolation(command_id, sequence, status, reason))
+
+    # ------------------------------------------------------------------- timers
+
+    def tick(self) -> list[Event]:
+        """Run the timers; call it about once a second."""
+        if self.state == State.CLOSED:
+            return []
+        now = self.clock()
+        t = self.timers
+        events: list[Event] = []
+        if self.state == State.OPEN and self.side == Side.SMSC and not self._inbound:
+            if now - self.opened_at >= t.session_init:
+                return [self._close("session_init_timer expired")]
+        if self.outstanding:
+            for req in [r for r in self.outstanding.values() if r.deadline <= now]:
+                if req.command_id in (Command.ENQUIRE_LINK, Command.UNBIND) or (
+                    req.command_id in BIND_COMMANDS
+                ):
+                    return [self._close(f"no response to {Command(req.command_id).name.lower()}")]
+                del self.outstanding[req.sequence]
+                self._windowed -= 1
+                events.append(RequestTimedOut(req))
+        if self.state in _BOUND:
+            if now - self.last_transaction >= t.inactivity:
+                self.unbind()
+                events.append(ProtocolViolation(0, 0, 0, "inactivity_timer expired: unbinding"))
+            elif self._enquire_seq is None and now - self.last_received >= t.enquire_link:
+                self._enquire_seq = self.send_request(Command.ENQUIRE_LINK)
+        return events
+
+
+def header_of(frame: bytes) -> tuple[int, int, int, int]:
+    """(command_length, command_id, command_status, sequence) of a whole frame."""
+    return (
+        int.from_bytes(frame[0:4], "big"),
+        int.from_bytes(frame[4:8], "big"),
+        int.from_bytes(frame[8:12], "big"),
+        int.from_bytes(frame[12:16], "big"),
+    )
+
+
+__all__ = [
+    "HEADER_LEN",
+    "AlertReceived",
+    "Closing",
+    "Outstanding",
+    "ProtocolViolation",
+    "RequestReceived",
+    "RequestTimedOut",
+    "ResponseReceived",
+    "Session",
+    "Side",
+    "State",
+    "Timers",
+]

@@ -1,0 +1,218 @@
+"""The message log and the client outbox: tables, batch writes, reads.
+
+``messages`` is the store-and-forward queue as well as the log: a row with
+``phase = QUEUED`` has been acknowledged to the client but not yet accepted by
+an upstream, and is forwarded again after a restart. ``outbox`` holds the
+deliver_sm PDUs (receipts now, MO later) owed to clients, already encoded with
+sequence number 0; a row leaves the outbox only when the client answered it.
+
+Write handlers take a list of items and run inside the group commit
+(:mod:`store.writer`); they use executemany so that a batch costs one
+statement per kind, not one per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from store.db import metadata
+
+QUEUED, FORWARDED, FINAL = 0, 1, 2
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("account_id", Integer, nullable=False),
+    Column("source_addr", String(21), nullable=False),
+    Column("source_ton", SmallInteger, nullable=False),
+    Column("source_npi", SmallInteger, nullable=False),
+    Column("destination", String(21), nullable=False),
+    Column("service_type", String(6), nullable=False),
+    Column("msg_type", String(8), nullable=False),
+    Column("esm_class", SmallInteger, nullable=False),
+    Column("protocol_id", SmallInteger, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("registered_delivery", SmallInteger, nullable=False),
+    Column("data_coding", SmallInteger, nullable=False),
+    Column("short_message", LargeBinary, nullable=False),
+    Column("tlvs", LargeBinary, nullable=False),  # encoded TLV stream passed upstream
+    Column("segments", SmallInteger, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("phase", SmallInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),  # SMPP message_state
+    Column("err", SmallInteger, nullable=False, default=0),
+    Column("done_at", Float, nullable=True),
+    Column("connector", String(32), nullable=True),
+    Column("upstream_id", String(65), nullable=True),
+    Index("ix_messages_upstream", "connector", "upstream_id"),
+    Index("ix_messages_phase", "phase"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("account_id", Integer, nullable=False, index=True),
+    Column("message_id", BigInteger, nullable=True),
+    Column("kind", String(8), nullable=False),
+    Column("pdu", LargeBinary, nullable=False),  # whole deliver_sm, sequence 0
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One deliver_sm owed to a client: an outbox row in memory."""
+
+    id: int
+    account_id: int
+    message_id: int | None
+    kind: str
+    pdu: bytes
+    created_at: float
+    expires_at: float
+    attempts: int = 0
+
+
+# ------------------------------------------------------------------ write handlers
+
+_INSERT_MESSAGES = messages.insert()
+
+
+def insert_messages(conn: Connection, rows: list[dict]) -> None:
+    conn.execute(_INSERT_MESSAGES, rows)
+
+
+_SET_UPSTREAM = (
+    update(messages)
+    .where(messages.c.id == bindparam("mid"))
+    .values(phase=FORWARDED, connector=bindparam("conn"), upstream_id=bindparam("uid"), state=bindparam("st"))
+)
+
+
+def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> None:
+    """Items: (message id, connector, upstream id, state)."""
+    conn.execute(
+        _SET_UPSTREAM, [{"mid": m, "conn": c, "uid": u, "st": s} for m, c, u, s in items]
+    )
+
+
+_SET_FINAL = (
+    update(messages)
+    .where(messages.c.id == bindparam("mid"))
+    .values(phase=FINAL, state=bindparam("st"), err=bindparam("e"), done_at=bindparam("t"))
+)
+_INSERT_OUTBOX = outbox.insert()
+
+
+def record_outcomes(conn: Connection, items: list[tuple[int, int, int, float, Delivery | None]]) -> None:
+    """Items: (message id, final state, err, done_at, delivery or None), in one go."""
+    conn.execute(_SET_FINAL, [{"mid": m, "st": s, "e": e, "t": t} for m, s, e, t, _ in items])
+    rows = [_outbox_row(d) for *_, d in items if d is not None]
+    if rows:
+        conn.execute(_INSERT_OUTBOX, rows)
+
+
+def insert_deliveries(conn: Connection, items: list[Delivery]) -> None:
+    conn.execute(_INSERT_OUTBOX, [_outbox_row(d) for d in items])
+
+
+def _outbox_row(d: Delivery) -> dict:
+    return {
+        "id": d.id,
+        "account_id": d.account_id,
+        "message_id": d.message_id,
+        "kind": d.kind,
+        "pdu": d.pdu,
+        "created_at": d.created_at,
+        "expires_at": d.expires_at,
+    }
+
+
+_DELETE_OUTBOX = delete(outbox).where(outbox.c.id == bindparam("oid"))
+
+
+def delete_deliveries(conn: Connection, ids: list[int]) -> None:
+    conn.execute(_DELETE_OUTBOX, [{"oid": i} for i in ids])
+
+
+_REQUEUE = update(messages).where(messages.c.id == bindparam("mid")).values(phase=QUEUED)
+
+
+# ---------------------------------------------------------------------- reads
+
+
+def max_ids(conn: Connection) -> tuple[int, int]:
+    """The highest message id and outbox id in use, for the id allocators."""
+    from sqlalchemy import func
+
+    m = conn.execute(select(func.max(messages.c.id))).scalar() or 0
+    o = conn.execute(select(func.max(outbox.c.id))).scalar() or 0
+    return int(m), int(o)
+
+
+def queued_messages(conn: Connection, limit: int = 10000) -> list[dict]:
+    rows = conn.execute(
+        select(messages).where(messages.c.phase == QUEUED).order_by(messages.c.id).limit(limit)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def message_by_upstream(conn: Connection, connector: str, upstream_id: str) -> dict | None:
+    row = conn.execute(
+        select(messages).where(
+            messages.c.connector == connector, messages.c.upstream_id == upstream_id
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def message_for_account(conn: Connection, message_id: int, account_id: int) -> dict | None:
+    """query_sm's read: a client only ever sees its own messages."""
+    row = conn.execute(
+        select(messages).where(messages.c.id == message_id, messages.c.account_id == account_id)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def pending_deliveries(
+    conn: Connection, account_id: int, after_id: int = 0, limit: int = 1000
+) -> list[Delivery]:
+    rows = conn.execute(
+        select(outbox)
+        .where(outbox.c.account_id == account_id, outbox.c.id > after_id)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return [
+        Delivery(r.id, r.account_id, r.message_id, r.kind, r.pdu, r.created_at, r.expires_at)
+        for r in rows
+    ]
+
+
+def register_handlers(writer) -> None:
+    writer.register("messages", insert_messages)
+    writer.register("upstream", set_upstream)
+    writer.register("outcomes", record_outcomes)
+    writer.register("deliveries", insert_deliveries)
+    writer.register("delivered", delete_deliveries)

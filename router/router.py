@@ -1,0 +1,360 @@
+"""The router: forward accepted messages, bring receipts back to their owners.
+
+Correlation (carrier id -> our id) lives in memory for messages in flight, so
+the hot path needs no database read; after a restart, or for a message evicted
+from memory, the ``messages`` table answers (indexed on connector + upstream
+id). A carrier's deliver_sm is acknowledged only after its outcome and the
+client's receipt are committed: a crash in between makes the carrier resend,
+never loses the receipt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from twisted.internet import defer
+
+from pdu import text as pdutext
+from pdu.codec import Pdu, cstr, encode, tlv_cstr, tlv_int, u8
+from pdu.constants import ESM_RECEIPT, FINAL_STATES, Command, MessageState, Status, Tag
+from pdu.receipt import STAT_TO_STATE, STATE_TO_STAT, format_receipt, normalize_message_id, parse_receipt
+from router import messages as store
+from router.messages import Delivery
+from router.upstream import Connector, Forward
+
+log = logging.getLogger(__name__)
+
+#: Carrier statuses that mean "slow down", not "no".
+_BACKOFF = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
+RECEIPT_TTL = 3 * 86400.0
+
+
+class Tracked:
+    """What a receipt needs to know about a message in flight."""
+
+    __slots__ = (
+        "message_id", "account_id", "source", "source_ton", "source_npi", "destination",
+        "registered_delivery", "submitted_at", "text20", "umr",
+    )
+
+    def __init__(self, message_id, account_id, source, source_ton, source_npi, destination,
+                 registered_delivery, submitted_at, text20, umr=None) -> None:
+        self.message_id = message_id
+        self.account_id = account_id
+        self.source = source
+        self.source_ton = source_ton
+        self.source_npi = source_npi
+        self.destination = destination
+        self.registered_delivery = registered_delivery
+        self.submitted_at = submitted_at
+        self.text20 = text20
+        self.umr = umr
+
+    @classmethod
+    def from_row(cls, row: dict) -> Tracked:
+        tlvs = row.get("tlvs") or b""
+        return cls(
+            row["id"], row["account_id"], row["source_addr"], row["source_ton"], row["source_npi"],
+            row["destination"], row["registered_delivery"], row["submitted_at"],
+            text20_of(row["short_message"], row["data_coding"]), _umr_of(tlvs),
+        )
+
+
+def text20_of(short_message: bytes, data_coding: int) -> str:
+    try:
+        alphabet = pdutext.parse_data_coding(data_coding).alphabet
+        text = pdutext.decode(short_message, alphabet, strict=False)
+    except Exception:
+        return ""
+    return (text or "")[:20]
+
+
+def _umr_of(tlv_stream: bytes) -> bytes | None:
+    pos = 0
+    while pos + 4 <= len(tlv_stream):
+        tag = int.from_bytes(tlv_stream[pos:pos + 2], "big")
+        ln = int.from_bytes(tlv_stream[pos + 2:pos + 4], "big")
+        if tag == Tag.user_message_reference:
+            return tlv_stream[pos + 4:pos + 4 + ln]
+        pos += 4 + ln
+    return None
+
+
+def wants_receipt(registered_delivery: int, state: int) -> bool:
+    mode = registered_delivery & 0x03
+    if mode == 1:
+        return True
+    return mode == 2 and state != MessageState.DELIVERED
+
+
+class IdAllocator:
+    """Monotonic ids from a starting point read at startup (embedded, one node)."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+
+    def __call__(self) -> int:
+        n = self.next
+        self.next = n + 1
+        return n
+
+
+class Router:
+    def __init__(
+        self,
+        writer,
+        reactor,
+        outbox,
+        read: Callable[..., defer.Deferred],
+        outbox_ids: IdAllocator,
+        *,
+        max_tracked: int = 1_000_000,
+        unknown_receipt_retries: int = 5,
+        metrics=None,
+    ) -> None:
+        self.writer = writer
+        self.reactor = reactor
+        self.outbox = outbox
+        self.read = read  # read(fn, *args) -> Deferred: runs a blocking DB read in a thread
+        self.outbox_ids = outbox_ids
+        self.connectors: dict[str, Connector] = {}
+        self.max_tracked = max_tracked
+        self.unknown_receipt_retries = unknown_receipt_retries
+        self.metrics = metrics
+        self._by_message: dict[int, Tracked] = {}
+        self._by_upstream: dict[tuple[str, str], Tracked] = {}
+
+    # ---------------------------------------------------------------- routing
+
+    def add_connector(self, connector: Connector) -> None:
+        self.connectors[connector.config.name] = connector
+
+    def pick(self, destination: str) -> Connector | None:
+        """One upstream in this version; routing rules come with their issue."""
+        for c in self.connectors.values():
+            return c
+        return None
+
+    def can_accept(self) -> bool:
+        c = self.pick("")
+        return c is not None and not c.full
+
+    def forward(self, tracked: Tracked, fields: dict, tlvs: dict[int, bytes]) -> None:
+        """A message is committed: track it and send it upstream."""
+        self._track(tracked)
+        connector = self.pick(tracked.destination)
+        if connector is None:  # pragma: no cover - config requires one connector
+            log.error("no connector for message %d", tracked.message_id)
+            return
+        connector.enqueue(Forward(tracked.message_id, fields, tlvs))
+
+    def _track(self, t: Tracked) -> None:
+        by_message = self._by_message
+        if len(by_message) >= self.max_tracked:  # bounded: the table still has it
+            old = by_message.pop(next(iter(by_message)))
+            self._by_upstream = {k: v for k, v in self._by_upstream.items() if v is not old}
+        by_message[t.message_id] = t
+
+    def resume(self, rows: list[dict]) -> None:
+        """After a restart: forward what was acknowledged but never sent upstream."""
+        for row in rows:
+            fields = {
+                "service_type": b"",
+                "source_addr_ton": row["source_ton"],
+                "source_addr_npi": row["source_npi"],
+                "source_addr": row["source_addr"].encode(),
+                "dest_addr_ton": 1,
+                "dest_addr_npi": 1,
+                "destination_addr": row["destination"].encode(),
+                "esm_class": row["esm_class"],
+                "protocol_id": row["protocol_id"],
+                "priority_flag": row["priority"],
+                "registered_delivery": 1,
+                "data_coding": row["data_coding"],
+                "short_message": row["short_message"],
+            }
+            self.forward(Tracked.from_row(row), fields, decode_tlv_stream(row["tlvs"]))
+
+    # ------------------------------------------------------- upstream answers
+
+    def submit_answered(self, connector: Connector, item: Forward, pdu: Pdu) -> None:
+        status = pdu.status
+        mid = item.message_id
+        if status == Status.ESME_ROK and pdu.command_id == Command.SUBMIT_SM_RESP:
+            raw = pdu.fields.get("message_id", b"").decode("ascii", "replace")
+            uid = normalize_message_id(raw, connector.config.id_format)
+            t = self._by_message.get(mid)
+            if t is not None:
+                self._by_upstream[(connector.config.name, uid)] = t
+            self.writer.submit("upstream", (mid, connector.config.name, uid, MessageState.ENROUTE))
+            return
+        if status in _BACKOFF:
+            connector.throttled()
+            connector.requeue([item])
+            return
+        # Refused by the carrier: a final failure the client hears about as a receipt.
+        log.info("message %d refused upstream with 0x%08x", mid, status)
+        t = self._by_message.pop(mid, None)
+        if t is None:
+            return
+        self._finish(t, MessageState.REJECTED, status & 0xFF, None)
+
+    def connector_state(self, connector: Connector, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.connector_up(connector.config.name, up)
+
+    # ------------------------------------------------------ carrier deliver_sm
+
+    def carrier_pdu(self, connector: Connector, proto, pdu: Pdu) -> None:
+        esm = pdu.fields.get("esm_class", 0)
+        if pdu.command_id == Command.DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
+            self._receipt(connector, proto, pdu, 0)
+            return
+        # MO ownership (reply window, keywords, dedicated numbers) is its own issue:
+        # refuse rather than acknowledge and drop.
+        log.warning("MO from %s refused: no MO routing configured", connector.config.name)
+        proto.session.respond(pdu, Status.ESME_RX_R_APPN)
+        proto.flush()
+
+    def _receipt(self, connector: Connector, proto, pdu: Pdu, attempt: int) -> None:
+        tlvs = pdu.tlvs
+        rid = tlvs.get(Tag.receipted_message_id)
+        parsed = None
+        if rid is not None:
+            raw = tlv_cstr(rid).decode("ascii", "replace")
+        else:
+            parsed = parse_receipt(pdu.fields.get("short_message", b""))
+            raw = parsed.id or ""
+        uid = normalize_message_id(raw, connector.config.id_format)
+        st = tlvs.get(Tag.message_state)
+        if st is not None:
+            state = tlv_int(st)
+        else:
+            parsed = parsed or parse_receipt(pdu.fields.get("short_message", b""))
+            state = STAT_TO_STATE.get((parsed.stat or "").upper(), MessageState.UNKNOWN)
+        if state not in FINAL_STATES:
+            proto.session.respond(pdu, Status.ESME_ROK)  # intermediate notice: nothing to store
+            proto.flush()
+            return
+        err = 0
+        nec = tlvs.get(Tag.network_error_code)
+        if nec is not None and len(nec) == 3:
+            err = int.from_bytes(nec[1:3], "big") & 0xFFFF
+        elif parsed is not None and parsed.err:
+            try:
+                err = int(parsed.err)
+            except ValueError:
+                err = 0
+        key = (connector.config.name, uid)
+        t = self._by_upstream.pop(key, None)
+        if t is not None:
+            self._by_message.pop(t.message_id, None)
+            self._finish(t, state, err, (proto, pdu))
+            return
+
+        def found(row):
+            if row is None:
+                if attempt < self.unknown_receipt_retries:
+                    # The submit_sm_resp may still be on its way: try again shortly.
+                    self.reactor.callLater(0.2 * (attempt + 1), self._receipt, connector, proto, pdu, attempt + 1)
+                else:
+                    log.warning("receipt for unknown carrier id %r on %s: dropped", raw, connector.config.name)
+                    if self.metrics is not None:
+                        self.metrics.receipt_unknown(connector.config.name)
+                    proto.session.respond(pdu, Status.ESME_ROK)
+                    proto.flush()
+                return
+            if row["phase"] == store.FINAL:  # a duplicate receipt
+                proto.session.respond(pdu, Status.ESME_ROK)
+                proto.flush()
+                return
+            tracked = Tracked.from_row(row)
+            self._by_message.pop(tracked.message_id, None)
+            self._finish(tracked, state, err, (proto, pdu))
+
+        self.read(store.message_by_upstream, connector.config.name, uid).addCallbacks(
+            found, lambda f: log.error("receipt lookup failed: %s", f.getErrorMessage())
+        )
+
+    def _finish(self, t: Tracked, state: int, err: int, carrier) -> None:
+        """Record a final state durably, then ack the carrier and queue the receipt."""
+        now = self.reactor.seconds()
+        delivery = None
+        if wants_receipt(t.registered_delivery, state):
+            delivery = Delivery(
+                self.outbox_ids(), t.account_id, t.message_id, "dlr",
+                client_receipt(t, state, err, now), now, now + RECEIPT_TTL,
+            )
+        d = self.writer.submit("outcomes", (t.message_id, state, err, now, delivery))
+
+        def committed(_):
+            if carrier is not None:
+                proto, pdu = carrier
+                proto.session.respond(pdu, Status.ESME_ROK)
+                proto.flush()
+            if delivery is not None:
+                self.outbox.add(delivery)
+
+        def failed(f):
+            log.error("recording outcome of %d failed: %s", t.message_id, f.getErrorMessage())
+            if carrier is not None:  # the carrier will retry its receipt
+                proto, pdu = carrier
+                proto.session.respond(pdu, Status.ESME_RX_T_APPN)
+                proto.flush()
+
+        d.addCallbacks(committed, failed)
+
+
+def client_receipt(t: Tracked, state: int, err: int, now: float) -> bytes:
+    """The deliver_sm a client gets: our id, exactly as submit_sm_resp gave it."""
+    mid = str(t.message_id)
+    stat = STATE_TO_STAT[MessageState(state)]
+    delivered = 1 if state == MessageState.DELIVERED else 0
+    text = format_receipt(
+        mid, 1, delivered,
+        datetime.fromtimestamp(t.submitted_at, UTC),
+        datetime.fromtimestamp(now, UTC),
+        stat, err, t.text20,
+    )
+    tlvs = {Tag.receipted_message_id: cstr(mid), Tag.message_state: u8(state)}
+    if err:
+        tlvs[Tag.network_error_code] = b"\x03" + (err & 0xFFFF).to_bytes(2, "big")
+    if t.umr is not None:
+        tlvs[Tag.user_message_reference] = t.umr
+    return encode(
+        Pdu(
+            Command.DELIVER_SM,
+            0,
+            0,
+            {
+                "source_addr_ton": 1,
+                "source_addr_npi": 1,
+                "source_addr": t.destination.encode(),
+                "dest_addr_ton": t.source_ton,
+                "dest_addr_npi": t.source_npi,
+                "destination_addr": t.source.encode(),
+                "esm_class": ESM_RECEIPT,
+                "short_message": text,
+            },
+            tlvs,
+        )
+    )
+
+
+def encode_tlv_stream(tlvs: dict[int, bytes]) -> bytes:
+    return b"".join(((t << 16) | len(v)).to_bytes(4, "big") + v for t, v in tlvs.items())
+
+
+def decode_tlv_stream(data: bytes) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 4 <= len(data):
+        tag = int.from_bytes(data[pos:pos + 2], "big")
+        ln = int.from_bytes(data[pos + 2:pos + 4], "big")
+        out[tag] = data[pos + 4:pos + 4 + ln]
+        pos += 4 + ln
+    return out

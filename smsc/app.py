@@ -1,0 +1,139 @@
+"""Wiring: one :class:`Hub` owns the store, the writer, the router and the listeners."""
+
+from __future__ import annotations
+
+import logging
+
+from twisted.internet import defer, threads
+from twisted.web import server as webserver
+
+import billing.accounts  # noqa: F401 - registers its tables
+from billing.accounts import Account, hash_password
+from conf.settings import Settings, parse_hostport
+from pdu.message import AccountPolicy
+from pdu.session import Timers
+from router import messages as store
+from router.outbox import Outbox
+from router.router import IdAllocator, Router
+from router.upstream import Connector, ConnectorConfig
+from smsc.metrics import HubMetrics, MetricsResource
+from smsc.server import BindLimiter, HubFactory
+from store.db import create_schema, make_engine
+from store.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VALIDITY = 72 * 3600.0  # the seed's "undelivered after 72 hours"
+
+
+class Hub:
+    def __init__(self, settings: Settings, reactor, engine=None) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.engine = engine or make_engine(settings.db_url)
+        create_schema(self.engine)
+        s = settings.session
+        self.timers = Timers(s.session_init, s.enquire_link, s.response, s.inactivity)
+        self.metrics = HubMetrics()
+        self.writer = GroupCommitWriter(
+            self.engine, reactor, max_batch=settings.writer_batch, max_delay=settings.writer_delay,
+            on_batch=self.metrics.batch,
+        )
+        store.register_handlers(self.writer)
+        with self.engine.connect() as conn:
+            max_message, max_outbox = store.max_ids(conn)
+        self.message_ids = IdAllocator(max_message + 1)
+        self.outbox_ids = IdAllocator(max_outbox + 1)
+        self.outbox = Outbox(
+            self.writer, reactor, self._load_outbox, on_event=self.metrics.receipt_event
+        )
+        self.router = Router(
+            self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics
+        )
+        for u in settings.upstreams:
+            cfg = ConnectorConfig(
+                u.name, u.host, u.port, u.system_id, u.password, u.system_type, u.window,
+                u.id_format, u.reconnect_min, u.reconnect_max,
+            )
+            self.router.add_connector(
+                Connector(cfg, self.router, reactor, timers=self.timers, on_pdu=self.metrics.on_pdu,
+                          max_queue=settings.max_queue)
+            )
+        self.bind_limiter = BindLimiter(
+            settings.bind_limit.failures, settings.bind_limit.per_seconds, reactor
+        )
+        self.dummy_hash = hash_password("x")
+        self.default_validity = DEFAULT_VALIDITY
+        self.clients: set = set()
+        self.sessions_by_account: dict[int, set] = {}
+        self._policies: dict[int, AccountPolicy] = {}
+        self.port = None
+        self.metrics_port = None
+
+    # ----------------------------------------------------------------- helpers
+
+    def read(self, fn, *args) -> defer.Deferred:
+        """Run a blocking read in a thread with its own connection."""
+
+        def run():
+            with self.engine.connect() as conn:
+                return fn(conn, *args)
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), run)
+
+    def _load_outbox(self, account_id: int, limit: int) -> defer.Deferred:
+        return self.read(store.pending_deliveries, account_id, 0, limit)
+
+    def policy_for(self, account: Account) -> AccountPolicy:
+        p = self._policies.get(account.id)
+        if p is None:
+            p = self._policies[account.id] = AccountPolicy(
+                default_type=account.default_type,
+                default_country_code=account.default_country_code,
+                default_sender=account.default_sender,
+            )
+        return p
+
+    def _refresh_gauges(self) -> None:
+        for name, c in self.router.connectors.items():
+            self.metrics.upstream_window.labels(name).set(c.in_flight)
+            self.metrics.upstream_queue.labels(name).set(len(c.queue))
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self.writer.start()
+        for c in self.router.connectors.values():
+            c.start()
+        with self.engine.connect() as conn:
+            queued = store.queued_messages(conn, limit=self.settings.max_queue)
+        if queued:
+            log.info("resuming %d messages accepted but not yet sent upstream", len(queued))
+            self.router.resume(queued)
+        host, port = parse_hostport(self.settings.listen, "listen")
+        self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
+        if self.settings.metrics_listen:
+            mhost, mport = parse_hostport(self.settings.metrics_listen, "metrics_listen")
+            site = webserver.Site(MetricsResource(self.metrics, self._refresh_gauges))
+            site.noisy = False
+            self.metrics_port = self.reactor.listenTCP(mport, site, interface=mhost)
+
+    @property
+    def smpp_port(self) -> int:
+        return self.port.getHost().port
+
+    @defer.inlineCallbacks
+    def stop(self):
+        if self.port is not None:
+            yield self.port.stopListening()
+        if self.metrics_port is not None:
+            yield self.metrics_port.stopListening()
+        for c in self.router.connectors.values():
+            c.stop()
+            if c.protocol is not None and c.protocol.transport is not None:
+                c.protocol.transport.loseConnection()
+        for p in list(self.clients):
+            if p.transport is not None:
+                p.transport.loseConnection()
+        yield self.writer.stop()
+        self.engine.dispose()

@@ -1,0 +1,192 @@
+"""The ``staffetta`` command line.
+
+Verbs: ``demo`` (hub + simulator in one process), ``run`` (hub from a config
+file), ``simulator`` (the carrier alone), ``bench`` (the load client) and
+``account create`` (more account verbs arrive with billing). Errors are one
+line naming the option or setting, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from conf.settings import ConfigError, Settings, UpstreamSettings, load, parse_hostport
+
+DEMO_SIM_SYSTEM_ID = "staffetta"
+DEMO_SIM_PASSWORD = "secret"
+
+
+def _settings_from(args) -> Settings:
+    if getattr(args, "config", None):
+        settings = load(args.config)
+    else:
+        settings = Settings(
+            data_dir=getattr(args, "data_dir", None) or "./staffetta-data",
+            upstreams=(
+                UpstreamSettings("sim", "127.0.0.1", 2776, DEMO_SIM_SYSTEM_ID, DEMO_SIM_PASSWORD),
+            ),
+        )
+    if getattr(args, "listen", None):
+        parse_hostport(args.listen, "--listen")
+        settings = replace(settings, listen=args.listen)
+    if getattr(args, "data_dir", None) and getattr(args, "config", None):
+        settings = replace(settings, data_dir=args.data_dir)
+    return settings
+
+
+def ensure_account(engine, name: str, password: str, **kw) -> bool:
+    """Create the account unless it exists; True if created."""
+    from billing.accounts import create_account, get_account
+
+    with engine.begin() as conn:
+        if get_account(conn, name) is not None:
+            return False
+        create_account(conn, name, password, **kw)
+        return True
+
+
+def _engine(settings: Settings):
+    import billing.accounts  # noqa: F401
+    import router.messages  # noqa: F401
+    from store.db import create_schema, make_engine
+
+    engine = make_engine(settings.db_url)
+    create_schema(engine)
+    return engine
+
+
+def cmd_demo(args) -> int:
+    from twisted.internet import reactor
+
+    from simulator.carrier import Carrier
+    from smsc.app import Hub
+
+    settings = _settings_from(args)
+    sim_port = 0  # any free port: the simulator lives inside this process
+    carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
+                      credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
+    listening = carrier.listen(sim_port)
+    up = settings.upstreams[0]
+    settings = replace(settings, upstreams=(replace(up, port=listening.getHost().port),))
+    engine = _engine(settings)
+    ensure_account(engine, "demo", "demo", default_type="PRO", default_country_code=39)
+    hub = Hub(settings, reactor, engine=engine)
+    hub.start()
+    host, port = parse_hostport(settings.listen, "listen")
+    print(
+        f"Staffetta demo is up.\n"
+        f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
+        f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
+        f"  metrics: http://{settings.metrics_listen}/metrics\n"
+        f"  data:    {settings.db_url}\n"
+        f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
+        f"Ctrl-C stops.",
+        flush=True,
+    )
+    reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    reactor.run()
+    return 0
+
+
+def cmd_run(args) -> int:
+    from twisted.internet import reactor
+
+    from smsc.app import Hub
+
+    settings = _settings_from(args)
+    hub = Hub(settings, reactor)
+    hub.start()
+    print(f"Staffetta listening on {settings.listen}; upstreams: "
+          + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    reactor.run()
+    return 0
+
+
+def cmd_account_create(args) -> int:
+    import json
+
+    from billing.accounts import AccountError, create_account
+
+    settings = _settings_from(args)
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            acct = create_account(
+                conn, args.name, args.password, default_type=args.type,
+                default_country_code=args.country,
+            )
+    except AccountError as exc:
+        print(f"staffetta: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"id": acct.id, "name": acct.name, "type": acct.default_type,
+                          "country": acct.default_country_code}))
+    else:
+        print(f"account {acct.name} created (system_id {acct.name})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from simulator.cli import add_bench_arguments, add_simulator_arguments, bench_main, simulator_main
+
+    p = argparse.ArgumentParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def store_opts(sp):
+        sp.add_argument("--config", metavar="FILE", help="staffetta.yaml to use")
+        sp.add_argument("--data-dir", metavar="DIR", help="where the embedded store lives")
+
+    d = sub.add_parser("demo", help="hub + simulator in one process, account demo/demo")
+    d.add_argument("--listen", metavar="HOST:PORT", default=None)
+    d.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS")
+    store_opts(d)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="the hub from a config file")
+    r.add_argument("--config", metavar="FILE", required=True)
+    r.add_argument("--listen", metavar="HOST:PORT", default=None)
+    r.add_argument("--data-dir", metavar="DIR")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("simulator", help="the carrier simulator alone")
+    add_simulator_arguments(s)
+    s.set_defaults(func=simulator_main)
+
+    b = sub.add_parser("bench", help="the load-generating SMPP client")
+    add_bench_arguments(b)
+    b.set_defaults(func=bench_main)
+
+    a = sub.add_parser("account", help="manage accounts")
+    asub = a.add_subparsers(dest="account_verb", required=True)
+    ac = asub.add_parser("create", help="create an account with one SMPP credential")
+    ac.add_argument("name")
+    ac.add_argument("--password", required=True)
+    ac.add_argument("--type", default="PRO", choices=["SMART", "PRO", "REPLY"])
+    ac.add_argument("--country", type=int, default=39)
+    ac.add_argument("--json", action="store_true")
+    store_opts(ac)
+    ac.set_defaults(func=cmd_account_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"staffetta: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

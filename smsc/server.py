@@ -1,0 +1,333 @@
+"""The ESME-facing SMPP server: bind, submit, query, and receipts to clients.
+
+Rules of the protocol are in :class:`pdu.session.Session`; this module holds
+the business of each request. The submit path is: assess (pdu.message) ->
+message row into the group commit -> submit_sm_resp with our id -> router.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from twisted.internet import protocol, threads
+
+from billing.accounts import Credential, find_credential, verify_password
+from pdu.codec import Pdu
+from pdu.constants import FINAL_STATES, Command, Status
+from pdu.errors import SubmitRejected
+from pdu.message import AccountPolicy, assess_submit
+from pdu.protocol import SessionProtocol
+from pdu.session import Outstanding, Side, State
+from router import messages as store
+from router.messages import Delivery
+from router.router import Tracked, encode_tlv_stream
+
+log = logging.getLogger(__name__)
+
+_BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX: "trx"}
+#: TLVs the client may send that we pass to the carrier unchanged.
+_PASS_UPSTREAM_EXCLUDE = frozenset()
+
+
+class BindLimiter:
+    """Failed binds per source address in a sliding window (brute-force guard)."""
+
+    def __init__(self, failures: int, per_seconds: float, clock) -> None:
+        self.failures = failures
+        self.per_seconds = per_seconds
+        self.clock = clock
+        self._seen: dict[str, list[float]] = {}
+
+    def blocked(self, address: str) -> bool:
+        now = self.clock.seconds()
+        hits = [t for t in self._seen.get(address, ()) if now - t < self.per_seconds]
+        if hits:
+            self._seen[address] = hits
+        else:
+            self._seen.pop(address, None)
+        return len(hits) >= self.failures
+
+    def failed(self, address: str) -> None:
+        self._seen.setdefault(address, []).append(self.clock.seconds())
+        if len(self._seen) > 100_000:  # bounded: forget the oldest addresses
+            for key in list(self._seen)[:10_000]:
+                del self._seen[key]
+
+
+class HubProtocol(SessionProtocol):
+    side = Side.SMSC
+
+    def __init__(self, hub, **kw) -> None:
+        super().__init__(**kw)
+        self.hub = hub
+        self.credential: Credential | None = None
+        self.policy: AccountPolicy | None = None
+        self.peer = "?"
+
+    # ---------------------------------------------------------------- life
+
+    def on_connected(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = getattr(peer, "host", "?")
+
+    def on_closed(self, reason: str, pending: list[Outstanding]) -> None:
+        hub = self.hub
+        hub.clients.discard(self)
+        c = self.credential
+        if c is None:
+            return
+        if self.session.can_receive or reason != "connection lost" or pending:
+            hub.outbox.detach(c.account.id, self)
+        for p in pending:
+            if p.command_id == Command.DELIVER_SM and isinstance(p.context, Delivery):
+                hub.outbox.failed(p.context)
+        bind_type = getattr(self, "_bind_type", None)
+        if bind_type:
+            hub.metrics.session_bound(c.account.name, bind_type, -1)
+            self._bind_type = None
+        hub.sessions_by_account.get(c.account.id, set()).discard(self)
+
+    # ------------------------------------------------------------- requests
+
+    def on_request(self, pdu: Pdu) -> None:
+        cid = pdu.command_id
+        if cid == Command.SUBMIT_SM:
+            self._submit(pdu)
+        elif cid in (Command.BIND_TRANSCEIVER, Command.BIND_TRANSMITTER, Command.BIND_RECEIVER):
+            self._bind(pdu)
+        elif cid == Command.QUERY_SM:
+            self._query(pdu)
+        elif cid == Command.CANCEL_SM:
+            # Messages leave for the carrier within milliseconds; nothing pending to cancel.
+            self.session.respond(pdu, Status.ESME_RCANCELFAIL)
+        else:  # replace_sm, submit_multi, data_sm: not offered in this version
+            self.session.respond(pdu, Status.ESME_RINVCMDID)
+        self.flush()
+
+    # bind ------------------------------------------------------------------
+
+    def _bind(self, pdu: Pdu) -> None:
+        hub = self.hub
+        if hub.bind_limiter.blocked(self.peer):
+            hub.metrics.bind_failures.labels("rate_limited").inc()
+            self._dispatch(self.session.reject_bind(pdu, Status.ESME_RBINDFAIL))
+            return
+        system_id = pdu.fields["system_id"].decode("ascii", "replace")
+        password = pdu.fields["password"].decode("ascii", "replace")
+
+        def check() -> tuple[Credential | None, str]:
+            with hub.engine.connect() as conn:
+                cred = find_credential(conn, system_id)
+            if cred is None:
+                # Same cost as a wrong password: no timing oracle for system ids.
+                verify_password(password, hub.dummy_hash)
+                return None, "unknown_system_id"
+            if not verify_password(password, cred.password_hash):
+                return None, "bad_password"
+            return cred, ""
+
+        d = threads.deferToThreadPool(hub.reactor, hub.reactor.getThreadPool(), check)
+        d.addCallbacks(lambda r: self._bind_checked(pdu, *r), lambda f: self._bind_error(pdu, f))
+
+    def _bind_error(self, pdu: Pdu, failure) -> None:
+        log.error("bind check failed: %s", failure.getErrorMessage())
+        self._dispatch(self.session.reject_bind(pdu, Status.ESME_RSYSERR))
+        self.flush()
+
+    def _bind_checked(self, pdu: Pdu, cred: Credential | None, why: str) -> None:
+        hub = self.hub
+        if self._closed:
+            return
+        if cred is not None:
+            if not cred.account.enabled or cred.revoked:
+                cred, why = None, "disabled"
+            elif not cred.allows(self.peer):
+                cred, why = None, "address_not_allowed"
+            elif len(hub.sessions_by_account.get(cred.account.id, ())) >= cred.max_binds * 4:
+                cred, why = None, "too_many_binds"
+        if cred is None:
+            # The hub collapses 0x0E/0x0F into 0x0D: no account enumeration.
+            hub.bind_limiter.failed(self.peer)
+            hub.metrics.bind_failures.labels(why).inc()
+            log.info("bind refused from %s as %r: %s", self.peer, pdu.fields["system_id"], why)
+            self._dispatch(self.session.reject_bind(pdu, Status.ESME_RBINDFAIL))
+            self.flush()
+            return
+        self.credential = cred
+        acct = cred.account
+        self.policy = hub.policy_for(acct)
+        self.session.accept_bind(pdu, hub.settings.system_id.encode())
+        self._bind_type = _BIND_TYPE[self.session.state]
+        hub.metrics.account_names[acct.id] = acct.name
+        hub.metrics.session_bound(acct.name, self._bind_type, 1)
+        hub.sessions_by_account.setdefault(acct.id, set()).add(self)
+        self.flush()
+        if self.session.can_receive:
+            hub.outbox.attach(acct.id, self)
+
+    # submit ------------------------------------------------------------------
+
+    def _submit(self, pdu: Pdu) -> None:
+        hub = self.hub
+        started = time.perf_counter()
+        account = self.credential.account
+        if not hub.router.can_accept():
+            self._answer_submit(pdu, Status.ESME_RMSGQFUL, started)
+            return
+        try:
+            a = assess_submit(pdu.fields, pdu.tlvs, self.policy)
+        except SubmitRejected as exc:
+            log.debug("submit refused for %s: %s", account.name, exc)
+            self._answer_submit(pdu, exc.status, started)
+            return
+        f = pdu.fields
+        mid = hub.message_ids()
+        now = hub.reactor.seconds()
+        validity = a.validity.timestamp() if a.validity else now + hub.default_validity
+        sender = a.sender
+        dest = a.destination.e164
+        tlvs = pdu.tlvs
+        tlv_blob = encode_tlv_stream(tlvs) if tlvs else b""
+        row = {
+            "id": mid,
+            "account_id": account.id,
+            "source_addr": sender.addr,
+            "source_ton": sender.ton,
+            "source_npi": sender.npi,
+            "destination": dest,
+            "service_type": f["service_type"].decode("ascii", "replace"),
+            "msg_type": a.msg_type,
+            "esm_class": f["esm_class"],
+            "protocol_id": f["protocol_id"],
+            "priority": f["priority_flag"],
+            "registered_delivery": f["registered_delivery"],
+            "data_coding": f["data_coding"],
+            "short_message": f["short_message"],
+            "tlvs": tlv_blob,
+            "segments": a.segments,
+            "submitted_at": now,
+            "expires_at": validity,
+            "phase": store.QUEUED,
+            "state": 1,  # ENROUTE
+            "err": 0,
+            "done_at": None,
+            "connector": None,
+            "upstream_id": None,
+        }
+        up_fields = {
+            "service_type": b"",
+            "source_addr_ton": sender.ton,
+            "source_addr_npi": sender.npi,
+            "source_addr": sender.addr.encode(),
+            "dest_addr_ton": 1,
+            "dest_addr_npi": 1,
+            "destination_addr": dest.encode(),
+            "esm_class": f["esm_class"],
+            "protocol_id": f["protocol_id"],
+            "priority_flag": f["priority_flag"],
+            "validity_period": f["validity_period"],
+            "registered_delivery": 1,  # we always need the outcome
+            "data_coding": f["data_coding"],
+            "short_message": f["short_message"],
+        }
+        text20 = (a.text or "")[:20]
+        tracked = Tracked(
+            mid, account.id, sender.addr, sender.ton, sender.npi, dest,
+            f["registered_delivery"], now, text20, tlvs.get(0x0204),
+        )
+
+        def committed(_):
+            self._answer_submit(pdu, Status.ESME_ROK, started, {"message_id": str(mid).encode()})
+            hub.router.forward(tracked, up_fields, tlvs)
+
+        def failed(fail):
+            log.error("storing message failed: %s", fail.getErrorMessage())
+            self._answer_submit(pdu, Status.ESME_RSYSERR, started)
+
+        hub.writer.submit("messages", row).addCallbacks(committed, failed)
+
+    def _answer_submit(self, pdu: Pdu, status: int, started: float, fields=None) -> None:
+        self.session.respond(pdu, status, fields)
+        self.flush()
+        self.hub.metrics.submitted(self.credential.account.name, status, time.perf_counter() - started)
+
+    # query -------------------------------------------------------------------
+
+    def _query(self, pdu: Pdu) -> None:
+        raw = pdu.fields["message_id"]
+        if not raw.isdigit() or len(raw) > 18:
+            self.session.respond(pdu, Status.ESME_RQUERYFAIL)
+            return
+        account_id = self.credential.account.id
+        src = pdu.fields["source_addr"].lstrip(b"+").decode("ascii", "replace")
+
+        def answer(row):
+            if row is None or (src and row["source_addr"] != src):
+                self.session.respond(pdu, Status.ESME_RQUERYFAIL)
+            else:
+                final = b""
+                if row["state"] in FINAL_STATES and row["done_at"]:
+                    final = smpp_absolute(row["done_at"])
+                self.session.respond(
+                    pdu,
+                    Status.ESME_ROK,
+                    {
+                        "message_id": raw,
+                        "final_date": final,
+                        "message_state": row["state"],
+                        "error_code": row["err"] & 0xFF,
+                    },
+                )
+            self.flush()
+
+        def failed(f):
+            log.error("query_sm failed: %s", f.getErrorMessage())
+            self.session.respond(pdu, Status.ESME_RSYSERR)
+            self.flush()
+
+        self.hub.read(store.message_for_account, int(raw), account_id).addCallbacks(answer, failed)
+
+    # --------------------------------------------------------- outbox sink
+
+    @property
+    def window_free(self) -> int:
+        s = self.session
+        return s.window_free if s.can_receive and not self._closed else 0
+
+    def send_delivery(self, delivery: Delivery) -> None:
+        self.session.send_encoded(delivery.pdu, delivery)
+        self.flush()
+
+    def on_response(self, pdu: Pdu, request: Outstanding) -> None:
+        if request.command_id == Command.DELIVER_SM and isinstance(request.context, Delivery):
+            self.hub.outbox.acknowledged(request.context, pdu.status)
+
+    def on_timeout(self, request: Outstanding) -> None:
+        if isinstance(request.context, Delivery):
+            self.hub.outbox.failed(request.context)
+
+
+def smpp_absolute(ts: float) -> bytes:
+    """A UTC time in the 16-character absolute form (YYMMDDhhmmss000+)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%y%m%d%H%M%S000+").encode()
+
+
+class HubFactory(protocol.ServerFactory):
+    def __init__(self, hub) -> None:
+        self.hub = hub
+
+    def buildProtocol(self, addr):  # noqa: N802
+        hub = self.hub
+        s = hub.settings.session
+        p = HubProtocol(
+            hub,
+            clock=hub.reactor,
+            timers=hub.timers,
+            window=s.window,
+            inbound_window=s.inbound_window,
+            on_pdu=hub.metrics.on_pdu,
+        )
+        hub.clients.add(p)
+        return p

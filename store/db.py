@@ -1,0 +1,52 @@
+"""Engine factory and the one MetaData every package's tables hang on.
+
+Embedded default: SQLite in WAL mode with ``synchronous=NORMAL``: a committed
+transaction survives a process crash; after a power loss the last few
+transactions may be lost (documented in docs/operations.md). PostgreSQL is
+selected by a ``postgresql://`` URL for several hub processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+
+def sqlite_url(data_dir: str | os.PathLike) -> str:
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'staffetta.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine; :func:`create_schema` makes the tables."""
+    if url.startswith("sqlite"):
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    else:
+        engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table registered on :data:`metadata` (idempotent).
+
+    Table-owning modules register on import; the application imports them
+    first (store sits below every other package and imports none of them).
+    """
+    metadata.create_all(engine)
