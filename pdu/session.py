@@ -524,8 +524,10 @@ class Session:
         if request.command_id == Command.ENQUIRE_LINK:
             if self._enquire_seq == request.sequence:
                 self._enquire_seq = None
+            events.append(ResponseReceived(pdu, request))
             return
         if request.command_id == Command.UNBIND:
+            events.append(ResponseReceived(pdu, request))
             events.append(self._close("unbind answered"))
             return
         if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != Command.GENERIC_NACK:

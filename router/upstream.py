@@ -93,21 +93,21 @@ class UpstreamProtocol(SessionProtocol):
 
 
 class _Factory(protocol.ReconnectingClientFactory):
-    def __init__(self, connector: Connector) -> None:
-        self.connector = connector
-        self.initialDelay = connector.config.reconnect_min
-        self.maxDelay = connector.config.reconnect_max
+    def __init__(self, owner: Connector) -> None:
+        self.owner = owner
+        self.initialDelay = owner.config.reconnect_min
+        self.maxDelay = owner.config.reconnect_max
         self.factor = 2.0
-        self.clock = connector.reactor
+        self.clock = owner.reactor
 
     def buildProtocol(self, addr):  # noqa: N802
         self.resetDelay()
         return UpstreamProtocol(
-            self.connector,
-            clock=self.connector.reactor,
-            timers=self.connector.timers,
-            window=self.connector.config.window,
-            on_pdu=self.connector.on_pdu,
+            self.owner,
+            clock=self.owner.reactor,
+            timers=self.owner.timers,
+            window=self.owner.config.window,
+            on_pdu=self.owner.on_pdu,
         )
 
 

@@ -1,0 +1,112 @@
+"""The spine benchmark: simulator + hub + `staffetta bench`, windows 1, 10, 50.
+
+Each part runs in its own process. With ``taskset`` available the hub gets core
+0 to itself and the simulator and the load client share core 1, so the figure
+is "hub on one core". Prints one line per window and, with --json, a document.
+
+    python bench/bench_spine.py            # defaults: n = 2000 / 20000 / 30000
+    python bench/bench_spine.py --quick    # smaller n, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
+def pinned(core: int, cmd: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core), *cmd]
+    return cmd
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--windows", default="1,10,50")
+    ap.add_argument("--dlr-delay", type=float, default=0.1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    py = sys.executable
+    cli = [py, "-m", "smsc.cli"]
+    sizes = {1: 500, 10: 3000, 50: 5000} if args.quick else {1: 2000, 10: 20000, 50: 30000}
+    tmp = Path(tempfile.mkdtemp(prefix="staffetta-bench-"))
+    procs: list[subprocess.Popen] = []
+    results = []
+    try:
+        sim_port, hub_port = free_port(), free_port()
+        subprocess.run([*cli, "account", "create", "demo", "--password", "demo",
+                        "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL)
+        cfg = tmp / "bench.yaml"
+        cfg.write_text(
+            f"listen: 127.0.0.1:{hub_port}\n"
+            f"data_dir: {tmp / 'data'}\n"
+            "metrics_listen: null\n"
+            "session: {inbound_window: 200}\n"
+            "upstreams:\n"
+            f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
+        )
+        procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
+                                                  "--dlr-delay", str(args.dlr_delay), "--control", "off"])))
+        wait_port(sim_port)
+        procs.append(subprocess.Popen(pinned(0, [*cli, "run", "--config", str(cfg)])))
+        wait_port(hub_port)
+        time.sleep(0.5)  # let the connector bind upstream
+        for w in (int(x) for x in args.windows.split(",")):
+            out = subprocess.run(
+                pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo",
+                           "--password", "demo", "-n", str(sizes.get(w, 10000)), "--window", str(w),
+                           "--json"]),
+                check=True, capture_output=True, text=True,
+            ).stdout
+            r = json.loads(out)
+            r["window"] = w
+            results.append(r)
+            if not args.json:
+                print(
+                    f"window {w:>3}: {r['accepted']}/{r['sent']} accepted, "
+                    f"{r['accepted_per_s']:.0f} msg/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                    f"receipts {r['receipts']} ({r['receipts_per_s']:.0f}/s), ids matched {r['receipt_ids_matched']}",
+                    flush=True,
+                )
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

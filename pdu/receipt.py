@@ -1,0 +1,213 @@
+"""Delivery receipt text (SMPP 3.4 Appendix B): exact on output, liberal on input.
+
+Output, fields in this order, single spaces (conformance §22)::
+
+    id:IIIIIIIIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm
+    stat:DDDDDDD err:E text:first 20 characters
+
+Input from carriers varies: capitalised keys (``Text:``), 12-digit dates with
+seconds, missing ``sub``/``dlvrd``/``text``, 2-digit or longer ``err``, hex
+ids.  :func:`parse_receipt` accepts all of those; :func:`normalize_message_id`
+turns an upstream id into the canonical form the correlation table stores.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import gsm
+from .constants import MessageState
+
+STATE_TO_STAT: dict[MessageState, str] = {
+    MessageState.ENROUTE: "ENROUTE",
+    MessageState.DELIVERED: "DELIVRD",
+    MessageState.EXPIRED: "EXPIRED",
+    MessageState.DELETED: "DELETED",
+    MessageState.UNDELIVERABLE: "UNDELIV",
+    MessageState.ACCEPTED: "ACCEPTD",
+    MessageState.UNKNOWN: "UNKNOWN",
+    MessageState.REJECTED: "REJECTD",
+}
+STAT_TO_STATE: dict[str, MessageState] = {v: k for k, v in STATE_TO_STAT.items()}
+
+# Spellings seen from carriers besides the Appendix B words.
+_STAT_ALIASES: dict[str, MessageState] = {
+    **STAT_TO_STATE,
+    "DELIVERED": MessageState.DELIVERED,
+    "DELIVER": MessageState.DELIVERED,
+    "UNDELIVERABLE": MessageState.UNDELIVERABLE,
+    "UNDELIVERED": MessageState.UNDELIVERABLE,
+    "ACCEPTED": MessageState.ACCEPTED,
+    "REJECTED": MessageState.REJECTED,
+    "EXPIRD": MessageState.EXPIRED,
+    "DELETD": MessageState.DELETED,
+}
+
+TEXT_LEN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A parsed receipt; any field the carrier left out is None."""
+
+    id: str | None
+    sub: int | None
+    dlvrd: int | None
+    submit_date: datetime | None
+    done_date: datetime | None
+    stat: str | None
+    err: str | None
+    text: str | None
+
+    @property
+    def state(self) -> MessageState | None:
+        return stat_to_state(self.stat) if self.stat else None
+
+
+def stat_to_state(stat: str) -> MessageState | None:
+    """A stat word (any case, Appendix B or a common variant) -> message_state, or None."""
+    return _STAT_ALIASES.get(stat.strip().upper())
+
+
+def _err(err: str | int) -> str:
+    if isinstance(err, int):
+        if err < 0:
+            raise ValueError("err must not be negative")
+        return f"{err:03d}"
+    return err.zfill(3) if err.isdigit() else err
+
+
+def _yymmddhhmm(d: datetime) -> str:
+    # strftime costs several times this, and it runs twice per receipt.
+    return f"{d.year % 100:02d}{d.month:02d}{d.day:02d}{d.hour:02d}{d.minute:02d}"
+
+
+def format_receipt(message_id: str, sub: int, dlvrd: int, submit_date: datetime,
+                   done_date: datetime, stat: str, err: str | int, text: str,
+                   text_key: str = "text", alphabet: str = "gsm") -> bytes:
+    """The Appendix B text, every field present, as short_message octets.
+
+    ``stat`` is a 7-letter word (see :data:`STATE_TO_STAT`); ``text_key`` is
+    'text' (default) or 'Text' per account; dates are formatted as given (pass
+    them in the zone the client expects).  ``alphabet`` is how the receipt's
+    data_coding 0 is read by the client: 'gsm' (unpacked septets; characters
+    outside GSM become '?'), 'latin1' or 'ascii'.
+    """
+    e = _err(err)
+    head = (f"id:{message_id} sub:{sub:03d} dlvrd:{dlvrd:03d} "
+            f"submit date:{_yymmddhhmm(submit_date)} done date:{_yymmddhhmm(done_date)} "
+            f"stat:{stat} err:{e} {text_key}:")
+    text = text[:TEXT_LEN]
+    if alphabet == "gsm":
+        # Letters, digits, space and ':' sit at their ASCII codes in GSM 03.38,
+        # so the head of a receipt needs no table walk (it runs per receipt).
+        if message_id.isalnum() and e.isalnum() and stat.isalpha():
+            return head.encode("ascii") + gsm.encode(text, errors="replace")
+        return gsm.encode(head + text, errors="replace")
+    if alphabet in ("latin1", "ascii"):
+        return (head + text).encode("latin-1" if alphabet == "latin1" else "ascii", "replace")
+    raise ValueError(f"unknown alphabet {alphabet!r}")
+
+
+_KEY_RE = re.compile(
+    r"(?:^|(?<=\s))(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text)\s*:",
+    re.IGNORECASE,
+)
+
+
+def _date(v: str) -> datetime | None:
+    v = v.strip()
+    if not v.isdigit():
+        return None
+    try:
+        if len(v) == 10:
+            return datetime.strptime(v, "%y%m%d%H%M")
+        if len(v) == 12:
+            return datetime.strptime(v, "%y%m%d%H%M%S")
+        if len(v) == 14:
+            return datetime.strptime(v, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return None
+
+
+def _int(v: str) -> int | None:
+    v = v.strip()
+    return int(v) if v.isdigit() else None
+
+
+def parse_receipt(data: bytes | str, alphabet: str = "latin1") -> Receipt:
+    """Parse receipt text liberally; ValueError if no receipt key is found at all.
+
+    Octets are read as ``alphabet``: 'latin1' (default; a trailing NUL some
+    carriers leave is dropped) or 'gsm' (unpacked septets, so 0x00 is '@').
+    The keys read the same in both; only ``text`` depends on it.  Everything
+    after ``text:`` is the text, so a text containing "stat:" cannot confuse us.
+    """
+    if isinstance(data, bytes | bytearray):
+        s = gsm.decode(bytes(data)) if alphabet == "gsm" else data.decode("latin-1").rstrip("\x00")
+    else:
+        s = data
+    found: dict[str, str] = {}
+    matches = list(_KEY_RE.finditer(s))
+    if not matches:
+        raise ValueError("not a delivery receipt: no id/stat/... keys")
+    for i, m in enumerate(matches):
+        key = m.group(1).lower().replace("_", " ")
+        if key in ("submitdate", "donedate"):
+            key = key[:-4] + " date"
+        if key == "text":
+            found.setdefault(key, s[m.end():])
+            break
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(s)
+        found.setdefault(key, s[m.end():end].strip())
+    stat = found.get("stat")
+    return Receipt(
+        id=found.get("id") or None,
+        sub=_int(found["sub"]) if "sub" in found else None,
+        dlvrd=_int(found["dlvrd"]) if "dlvrd" in found else None,
+        submit_date=_date(found["submit date"]) if "submit date" in found else None,
+        done_date=_date(found["done date"]) if "done date" in found else None,
+        stat=stat.upper() if stat else None,
+        err=found.get("err") or None,
+        text=found.get("text"),
+    )
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def normalize_message_id(s: str | bytes, style: str = "auto") -> str:
+    """Canonical form of an upstream message id, for correlation.
+
+    Carriers disagree with themselves: the submit_sm_resp id in hex and the
+    receipt's ``id:`` in decimal, or with leading zeros (jookies/jasmin#20).
+    A connector names the base each source uses and both sides meet here:
+
+    * ``'hex'``: read as hexadecimal -> the decimal value as a string;
+    * ``'decimal'``: read as decimal -> the decimal value as a string
+      (so hex ``'1F'`` and decimal ``'031'`` both give ``'31'``);
+    * ``'auto'``: opaque id: trimmed, lower-cased, leading zeros removed
+      (``'0'`` stays ``'0'``); no base conversion, since ``'10'`` is ambiguous.
+
+    ValueError if the id is empty or not valid in the named base.
+    """
+    if isinstance(s, bytes | bytearray):
+        s = s.decode("latin-1")
+    t = s.strip().rstrip("\x00")
+    if not t:
+        raise ValueError("empty message id")
+    if style == "hex":
+        body = t[2:] if t[:2].lower() == "0x" else t
+        if not body or not _HEX.issuperset(body):
+            raise ValueError(f"message id {s!r} is not hexadecimal")
+        return str(int(body, 16))
+    if style == "decimal":
+        if not (t.isascii() and t.isdigit()):
+            raise ValueError(f"message id {s!r} is not decimal")
+        return str(int(t))
+    if style == "auto":
+        return t.lower().lstrip("0") or "0"
+    raise ValueError(f"unknown style {style!r}")
