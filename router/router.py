@@ -19,7 +19,7 @@ from twisted.internet import defer
 from pdu import text as pdutext
 from pdu.codec import Pdu, cstr, encode, tlv_cstr, tlv_int, u8
 from pdu.constants import ESM_RECEIPT, FINAL_STATES, Command, MessageState, Status, Tag
-from pdu.receipt import STAT_TO_STATE, STATE_TO_STAT, format_receipt, normalize_message_id, parse_receipt
+from pdu.receipt import STATE_TO_STAT, format_receipt, normalize_message_id, parse_receipt, stat_to_state
 from router import messages as store
 from router.messages import Delivery
 from router.upstream import Connector, Forward
@@ -72,14 +72,7 @@ def text20_of(short_message: bytes, data_coding: int) -> str:
 
 
 def _umr_of(tlv_stream: bytes) -> bytes | None:
-    pos = 0
-    while pos + 4 <= len(tlv_stream):
-        tag = int.from_bytes(tlv_stream[pos:pos + 2], "big")
-        ln = int.from_bytes(tlv_stream[pos + 2:pos + 4], "big")
-        if tag == Tag.user_message_reference:
-            return tlv_stream[pos + 4:pos + 4 + ln]
-        pos += 4 + ln
-    return None
+    return decode_tlv_stream(tlv_stream).get(Tag.user_message_reference) if tlv_stream else None
 
 
 def wants_receipt(registered_delivery: int, state: int) -> bool:
@@ -221,34 +214,20 @@ class Router:
         proto.flush()
 
     def _receipt(self, connector: Connector, proto, pdu: Pdu, attempt: int) -> None:
-        tlvs = pdu.tlvs
-        rid = tlvs.get(Tag.receipted_message_id)
-        parsed = None
-        if rid is not None:
-            raw = tlv_cstr(rid).decode("ascii", "replace")
-        else:
-            parsed = parse_receipt(pdu.fields.get("short_message", b""))
-            raw = parsed.id or ""
-        uid = normalize_message_id(raw, connector.config.id_format)
-        st = tlvs.get(Tag.message_state)
-        if st is not None:
-            state = tlv_int(st)
-        else:
-            parsed = parsed or parse_receipt(pdu.fields.get("short_message", b""))
-            state = STAT_TO_STATE.get((parsed.stat or "").upper(), MessageState.UNKNOWN)
+        try:
+            uid, raw, state, err = _read_receipt(pdu, connector.config.id_format)
+        except ValueError as exc:
+            # Not a receipt we can read: acknowledge (a resend would be as unreadable) and say so.
+            log.warning("unreadable receipt from %s: %s", connector.config.name, exc)
+            if self.metrics is not None:
+                self.metrics.receipt_unknown(connector.config.name)
+            proto.session.respond(pdu, Status.ESME_ROK)
+            proto.flush()
+            return
         if state not in FINAL_STATES:
             proto.session.respond(pdu, Status.ESME_ROK)  # intermediate notice: nothing to store
             proto.flush()
             return
-        err = 0
-        nec = tlvs.get(Tag.network_error_code)
-        if nec is not None and len(nec) == 3:
-            err = int.from_bytes(nec[1:3], "big") & 0xFFFF
-        elif parsed is not None and parsed.err:
-            try:
-                err = int(parsed.err)
-            except ValueError:
-                err = 0
         key = (connector.config.name, uid)
         t = self._by_upstream.pop(key, None)
         if t is not None:
@@ -307,6 +286,42 @@ class Router:
                 proto.flush()
 
         d.addCallbacks(committed, failed)
+
+
+def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
+    """(normalised carrier id, raw id, message_state, err) of a carrier receipt.
+
+    The TLVs win when present; the Appendix B text fills what they lack.
+    Raises ValueError when no id can be found.
+    """
+    tlvs = pdu.tlvs
+    parsed = None
+    rid = tlvs.get(Tag.receipted_message_id)
+    if rid is not None:
+        raw = tlv_cstr(rid).decode("ascii", "replace")
+    else:
+        parsed = parse_receipt(pdu.fields.get("short_message", b""))
+        raw = parsed.id or ""
+    uid = normalize_message_id(raw, id_format)
+    st = tlvs.get(Tag.message_state)
+    if st is not None:
+        state = tlv_int(st)
+    else:
+        parsed = parsed or parse_receipt(pdu.fields.get("short_message", b""))
+        state = stat_to_state(parsed.stat or "") or MessageState.UNKNOWN
+    err = 0
+    nec = tlvs.get(Tag.network_error_code)
+    if nec is not None and len(nec) == 3:
+        err = int.from_bytes(nec[1:3], "big")
+    else:
+        if parsed is None and pdu.fields.get("short_message"):
+            try:
+                parsed = parse_receipt(pdu.fields["short_message"])
+            except ValueError:
+                parsed = None
+        if parsed is not None and parsed.err and parsed.err.isdigit():
+            err = int(parsed.err)
+    return uid, raw, state, err
 
 
 def client_receipt(t: Tracked, state: int, err: int, now: float) -> bytes:

@@ -181,10 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from twisted.internet.error import CannotListenError
+
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"staffetta: {exc}", file=sys.stderr)
+        return 2
+    except CannotListenError as exc:
+        print(f"staffetta: --listen: cannot listen on {exc.interface}:{exc.port} ({exc.socketError})",
+              file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,108 @@
+"""The command line as an operator runs it: real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from pdu.codec import Pdu, decode, encode
+from pdu.constants import Command, Status
+
+CLI = [sys.executable, "-m", "smsc.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_account_create_then_duplicate_is_a_one_line_error(tmp_path):
+    d = str(tmp_path / "data")
+    r = run("account", "create", "acme", "--password", "pw", "--data-dir", d, "--json")
+    assert r.returncode == 0, r.stderr
+    r = run("account", "create", "acme", "--password", "pw", "--data-dir", d)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "acme" in r.stderr
+
+
+def test_bad_config_is_a_one_line_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("upstreams:\n  - {name: a, host: h, port: 99999, system_id: x, password: y}\n")
+    r = run("run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "staffetta: upstreams[0].port: expected a port 1-65535, got 99999"
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run("demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("staffetta: --listen: cannot listen on 127.0.0.1:") and r.stderr.count("\n") == 1
+
+
+def _smpp_exchange(port: int, steps: list[tuple[Pdu, int]]) -> list[Pdu]:
+    """Send each PDU, then read until that many PDUs arrived in all (a client waits for bind_resp)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        buf, out = b"", []
+        for p, expect in steps:
+            s.sendall(encode(p))
+            buf = _read(s, buf, out, expect)
+        return out
+
+
+def _read(s: socket.socket, buf: bytes, out: list[Pdu], expect: int) -> bytes:
+    while len(out) < expect:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= int.from_bytes(buf[:4], "big"):
+            n = int.from_bytes(buf[:4], "big")
+            out.append(decode(buf[:n]))
+            buf = buf[n:]
+    return buf
+
+
+def test_demo_serves_a_client_end_to_end(tmp_path):
+    """The README's first command: bind demo/demo, submit, get the receipt."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), "--dlr-delay", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        banner = proc.stdout.readline()
+        assert "Staffetta demo is up" in banner, banner
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        bind = Pdu(Command.BIND_TRANSCEIVER, 1, 0, {"system_id": b"demo", "password": b"demo", "interface_version": 0x34})
+        submit = Pdu(Command.SUBMIT_SM, 2, 0, {
+            "source_addr_ton": 5, "source_addr": b"Demo", "dest_addr_ton": 1, "dest_addr_npi": 1,
+            "destination_addr": b"393331234567", "registered_delivery": 1, "short_message": b"hello",
+        })
+        got = _smpp_exchange(port, [(bind, 1), (submit, 3)])
+        assert [p.command_id for p in got[:2]] == [Command.BIND_TRANSCEIVER_RESP, Command.SUBMIT_SM_RESP]
+        assert got[1].status == Status.ESME_ROK
+        mid = got[1].fields["message_id"]
+        assert got[2].command_id == Command.DELIVER_SM
+        assert f"id:{mid.decode()} ".encode() in got[2].fields["short_message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
