@@ -1,0 +1,278 @@
+"""``staffetta simulator`` and ``staffetta bench``: argument parsers and entry points.
+
+The ``staffetta`` command itself lives in ``smsc/cli.py``; it adds these
+sub-commands with :func:`add_simulator_arguments` / :func:`add_bench_arguments`
+and calls :func:`simulator_main` / :func:`bench_main` with the parsed
+arguments. Both return the process exit code: 0 fine, 1 runtime failure
+(port in use, target down, bind refused), 2 bad arguments - always with one
+line on stderr that names the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from simulator.carrier import FINAL_STATS, ID_FORMATS, RECEIPT_FORMATS
+
+
+def parse_hostport(s: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """'HOST:PORT', ':PORT', 'PORT' or '[v6addr]:PORT' -> (host, port); ValueError otherwise."""
+    s = s.strip()
+    host = default_host
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0 or not s[end + 1 :].startswith(":"):
+            raise ValueError(f"{s!r} is not [ADDRESS]:PORT")
+        host, port_s = s[1:end], s[end + 2 :]
+    elif ":" in s:
+        h, port_s = s.rsplit(":", 1)
+        if ":" in h:
+            raise ValueError(f"{s!r}: write IPv6 addresses as [ADDRESS]:PORT")
+        host = h or default_host
+    else:
+        port_s = s
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"{s!r}: port must be a number 0-65535")
+    return host, int(port_s)
+
+
+def parse_outcomes(s: str) -> dict[str, float]:
+    """'DELIVRD=0.9,UNDELIV=0.05,REJECTD=0.05' -> {stat: weight}; ValueError naming the bad part."""
+    out: dict[str, float] = {}
+    for part in s.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        stat, sep, weight_s = part.partition("=")
+        stat = stat.strip().upper()
+        if not sep:
+            raise ValueError(f"{part!r} is not STAT=WEIGHT")
+        if stat not in FINAL_STATS:
+            raise ValueError(f"unknown stat {stat!r} (expected {', '.join(FINAL_STATS)})")
+        if stat in out:
+            raise ValueError(f"{stat} given twice")
+        try:
+            weight = float(weight_s)
+        except ValueError:
+            raise ValueError(f"weight of {stat} is not a number: {weight_s.strip()!r}") from None
+        if not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"weight of {stat} must be a finite number >= 0")
+        out[stat] = weight
+    if not out:
+        raise ValueError("no outcome given")
+    if sum(out.values()) <= 0:
+        raise ValueError("weights sum to zero")
+    return out
+
+
+def _credential(s: str) -> tuple[bytes, bytes]:
+    sid, sep, pw = s.partition(":")
+    if not sep or not sid:
+        raise argparse.ArgumentTypeError(f"{s!r} is not SYSTEM_ID:PASSWORD")
+    return sid.encode("latin-1"), pw.encode("latin-1")
+
+
+def _error(cmd: str, msg: str) -> None:
+    print(f"staffetta {cmd}: error: {msg}", file=sys.stderr)
+
+
+# -------------------------------------------------------------------- simulator
+
+
+def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:2776", metavar="HOST:PORT",
+                        help="SMPP address to accept ESMEs on (default 127.0.0.1:2776)")
+    parser.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS",
+                        help="delay between submit_sm_resp and the receipt (default 1.0)")
+    parser.add_argument("--outcomes", default="DELIVRD=1.0", metavar="STAT=WEIGHT,...",
+                        help="receipt outcome mix, e.g. DELIVRD=0.9,UNDELIV=0.05,REJECTD=0.05")
+    parser.add_argument("--id-format", choices=ID_FORMATS, default="decimal",
+                        help="message ids we issue (default decimal)")
+    parser.add_argument("--receipt-format", choices=RECEIPT_FORMATS, default="strict",
+                        help="receipt text: strict Appendix B, 12digit dates, Text: key, tlv_only")
+    parser.add_argument("--control", default="127.0.0.1:2777", metavar="HOST:PORT",
+                        help="HTTP control address, or 'off' (default 127.0.0.1:2777)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for outcomes and ids")
+    parser.add_argument("--system-id", default="staffsim", help="our system_id in bind responses")
+    parser.add_argument("--credential", type=_credential, action="append", default=None,
+                        metavar="SYSTEM_ID:PASSWORD",
+                        help="accept only these binds (repeatable; default: accept any)")
+    parser.add_argument("--window", type=int, default=100,
+                        help="deliver_sm window per session (default 100)")
+
+
+def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
+    """Run the simulator until interrupted; returns the exit code."""
+    try:
+        host, port = parse_hostport(args.listen)
+    except ValueError as exc:
+        _error("simulator", f"--listen: {exc}")
+        return 2
+    control: tuple[str, int] | None = None
+    if str(args.control).lower() not in ("off", "none", ""):
+        try:
+            control = parse_hostport(args.control)
+        except ValueError as exc:
+            _error("simulator", f"--control: {exc}")
+            return 2
+    try:
+        outcomes = parse_outcomes(args.outcomes)
+    except ValueError as exc:
+        _error("simulator", f"--outcomes: {exc}")
+        return 2
+    if not args.dlr_delay >= 0:
+        _error("simulator", "--dlr-delay: must be >= 0")
+        return 2
+    if args.window < 1:
+        _error("simulator", "--window: must be >= 1")
+        return 2
+
+    from twisted.internet.error import CannotListenError
+
+    from simulator.carrier import Carrier
+    from simulator.control import listen_control
+
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    carrier = Carrier(
+        reactor,
+        dlr_delay=args.dlr_delay,
+        outcomes=outcomes,
+        id_format=args.id_format,
+        receipt_format=args.receipt_format,
+        credentials=dict(args.credential) if args.credential else None,
+        seed=args.seed,
+        window=args.window,
+        system_id=args.system_id.encode("latin-1"),
+    )
+    try:
+        lp = carrier.listen(port, host)
+    except CannotListenError as exc:
+        _error("simulator", f"--listen: cannot listen on {host}:{port}: {exc.socketError}")
+        return 1
+    where = f"listening on {host}:{lp.getHost().port}"
+    if control is not None:
+        try:
+            cp = listen_control(carrier, control[1], control[0])
+        except CannotListenError as exc:
+            _error("simulator", f"--control: cannot listen on {control[0]}:{control[1]}: {exc.socketError}")
+            return 1
+        where += f", control http://{control[0]}:{cp.getHost().port}/stats"
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in carrier.outcomes.items())
+    print(f"staffetta simulator: {where}; dlr delay {args.dlr_delay}s; outcomes {mix}", flush=True)
+    reactor.run()
+    return 0
+
+
+# ------------------------------------------------------------------------ bench
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, metavar="HOST:PORT", help="SMPP address to load")
+    parser.add_argument("--system-id", required=True, help="system_id to bind with")
+    parser.add_argument("--password", required=True, help="password to bind with")
+    parser.add_argument("-n", type=int, default=10000, help="submit_sm to send (default 10000)")
+    parser.add_argument("--window", type=int, default=50,
+                        help="outstanding submits per connection (default 50)")
+    parser.add_argument("--connections", type=int, default=1, help="TRX binds (default 1)")
+    parser.add_argument("--text", default="hello world", help="short_message text (GSM)")
+    parser.add_argument("--destination", default="393331234567", help="destination_addr")
+    parser.add_argument("--source", default="Staffetta", help="source_addr")
+    parser.add_argument("--registered-delivery", type=int, default=1,
+                        help="registered_delivery (default 1: a receipt for every message)")
+    parser.add_argument("--receipt-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for missing receipts (default 30)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def format_result(r: Any) -> str:
+    """The human-readable bench report."""
+    rejected = ", ".join(f"{k} {v}" for k, v in r.as_dict()["rejected"].items()) or "0"
+    return "\n".join([
+        f"sent      {r.sent} over {r.connections} connection(s), window {r.window}",
+        f"accepted  {r.accepted} in {r.duration_s:.2f} s = {r.accepted_per_s:.0f} msg/s",
+        f"rejected  {rejected}",
+        f"latency   submit_sm -> resp p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms",
+        f"receipts  {r.receipts} ({r.receipt_ids_matched} matched) = {r.receipts_per_s:.0f}/s",
+        f"lost      {r.lost}",
+    ])
+
+
+def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
+    """Run one load against ``--target`` and print the figures; returns the exit code."""
+    try:
+        host, port = parse_hostport(args.target)
+    except ValueError as exc:
+        _error("bench", f"--target: {exc}")
+        return 2
+    for name in ("n", "window", "connections"):
+        value = getattr(args, name)
+        if value < (0 if name == "n" else 1):
+            _error("bench", f"{'-n' if name == 'n' else '--' + name}: must be >= {0 if name == 'n' else 1}")
+            return 2
+    try:
+        from pdu.gsm import encode as gsm_encode
+
+        text = gsm_encode(args.text)
+    except ValueError as exc:
+        _error("bench", f"--text: not GSM 03.38: {exc}")
+        return 2
+
+    from simulator.loadclient import run_load
+
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    outcome: dict[str, Any] = {}
+
+    def start() -> None:
+        d = run_load(reactor, host, port, args.system_id, args.password, n=args.n, window=args.window,
+                     connections=args.connections, text=text, destination=args.destination,
+                     source=args.source, registered_delivery=args.registered_delivery,
+                     receipt_timeout=args.receipt_timeout)
+        d.addCallbacks(lambda r: outcome.__setitem__("result", r),
+                       lambda f: outcome.__setitem__("error", f.getErrorMessage()))
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    if "error" in outcome:
+        _error("bench", f"{args.target}: {outcome['error']}")
+        return 1
+    result = outcome["result"]
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m simulator.cli simulator|bench ...``) until smsc/cli.py wires it."""
+    parser = argparse.ArgumentParser(prog="staffetta")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_simulator_arguments(sub.add_parser("simulator", help="run the SMSC simulator"))
+    add_bench_arguments(sub.add_parser("bench", help="load an SMPP server"))
+    args = parser.parse_args(argv)
+    return simulator_main(args) if args.command == "simulator" else bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = [
+    "add_bench_arguments",
+    "add_simulator_arguments",
+    "bench_main",
+    "format_result",
+    "parse_hostport",
+    "parse_outcomes",
+    "simulator_main",
+]

@@ -1,0 +1,186 @@
+"""A small HTTP control for a running simulator: look at it and poke it from outside.
+
+Tests in the same process call :class:`simulator.carrier.Carrier` directly;
+this is for a simulator started by ``staffetta simulator`` (manual runs, e2e
+scripts in other processes, benchmarks). JSON in, JSON out::
+
+    GET  /stats             counters, queue sizes, sessions
+    POST /mo                {"source", "destination", "text", "data_coding"?, "esm_class"?,
+                             "system_id"?, "wait"?}  -> inject an MO
+    POST /script            {"prefix", "submit_status"?, "stat"?, "err"?, "delay"?,
+                             "respond"?, "answer"?}  -> add/replace a rule
+    GET  /script            the rules
+    DELETE /script          remove every rule
+    POST /fault             {"kind"}  -> send a fault fixture to every bound session
+
+Every error is a 400 with ``{"error": "..."}`` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from pdu.constants import status_name
+from simulator.carrier import Carrier
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _body(request: server.Request) -> dict[str, Any]:
+    raw = request.content.read() if request.content is not None else b""
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if name not in data or data[name] is None:
+        if default is ...:
+            raise BadRequest(f"{name}: required")
+        return default
+    value = data[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # JSON true/false are Python bools, which are ints: refuse them for numbers.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise BadRequest(f"{name}: expected {kinds[0].__name__}, got {type(value).__name__}")
+    return value
+
+
+def _json(request: server.Request, code: int, payload: Any) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(payload).encode() + b"\n"
+
+
+class _Endpoint(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, carrier: Carrier) -> None:
+        super().__init__()
+        self.carrier = carrier
+
+    def _guard(self, request: server.Request, fn: Any) -> Any:
+        try:
+            return fn(request)
+        except (BadRequest, ValueError) as exc:
+            return _json(request, 400, {"error": str(exc)})
+
+
+class StatsResource(_Endpoint):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web's name
+        return _json(request, 200, self.carrier.snapshot())
+
+
+class MoResource(_Endpoint):
+    def render_POST(self, request: server.Request) -> Any:  # noqa: N802
+        return self._guard(request, self._post)
+
+    def _post(self, request: server.Request) -> Any:
+        data = _body(request)
+        source = _field(data, "source", str)
+        destination = _field(data, "destination", str)
+        text = _field(data, "text", str)
+        dc = _field(data, "data_coding", int, 0)
+        esm = _field(data, "esm_class", int, 0)
+        sid = _field(data, "system_id", str, None)
+        wait = _field(data, "wait", bool, False)
+        if not 0 <= dc <= 255:
+            raise BadRequest("data_coding: must be 0-255")
+        if not 0 <= esm <= 255:
+            raise BadRequest("esm_class: must be 0-255")
+        try:
+            d = self.carrier.inject_mo(source, destination, text, data_coding=dc, esm_class=esm,
+                                       system_id=sid)
+        except ValueError as exc:
+            raise BadRequest(f"text/source/destination: {exc}") from None
+        if not wait:
+            d.addErrback(lambda _f: None)  # nobody waits: a dropped MO is only counted
+            return _json(request, 202, {"queued": True})
+
+        finished = [False]
+        request.notifyFinish().addErrback(lambda _f: finished.__setitem__(0, True))
+
+        def done(status: int) -> None:
+            if not finished[0]:
+                request.write(_json(request, 200, {"status": status, "status_name": status_name(status)}))
+                request.finish()
+
+        def failed(f: Failure) -> None:
+            if not finished[0]:
+                request.write(_json(request, 503, {"error": f.getErrorMessage()}))
+                request.finish()
+
+        d.addCallbacks(done, failed)
+        return server.NOT_DONE_YET
+
+
+class ScriptResource(_Endpoint):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+        return _json(request, 200, [r.as_dict() for r in self.carrier.rules])
+
+    def render_DELETE(self, request: server.Request) -> bytes:  # noqa: N802
+        self.carrier.clear_scripts()
+        return _json(request, 200, {"cleared": True})
+
+    def render_POST(self, request: server.Request) -> Any:  # noqa: N802
+        return self._guard(request, self._post)
+
+    def _post(self, request: server.Request) -> bytes:
+        data = _body(request)
+        known = {"prefix", "submit_status", "stat", "err", "delay", "respond", "answer"}
+        extra = set(data) - known
+        if extra:
+            raise BadRequest(f"{sorted(extra)[0]}: unknown field (expected {', '.join(sorted(known))})")
+        delay = _field(data, "delay", (int, float), None)
+        rule = self.carrier.script(
+            _field(data, "prefix", str),
+            submit_status=_field(data, "submit_status", int, 0),
+            stat=_field(data, "stat", str, None),
+            delay=None if delay is None else float(delay),
+            respond=_field(data, "respond", bool, True),
+            err=_field(data, "err", int, None),
+            answer=_field(data, "answer", str, None),
+        )
+        return _json(request, 200, rule.as_dict())
+
+
+class FaultResource(_Endpoint):
+    def render_POST(self, request: server.Request) -> Any:  # noqa: N802
+        return self._guard(request, self._post)
+
+    def _post(self, request: server.Request) -> bytes:
+        kind = _field(_body(request), "kind", str)
+        n = self.carrier.fault(kind)
+        return _json(request, 200, {"kind": kind, "sessions": n})
+
+
+def control_site(carrier: Carrier) -> server.Site:
+    """The twisted.web Site serving the control endpoints (no access log)."""
+    root = resource.Resource()
+    root.putChild(b"stats", StatsResource(carrier))
+    root.putChild(b"mo", MoResource(carrier))
+    root.putChild(b"script", ScriptResource(carrier))
+    root.putChild(b"fault", FaultResource(carrier))
+    site = server.Site(root)
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def listen_control(carrier: Carrier, port: int, interface: str = "127.0.0.1") -> IListeningPort:
+    """Serve the control API on ``interface:port`` with the carrier's reactor."""
+    return carrier.reactor.listenTCP(port, control_site(carrier), interface=interface)
+
+
+__all__ = ["control_site", "listen_control"]
