@@ -107,8 +107,10 @@ class Router:
         *,
         max_tracked: int = 1_000_000,
         unknown_receipt_retries: int = 5,
+        receipt_ttl: float = RECEIPT_TTL,
         metrics=None,
     ) -> None:
+        self.receipt_ttl = receipt_ttl
         self.writer = writer
         self.reactor = reactor
         self.outbox = outbox
@@ -266,7 +268,7 @@ class Router:
         if wants_receipt(t.registered_delivery, state):
             delivery = Delivery(
                 self.outbox_ids(), t.account_id, t.message_id, "dlr",
-                client_receipt(t, state, err, now), now, now + RECEIPT_TTL,
+                client_receipt(t, state, err, now), now, now + self.receipt_ttl,
             )
         d = self.writer.submit("outcomes", (t.message_id, state, err, now, delivery))
 

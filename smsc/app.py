@@ -48,7 +48,8 @@ class Hub:
             self.writer, reactor, self._load_outbox, on_event=self.metrics.receipt_event
         )
         self.router = Router(
-            self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics
+            self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics,
+            receipt_ttl=settings.outbox_ttl,
         )
         for u in settings.upstreams:
             cfg = ConnectorConfig(
