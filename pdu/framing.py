@@ -1,10 +1,18 @@
 """Cut a TCP byte stream into whole SMPP PDUs.
 
 Twisted's ``Int32StringReceiver`` is off by four for SMPP (its prefix does not
-count itself), so we frame ourselves. The length is checked before anything is
-buffered for the body: a peer announcing 4 GiB gets an answer, not our memory.
-The buffer is consumed by offset and compacted only when most of it is read,
-so a burst of small PDUs never costs quadratic copying.
+count itself), so we frame ourselves. The length is checked as soon as its four
+octets are in, before anything is buffered for the body: a peer announcing
+4 GiB gets an answer, not our memory.
+
+Memory and time stay linear in what is received, however the stream is cut.
+Whole PDUs are sliced straight out of the read that brought them; only the
+octets of the one PDU still incomplete are kept, appended to a bytearray
+(amortised O(1) per octet) and turned into a frame once it is complete. So the
+framer never holds more than the unfinished PDU plus the chunk being fed, each
+octet is copied a bounded number of times, and a megabyte of small PDUs
+arriving a few bytes at a time costs no quadratic re-copying -- nor does a
+64 KiB PDU trickling in byte by byte.
 """
 
 from __future__ import annotations
@@ -19,20 +27,25 @@ DEFAULT_MAX_LENGTH = HEADER_LEN + 8 * 1024 + 65536
 class FramingError(Exception):
     """The stream cannot be re-synchronised: answer generic_nack, then close."""
 
-    def __init__(self, length: int, sequence: int, frames: list[bytes]) -> None:
-        super().__init__(f"command_length {length} outside 16-{DEFAULT_MAX_LENGTH}")
+    def __init__(self, length: int, sequence: int, frames: list[bytes],
+                 max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        super().__init__(f"command_length {length} outside {HEADER_LEN}-{max_length}")
         self.length = length
+        #: The bad PDU's sequence_number when its header was readable, else 0.
         self.sequence = sequence
         #: Whole PDUs that arrived before the bad one: still to be handled.
         self.frames = frames
 
 
 class Framer:
-    __slots__ = ("_buf", "_pos", "max_length")
+    __slots__ = ("_pending", "_need", "max_length")
 
     def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        self._buf = bytearray()
-        self._pos = 0
+        #: Octets of the PDU not complete yet (never any octet of a returned one).
+        self._pending = bytearray()
+        #: Octets needed before framing can make progress: 4 for the length
+        #: field, then the whole PDU once its length is known.
+        self._need = 4
         self.max_length = max_length
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -40,33 +53,49 @@ class Framer:
 
         Raises :class:`FramingError` at the first impossible length; the PDUs
         that came before it in the same read travel on the error as ``frames``.
+        After the error the framer holds nothing: the rest of the stream is lost.
         """
-        buf = self._buf
-        if self._pos == len(buf):
-            # Fast path: nothing pending, the common case of whole PDUs per read.
-            buf.clear()
-            self._pos = 0
-        buf += data
+        if not data:
+            return []
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._need:
+                return []  # still short of the next PDU (or of its length): collect only
+            buf = bytes(pending)
+            pending.clear()
+        else:
+            buf = data if type(data) is bytes else bytes(data)
         frames: list[bytes] = []
-        pos = self._pos
+        pos = 0
         end = len(buf)
         max_length = self.max_length
         while end - pos >= 4:
             length = int.from_bytes(buf[pos : pos + 4], "big")
             if length < HEADER_LEN or length > max_length:
-                sequence = int.from_bytes(buf[pos + 12 : pos + 16], "big") if end - pos >= 16 else 0
-                self._pos = end  # drop the rest: the stream is lost
-                raise FramingError(length, sequence, frames)
+                if length >= HEADER_LEN and end - pos >= HEADER_LEN:
+                    sequence = int.from_bytes(buf[pos + 12 : pos + 16], "big")
+                else:
+                    # Shorter than a header, or the header has not arrived:
+                    # the sequence number cannot be read (3.4 §4.3.1: NULL).
+                    sequence = 0
+                self._need = 4
+                raise FramingError(length, sequence, frames, max_length)
             if end - pos < length:
+                self._need = length
                 break
-            frames.append(bytes(buf[pos : pos + length]))
+            if length == end:
+                frames.append(buf)  # the common case: one whole PDU per read, no copy
+            else:
+                frames.append(buf[pos : pos + length])
             pos += length
-        if pos > 65536 and pos * 2 > end:
-            del buf[:pos]
-            pos = 0
-        self._pos = pos
+        else:
+            self._need = 4
+        if pos < end:
+            pending += memoryview(buf)[pos:]
         return frames
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        """Octets held for a PDU not yet complete."""
+        return len(self._pending)
