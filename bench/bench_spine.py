@@ -39,6 +39,15 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"port {port} did not open")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for CPU per message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pinned(core: int, cmd: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(core), *cmd]
@@ -74,10 +83,12 @@ def main() -> int:
         procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                                   "--dlr-delay", str(args.dlr_delay), "--control", "off"])))
         wait_port(sim_port)
-        procs.append(subprocess.Popen(pinned(0, [*cli, "run", "--config", str(cfg)])))
+        hub = subprocess.Popen(pinned(0, [*cli, "run", "--config", str(cfg)]))
+        procs.append(hub)
         wait_port(hub_port)
         time.sleep(0.5)  # let the connector bind upstream
         for w in (int(x) for x in args.windows.split(",")):
+            cpu_before = cpu_seconds(hub.pid)
             out = subprocess.run(
                 pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo",
                            "--password", "demo", "-n", str(sizes.get(w, 10000)), "--window", str(w),
@@ -86,12 +97,15 @@ def main() -> int:
             ).stdout
             r = json.loads(out)
             r["window"] = w
+            # Hub CPU per message (submit, forward, receipt, delivery): robust to a noisy machine.
+            r["hub_cpu_us_per_msg"] = (cpu_seconds(hub.pid) - cpu_before) / max(r["accepted"], 1) * 1e6
             results.append(r)
             if not args.json:
                 print(
                     f"window {w:>3}: {r['accepted']}/{r['sent']} accepted, "
                     f"{r['accepted_per_s']:.0f} msg/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-                    f"receipts {r['receipts']} ({r['receipts_per_s']:.0f}/s), ids matched {r['receipt_ids_matched']}",
+                    f"receipts {r['receipts']} ({r['receipts_per_s']:.0f}/s), ids matched {r['receipt_ids_matched']}, "
+                    f"hub CPU {r['hub_cpu_us_per_msg']:.0f} µs/msg",
                     flush=True,
                 )
     finally:

@@ -315,8 +315,9 @@ def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
     nec = tlvs.get(Tag.network_error_code)
     if nec is not None and len(nec) == 3:
         err = int.from_bytes(nec[1:3], "big")
-    else:
-        if parsed is None and pdu.fields.get("short_message"):
+    elif state != MessageState.DELIVERED and pdu.fields.get("short_message"):
+        # Only a failure has an err worth reading from the text (parsing costs ~40 µs).
+        if parsed is None:
             try:
                 parsed = parse_receipt(pdu.fields["short_message"])
             except ValueError:
