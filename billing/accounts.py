@@ -4,6 +4,15 @@ An account is the paying customer; a credential is one system_id/password it
 binds with (an account may have several, e.g. one per application). Passwords
 are stored as scrypt hashes: a leaked database does not leak binds. SMPP caps a
 password at 8 characters (3.4 §4.1.1), which is why the hash must be slow.
+
+Billing settings per account: ``nocredit_status`` (the command_status of a
+submit the balance cannot cover: 0x401 by default, ``ESME_RSUBMITFAIL`` for
+clients that need a standard code), ``refund_on_network_failure`` (refund a
+message that fails later in the network; off by default), ``price_plan`` (a
+plan name from the ``billing:`` config; NULL = the default plan) and
+``alert_url`` (where the low-credit alert is POSTed). The low-credit threshold
+itself lives on the ``balances`` row (:mod:`billing.ledger`), next to the
+balance the debit updates.
 """
 
 from __future__ import annotations
@@ -28,7 +37,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from billing import ledger as _ledger  # registers the money tables with the accounts
+from pdu.constants import Status
 from store.db import metadata
+
+#: Statuses an account may choose for "not enough credit" (feature C1).
+NOCREDIT_STATUSES = (int(Status.STAFFETTA_RNOCREDIT), int(Status.ESME_RSUBMITFAIL))
 
 accounts = Table(
     "accounts",
@@ -40,6 +54,10 @@ accounts = Table(
     Column("default_country_code", Integer, nullable=False, default=39),
     Column("default_sender", String(16), nullable=True),
     Column("created_at", DateTime, nullable=False, server_default=func.now()),
+    Column("alert_url", String(500), nullable=True),
+    Column("nocredit_status", Integer, nullable=False, default=int(Status.STAFFETTA_RNOCREDIT)),
+    Column("refund_on_network_failure", Boolean, nullable=False, default=False),
+    Column("price_plan", String(64), nullable=True),
 )
 
 credentials = Table(
@@ -52,6 +70,7 @@ credentials = Table(
     Column("allowed_networks", String(500), nullable=True),  # comma-separated CIDRs
     Column("max_binds", Integer, nullable=False, default=10),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("max_rate", Integer, nullable=True),  # submits per second; NULL: no per-credential limit
 )
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -89,6 +108,10 @@ class Account:
     default_type: str
     default_country_code: int
     default_sender: str | None
+    alert_url: str | None = None
+    nocredit_status: int = int(Status.STAFFETTA_RNOCREDIT)
+    refund_on_network_failure: bool = False
+    price_plan: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +123,7 @@ class Credential:
     max_binds: int
     revoked: bool
     password_hash: str
+    max_rate: int | None = None
 
     def allows(self, address: str) -> bool:
         if not self.allowed_networks:
@@ -125,14 +149,23 @@ def create_account(
     default_type: str = "PRO",
     default_country_code: int = 39,
     default_sender: str | None = None,
+    alert_url: str | None = None,
+    nocredit_status: int = int(Status.STAFFETTA_RNOCREDIT),
+    refund_on_network_failure: bool = False,
+    price_plan: str | None = None,
 ) -> Account:
-    """Create an account with one credential (system_id defaults to the name)."""
+    """Create an account with one credential (system_id defaults to the name) and a zero balance."""
     system_id = system_id or name
+    if not name or len(name) > 64:
+        raise AccountError("name: 1-64 characters")
     if not 1 <= len(system_id) <= 15 or not system_id.isascii():
         raise AccountError("system_id: 1-15 ASCII characters")
     validate_smpp_password(password)
     if default_type not in ("SMART", "PRO", "REPLY"):
         raise AccountError("type: one of SMART, PRO, REPLY")
+    _check_nocredit_status(nocredit_status)
+    if alert_url is not None:
+        _check_url(alert_url)
     if conn.execute(select(accounts.c.id).where(accounts.c.name == name)).first():
         raise AccountError(f"name: account {name!r} exists")
     if conn.execute(select(credentials.c.id).where(credentials.c.system_id == system_id)).first():
@@ -144,6 +177,10 @@ def create_account(
             default_type=default_type,
             default_country_code=default_country_code,
             default_sender=default_sender,
+            alert_url=alert_url,
+            nocredit_status=nocredit_status,
+            refund_on_network_failure=refund_on_network_failure,
+            price_plan=price_plan,
         )
     ).inserted_primary_key[0]
     conn.execute(
@@ -155,42 +192,138 @@ def create_account(
             revoked=False,
         )
     )
-    return Account(account_id, name, True, default_type, default_country_code, default_sender)
-
-
-def _account_of(row) -> Account:
+    conn.execute(
+        _ledger.balances.insert().values(
+            account_id=account_id, balance=0, low_credit_threshold=None, alert_armed=True
+        )
+    )
     return Account(
-        row.id, row.name, row.enabled, row.default_type, row.default_country_code, row.default_sender
+        account_id, name, True, default_type, default_country_code, default_sender,
+        alert_url, nocredit_status, refund_on_network_failure, price_plan,
     )
 
 
+def _check_nocredit_status(status: int) -> None:
+    if status not in NOCREDIT_STATUSES:
+        raise AccountError(
+            "nocredit_status: 0x00000401 (STAFFETTA_RNOCREDIT) or 0x00000045 (ESME_RSUBMITFAIL), "
+            f"not 0x{status:08X}"
+        )
+
+
+def _check_url(url: str) -> None:
+    if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 500 or " " in url:
+        raise AccountError(f"alert_url: {url!r} is not an http(s) URL")
+
+
+_UNSET = object()
+
+
+def update_account(
+    conn: Connection,
+    account_id: int,
+    *,
+    enabled: bool | None = None,
+    alert_url: str | None | object = _UNSET,
+    nocredit_status: int | None = None,
+    refund_on_network_failure: bool | None = None,
+    price_plan: str | None | object = _UNSET,
+) -> None:
+    """Change an account's settings; arguments left out stay as they are (None clears a URL/plan)."""
+    values: dict = {}
+    if enabled is not None:
+        values["enabled"] = bool(enabled)
+    if alert_url is not _UNSET:
+        if alert_url is not None:
+            _check_url(alert_url)  # type: ignore[arg-type]
+        values["alert_url"] = alert_url
+    if nocredit_status is not None:
+        _check_nocredit_status(nocredit_status)
+        values["nocredit_status"] = nocredit_status
+    if refund_on_network_failure is not None:
+        values["refund_on_network_failure"] = bool(refund_on_network_failure)
+    if price_plan is not _UNSET:
+        values["price_plan"] = price_plan
+    if values:
+        n = conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values)).rowcount
+        if n != 1:
+            raise AccountError(f"account: no account with id {account_id}")
+
+
+def add_credential(
+    conn: Connection,
+    account_id: int,
+    system_id: str,
+    password: str,
+    *,
+    allowed_networks: tuple[str, ...] = (),
+    max_rate: int | None = None,
+    max_binds: int = 10,
+) -> int:
+    """Another system_id/password for an existing account; returns the credential id."""
+    if not 1 <= len(system_id) <= 15 or not system_id.isascii():
+        raise AccountError("system_id: 1-15 ASCII characters")
+    validate_smpp_password(password)
+    for net in allowed_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise AccountError(f"allowed_networks: {net!r} is not an IP network") from None
+    if max_rate is not None and max_rate <= 0:
+        raise AccountError("max_rate: must be a positive number of submits per second")
+    if conn.execute(select(credentials.c.id).where(credentials.c.system_id == system_id)).first():
+        raise AccountError(f"system_id: {system_id!r} is taken")
+    return conn.execute(
+        credentials.insert().values(
+            account_id=account_id,
+            system_id=system_id,
+            password_hash=hash_password(password),
+            allowed_networks=",".join(allowed_networks) or None,
+            max_binds=max_binds,
+            revoked=False,
+            max_rate=max_rate,
+        )
+    ).inserted_primary_key[0]
+
+
+def revoke_credential(conn: Connection, system_id: str) -> bool:
+    """Refuse new binds with this system_id (live sessions are the server's to unbind)."""
+    return conn.execute(
+        credentials.update().where(credentials.c.system_id == system_id).values(revoked=True)
+    ).rowcount == 1
+
+
+_ACCOUNT_COLUMNS = (
+    accounts.c.id, accounts.c.name, accounts.c.enabled, accounts.c.default_type,
+    accounts.c.default_country_code, accounts.c.default_sender, accounts.c.alert_url,
+    accounts.c.nocredit_status, accounts.c.refund_on_network_failure, accounts.c.price_plan,
+)
+
+
+def _account_from(m) -> Account:
+    return Account(*(m[c] for c in _ACCOUNT_COLUMNS))
+
+
 def get_account(conn: Connection, name: str) -> Account | None:
-    row = conn.execute(select(accounts).where(accounts.c.name == name)).first()
-    return _account_of(row) if row else None
+    row = conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.name == name)).first()
+    return _account_from(row._mapping) if row else None
 
 
 def get_account_by_id(conn: Connection, account_id: int) -> Account | None:
-    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
-    return _account_of(row) if row else None
+    row = conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.id == account_id)).first()
+    return _account_from(row._mapping) if row else None
 
 
 def find_credential(conn: Connection, system_id: str) -> Credential | None:
     row = conn.execute(
-        select(credentials, accounts)
+        select(credentials, *_ACCOUNT_COLUMNS)
         .join(accounts, accounts.c.id == credentials.c.account_id)
         .where(credentials.c.system_id == system_id)
     ).first()
     if row is None:
         return None
     m = row._mapping
-    account = Account(
-        m[accounts.c.id],
-        m[accounts.c.name],
-        m[accounts.c.enabled],
-        m[accounts.c.default_type],
-        m[accounts.c.default_country_code],
-        m[accounts.c.default_sender],
-    )
+    account = _account_from(m)
     nets = tuple(n.strip() for n in (m[credentials.c.allowed_networks] or "").split(",") if n.strip())
     return Credential(
         m[credentials.c.id],
@@ -200,4 +333,46 @@ def find_credential(conn: Connection, system_id: str) -> Credential | None:
         m[credentials.c.max_binds],
         m[credentials.c.revoked],
         m[credentials.c.password_hash],
+        m[credentials.c.max_rate],
     )
+
+
+# Columns added by the billing issue to tables that existed before it; ``create_all`` does not
+# add columns to an existing table, so :func:`upgrade` does (idempotent, SQLite and PostgreSQL).
+_ADDED_COLUMNS = {
+    "accounts": (
+        ("alert_url", "VARCHAR(500)"),
+        ("nocredit_status", f"INTEGER NOT NULL DEFAULT {int(Status.STAFFETTA_RNOCREDIT)}"),
+        ("refund_on_network_failure", "BOOLEAN NOT NULL DEFAULT {false}"),
+        ("price_plan", "VARCHAR(64)"),
+    ),
+    "credentials": (("max_rate", "INTEGER"),),
+}
+
+
+def upgrade(engine) -> list[str]:
+    """Bring a store made before billing up to date; returns what it changed.
+
+    Adds the new columns of ``accounts`` / ``credentials`` and a zero
+    ``balances`` row for every account without one. Run after ``create_schema``.
+    """
+    from sqlalchemy import inspect, text
+
+    done: list[str] = []
+    with engine.begin() as conn:
+        false = "0" if conn.dialect.name == "sqlite" else "false"
+        true = "1" if conn.dialect.name == "sqlite" else "true"
+        insp = inspect(conn)
+        for table, cols in _ADDED_COLUMNS.items():
+            have = {c["name"] for c in insp.get_columns(table)}
+            for name, ddl in cols:
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl.format(false=false)}"))
+                    done.append(f"{table}.{name}")
+        n = conn.execute(text(
+            "INSERT INTO balances (account_id, balance, alert_armed) "
+            f"SELECT id, 0, {true} FROM accounts WHERE id NOT IN (SELECT account_id FROM balances)"
+        )).rowcount
+        if n:
+            done.append(f"balances: {n} rows")
+    return done

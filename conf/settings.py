@@ -62,6 +62,8 @@ class Settings:
     writer_batch: int = 200
     writer_delay: float = 0.002
     max_queue: int = 200_000
+    #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
+    billing: dict | None = None
 
     @property
     def db_url(self) -> str:
@@ -111,6 +113,10 @@ def _value(typ: str, value: Any, path: str, name: str):
         if len(set(names)) != len(names):
             raise ConfigError(f"{path}: upstream names must be unique")
         return items
+    if t == "dict|None":
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        return value
     if t in ("int",):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{path}: expected a non-negative integer, got {value!r}")

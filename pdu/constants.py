@@ -114,8 +114,9 @@ class Status(IntEnum):
     ESME_RDELIVERYFAILURE = 0x000000FE
     ESME_RUNKNOWNERR = 0x000000FF
     # Vendor range 0x400-0x4FF: Staffetta's own codes, documented in docs/.
-    STAFFETTA_RNOCREDIT = 0x00000401
-    STAFFETTA_RNOROUTE = 0x00000402
+    STAFFETTA_RNOCREDIT = 0x00000401  # not enough credit (default; configurable per account)
+    STAFFETTA_RNORATE = 0x00000402  # no price for this destination country
+    STAFFETTA_RNOROUTE = 0x00000403  # no upstream for this destination
 
 
 def status_name(status: int) -> str:

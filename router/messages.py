@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
 from store.db import metadata
 
 QUEUED, FORWARDED, FINAL = 0, 1, 2
@@ -137,6 +138,24 @@ def insert_messages(conn: Connection, rows: list[dict]) -> None:
     conn.exec_driver_sql(_sql(conn, _INSERT_MESSAGES), rows)
 
 
+def insert_paid_messages(conn: Connection, items: list[tuple[dict, int]]) -> list[tuple]:
+    """Debit, then store only what was paid, in the group commit's transaction.
+
+    Items: (message row, price in centi-credits). Each result is
+    ``(paid, report)`` where ``report`` (crossings, balances after) rides on
+    the first item of the batch only, so the caller acts on it once.
+    """
+    report = Report()
+    paid = debit_batch(
+        conn, [Debit(row["account_id"], price, row["id"]) for row, price in items],
+        now=items[0][0]["submitted_at"], report=report,
+    )
+    rows = [row for (row, _), ok in zip(items, paid, strict=True) if ok]
+    if rows:
+        insert_messages(conn, rows)
+    return [(ok, report if i == 0 else None) for i, ok in enumerate(paid)]
+
+
 def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> None:
     """Items: (message id, connector, upstream id, state)."""
     conn.exec_driver_sql(
@@ -144,14 +163,27 @@ def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> No
     )
 
 
-def record_outcomes(conn: Connection, items: list[tuple[int, int, int, float, Delivery | None]]) -> None:
-    """Items: (message id, final state, err, done_at, delivery or None), in one go."""
+def record_outcomes(
+    conn: Connection, items: list[tuple[int, int, int, float, Delivery | None, str | None]]
+) -> list[int]:
+    """Items: (message id, final state, err, done_at, delivery or None, refund reason or None).
+
+    The final state, the client's receipt and the refund (when policy says so)
+    commit together; returns the refunded amount per item.
+    """
     conn.exec_driver_sql(
-        _sql(conn, _SET_FINAL), [{"mid": m, "st": s, "e": e, "t": t} for m, s, e, t, _ in items]
+        _sql(conn, _SET_FINAL), [{"mid": m, "st": s, "e": e, "t": t} for m, s, e, t, _, _ in items]
     )
-    rows = [_outbox_row(d) for *_, d in items if d is not None]
+    rows = [_outbox_row(d) for _, _, _, _, d, _ in items if d is not None]
     if rows:
         conn.exec_driver_sql(_sql(conn, _INSERT_OUTBOX), rows)
+    refunds = [(i, m, r) for i, (m, _, _, t, _, r) in enumerate(items) if r]
+    out = [0] * len(items)
+    if refunds:
+        amounts = refund_batch(conn, [(m, r) for _, m, r in refunds], now=items[0][3])
+        for (i, _, _), amount in zip(refunds, amounts, strict=True):
+            out[i] = amount
+    return out
 
 
 def insert_deliveries(conn: Connection, items: list[Delivery]) -> None:
@@ -225,8 +257,22 @@ def pending_deliveries(
     ]
 
 
+def sweep_expired_lots(conn: Connection, items: list[float]) -> list[Report]:
+    report = Report()
+    expire_lots(conn, items[-1], report=report)
+    return [report] + [None] * (len(items) - 1)
+
+
+def alerts_sent(conn: Connection, items: list[tuple[int, float]]) -> None:
+    for alert_id, now in items:
+        mark_alert_sent(conn, alert_id, now)
+
+
 def register_handlers(writer) -> None:
     writer.register("messages", insert_messages)
+    writer.register("paid_messages", insert_paid_messages)
+    writer.register("expire_lots", sweep_expired_lots)
+    writer.register("alerts_sent", alerts_sent)
     writer.register("upstream", set_upstream)
     writer.register("outcomes", record_outcomes)
     writer.register("deliveries", insert_deliveries)

@@ -82,20 +82,6 @@ def wants_receipt(registered_delivery: int, state: int) -> bool:
     return mode == 2 and state != MessageState.DELIVERED
 
 
-class IdAllocator:
-    """Monotonic ids from a starting point read at startup (embedded, one node)."""
-
-    __slots__ = ("next",)
-
-    def __init__(self, start: int) -> None:
-        self.next = start
-
-    def __call__(self) -> int:
-        n = self.next
-        self.next = n + 1
-        return n
-
-
 class Router:
     def __init__(
         self,
@@ -103,13 +89,16 @@ class Router:
         reactor,
         outbox,
         read: Callable[..., defer.Deferred],
-        outbox_ids: IdAllocator,
+        outbox_ids: Callable[[], int],
         *,
         max_tracked: int = 1_000_000,
         unknown_receipt_retries: int = 5,
         receipt_ttl: float = RECEIPT_TTL,
         metrics=None,
+        refund_network_failures: Callable[[int], bool] = lambda account_id: False,
     ) -> None:
+        #: Per account: is a message that fails in the network refunded? (billing policy)
+        self.refund_network_failures = refund_network_failures
         self.receipt_ttl = receipt_ttl
         self.writer = writer
         self.reactor = reactor
@@ -196,7 +185,7 @@ class Router:
         t = self._by_message.pop(mid, None)
         if t is None:
             return
-        self._finish(t, MessageState.REJECTED, status & 0xFF, None)
+        self._finish(t, MessageState.REJECTED, status & 0xFF, None, refund="refused_upstream")
 
     def connector_state(self, connector: Connector, up: bool) -> None:
         if self.metrics is not None:
@@ -261,18 +250,22 @@ class Router:
             found, lambda f: log.error("receipt lookup failed: %s", f.getErrorMessage())
         )
 
-    def _finish(self, t: Tracked, state: int, err: int, carrier) -> None:
-        """Record a final state durably, then ack the carrier and queue the receipt."""
+    def _finish(self, t: Tracked, state: int, err: int, carrier, refund: str | None = None) -> None:
+        """Record a final state (and any refund) durably, then ack the carrier and queue the receipt."""
         now = self.reactor.seconds()
+        if refund is None and state != MessageState.DELIVERED and self.refund_network_failures(t.account_id):
+            refund = "network_failure"
         delivery = None
         if wants_receipt(t.registered_delivery, state):
             delivery = Delivery(
                 self.outbox_ids(), t.account_id, t.message_id, "dlr",
                 client_receipt(t, state, err, now), now, now + self.receipt_ttl,
             )
-        d = self.writer.submit("outcomes", (t.message_id, state, err, now, delivery))
+        d = self.writer.submit("outcomes", (t.message_id, state, err, now, delivery, refund))
 
-        def committed(_):
+        def committed(refunded):
+            if refunded and self.metrics is not None:
+                self.metrics.refunded(t.account_id, refunded)
             if carrier is not None:
                 proto, pdu = carrier
                 proto.session.respond(pdu, Status.ESME_ROK)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 
-from twisted.internet import defer, threads
+from sqlalchemy import select
+from twisted.internet import defer, task, threads
 from twisted.web import server as webserver
 
-import billing.accounts  # noqa: F401 - registers its tables
-from billing.accounts import Account, hash_password
+from billing.accounts import Account, accounts, credentials, hash_password, upgrade
+from billing.alerts import LowCreditAlerter
+from billing.plans import PricePlan, billing_from_dict
+from billing.wallet import Report, pending_alerts
 from conf.settings import Settings, parse_hostport
 from pdu.message import AccountPolicy
 from pdu.session import Timers
 from router import messages as store
 from router.outbox import Outbox
-from router.router import IdAllocator, Router
+from router.router import Router
 from router.upstream import Connector, ConnectorConfig
 from smsc.metrics import HubMetrics, MetricsResource
 from smsc.server import BindLimiter, HubFactory
 from store.db import create_schema, make_engine
+from store.ids import allocator
 from store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,8 @@ class Hub:
         self.reactor = reactor
         self.engine = engine or make_engine(settings.db_url)
         create_schema(self.engine)
+        upgrade(self.engine)
+        self.billing = billing_from_dict(settings.billing)
         s = settings.session
         self.timers = Timers(s.session_init, s.enquire_link, s.response, s.inactivity)
         self.metrics = HubMetrics()
@@ -42,15 +48,18 @@ class Hub:
         store.register_handlers(self.writer)
         with self.engine.connect() as conn:
             max_message, max_outbox = store.max_ids(conn)
-        self.message_ids = IdAllocator(max_message + 1)
-        self.outbox_ids = IdAllocator(max_outbox + 1)
+        self.message_ids = allocator(self.engine, "staffetta_message_ids", max_message + 1)
+        self.outbox_ids = allocator(self.engine, "staffetta_outbox_ids", max_outbox + 1)
         self.outbox = Outbox(
             self.writer, reactor, self._load_outbox, on_event=self.metrics.receipt_event
         )
         self.router = Router(
             self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics,
-            receipt_ttl=settings.outbox_ttl,
+            receipt_ttl=settings.outbox_ttl, refund_network_failures=self._refunds_network_failures,
         )
+        self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
+        #: Accounts seen at bind, by id: their billing settings on the hot path.
+        self.accounts: dict[int, Account] = {}
         for u in settings.upstreams:
             cfg = ConnectorConfig(
                 u.name, u.host, u.port, u.system_id, u.password, u.system_type, u.window,
@@ -68,6 +77,7 @@ class Hub:
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
         self._policies: dict[int, AccountPolicy] = {}
+        self._sweeps: list[task.LoopingCall] = []
         self.port = None
         self.metrics_port = None
 
@@ -88,12 +98,68 @@ class Hub:
     def policy_for(self, account: Account) -> AccountPolicy:
         p = self._policies.get(account.id)
         if p is None:
+            self.accounts[account.id] = account
             p = self._policies[account.id] = AccountPolicy(
                 default_type=account.default_type,
                 default_country_code=account.default_country_code,
                 default_sender=account.default_sender,
             )
         return p
+
+    def plan_for(self, account: Account) -> PricePlan:
+        return self.billing.plan(account.price_plan)
+
+    def _refunds_network_failures(self, account_id: int) -> bool:
+        a = self.accounts.get(account_id)
+        return a is not None and a.refund_on_network_failure
+
+    def billing_report(self, report: Report) -> None:
+        """After a commit that moved money: balance gauges, and one alert per crossing."""
+        self.metrics.balances(report.balances)
+        for crossing in report.crossed:
+            self.alerter.notify(crossing)
+
+    def _alert_metric(self, event: str, c) -> None:
+        self.metrics.low_credit_alerts.labels(c.account_name, event).inc()
+
+    def _alert_sent(self, c) -> None:
+        self.writer.submit("alerts_sent", (c.alert_id, self.reactor.seconds()))
+
+    def _sweep_lots(self) -> None:
+        def swept(report):
+            if report is not None:
+                self.billing_report(report)
+
+        self.writer.submit("expire_lots", self.reactor.seconds()).addCallbacks(
+            swept, lambda f: log.error("lot expiry sweep failed: %s", f.getErrorMessage())
+        )
+
+    def _check_credentials(self) -> defer.Deferred | None:
+        """Unbind, within seconds, sessions whose account was disabled or credential revoked."""
+        by_cred: dict[int, list] = {}
+        for p in self.clients:
+            if p.credential is not None and p.session.bound:
+                by_cred.setdefault(p.credential.id, []).append(p)
+        if not by_cred:
+            return None
+
+        def read(conn):
+            rows = conn.execute(
+                select(credentials.c.id, credentials.c.revoked, accounts.c.enabled)
+                .join(accounts, accounts.c.id == credentials.c.account_id)
+                .where(credentials.c.id.in_(list(by_cred)))
+            )
+            return {r.id for r in rows if not r.revoked and r.enabled}
+
+        def unbind(still_ok):
+            for cred_id, protos in by_cred.items():
+                if cred_id not in still_ok:
+                    for p in protos:
+                        log.info("unbinding %s: account disabled or credential revoked", p.credential.system_id)
+                        p.session.unbind()
+                        p.flush()
+
+        return self.read(read).addCallbacks(unbind, lambda f: log.error("credential check failed: %s", f.getErrorMessage()))
 
     def _refresh_gauges(self) -> None:
         for name, c in self.router.connectors.items():
@@ -108,6 +174,14 @@ class Hub:
             c.start()
         with self.engine.connect() as conn:
             queued = store.queued_messages(conn, limit=self.settings.max_queue)
+            alerts = pending_alerts(conn)
+        for crossing in alerts:  # alerts whose POST never succeeded before a stop
+            self.alerter.notify(crossing)
+        for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0)):
+            loop = task.LoopingCall(fn)
+            loop.clock = self.reactor
+            loop.start(every, now=False)
+            self._sweeps.append(loop)
         if queued:
             log.info("resuming %d messages accepted but not yet sent upstream", len(queued))
             self.router.resume(queued)
@@ -125,6 +199,9 @@ class Hub:
 
     @defer.inlineCallbacks
     def stop(self):
+        for loop in self._sweeps:
+            if loop.running:
+                loop.stop()
         if self.port is not None:
             yield self.port.stopListening()
         if self.metrics_port is not None:

@@ -37,25 +37,34 @@ def _settings_from(args) -> Settings:
     return settings
 
 
-def ensure_account(engine, name: str, password: str, **kw) -> bool:
-    """Create the account unless it exists; True if created."""
+def ensure_demo_account(engine) -> bool:
+    """The demo account with 1,000,000 non-expiring credits; True if created."""
     from billing.accounts import create_account, get_account
+    from billing.wallet import topup
 
     with engine.begin() as conn:
-        if get_account(conn, name) is not None:
+        if get_account(conn, "demo") is not None:
             return False
-        create_account(conn, name, password, **kw)
+        acct = create_account(conn, "demo", "demo", default_type="PRO", default_country_code=39)
+        topup(conn, acct.id, DEMO_CREDITS, method="demo", reference="demo-initial-credit")
         return True
 
 
-def _engine(settings: Settings):
-    import billing.accounts  # noqa: F401
+def engine_for(args):
+    """The store a verb's --config / --data-dir names, schema created and upgraded."""
+    import billing.accounts  # noqa: F401 - registers its tables
     import router.messages  # noqa: F401
+    from billing.accounts import upgrade
     from store.db import create_schema, make_engine
 
-    engine = make_engine(settings.db_url)
+    engine = make_engine(_settings_from(args).db_url)
     create_schema(engine)
+    upgrade(engine)
     return engine
+
+
+#: 1,000,000 credits in centi-credits: enough that benchmarks never run dry.
+DEMO_CREDITS = 100_000_000
 
 
 #: The writer thread and the reactor share the GIL. With CPython's default 5 ms
@@ -78,8 +87,8 @@ def cmd_demo(args) -> int:
     listening = carrier.listen(sim_port)
     up = settings.upstreams[0]
     settings = replace(settings, upstreams=(replace(up, port=listening.getHost().port),))
-    engine = _engine(settings)
-    ensure_account(engine, "demo", "demo", default_type="PRO", default_country_code=39)
+    engine = engine_for(args)
+    ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
     hub.start()
     host, port = parse_hostport(settings.listen, "listen")
@@ -114,30 +123,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_account_create(args) -> int:
-    import json
-
-    from billing.accounts import AccountError, create_account
-
-    settings = _settings_from(args)
-    engine = _engine(settings)
-    try:
-        with engine.begin() as conn:
-            acct = create_account(
-                conn, args.name, args.password, default_type=args.type,
-                default_country_code=args.country,
-            )
-    except AccountError as exc:
-        print(f"staffetta: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"id": acct.id, "name": acct.name, "type": acct.default_type,
-                          "country": acct.default_country_code}))
-    else:
-        print(f"account {acct.name} created (system_id {acct.name})")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from simulator.cli import add_bench_arguments, add_simulator_arguments, bench_main, simulator_main
 
@@ -169,16 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(b)
     b.set_defaults(func=bench_main)
 
-    a = sub.add_parser("account", help="manage accounts")
-    asub = a.add_subparsers(dest="account_verb", required=True)
-    ac = asub.add_parser("create", help="create an account with one SMPP credential")
-    ac.add_argument("name")
-    ac.add_argument("--password", required=True)
-    ac.add_argument("--type", default="PRO", choices=["SMART", "PRO", "REPLY"])
-    ac.add_argument("--country", type=int, default=39)
-    ac.add_argument("--json", action="store_true")
-    store_opts(ac)
-    ac.set_defaults(func=cmd_account_create)
+    from billing.cli import register as register_account_verbs
+
+    register_account_verbs(sub, engine_for)
     return p
 
 

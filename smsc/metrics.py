@@ -56,6 +56,23 @@ class HubMetrics:
         self.bind_failures = Counter(
             "staffetta_bind_failures", "refused binds by reason", ["reason"], registry=r
         )
+        self.credits_debited = Counter(
+            "staffetta_credits_debited", "centi-credits debited for messages", ["account", "type"], registry=r
+        )
+        self.credits_refunded = Counter(
+            "staffetta_credits_refunded", "centi-credits refunded", ["account"], registry=r
+        )
+        self.rejected_for_credit = Counter(
+            "staffetta_rejected_for_credit", "submit_sm refused: not enough credit or no rate",
+            ["account", "reason"], registry=r,
+        )
+        self.balance = Gauge(
+            "staffetta_balance_centicredits", "balance after the last debit or refund", ["account"], registry=r
+        )
+        self.low_credit_alerts = Counter(
+            "staffetta_low_credit_alerts", "low-credit alerts by event (emitted, retried, delivered, failed)",
+            ["account", "event"], registry=r,
+        )
         self._pdu_children: dict[tuple[bool, int, int], object] = {}
         self._children: dict[tuple, object] = {}
         self.account_names: dict[int, str] = {}
@@ -85,6 +102,16 @@ class HubMetrics:
     def receipt_event(self, event: str, account_id: int) -> None:
         name = self.account_names.get(account_id, str(account_id))
         self._child(self.receipts, name, event).inc()
+
+    def debited(self, account: str, msg_type: str, amount: int) -> None:
+        self._child(self.credits_debited, account, msg_type).inc(amount)
+
+    def refunded(self, account_id: int, amount: int) -> None:
+        self._child(self.credits_refunded, self.account_names.get(account_id, str(account_id))).inc(amount)
+
+    def balances(self, balances: dict[int, int]) -> None:
+        for account_id, value in balances.items():
+            self._child(self.balance, self.account_names.get(account_id, str(account_id))).set(value)
 
     def receipt_unknown(self, connector: str) -> None:
         self._child(self.receipts_unknown, connector).inc()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from twisted.internet import protocol, threads
 
 from billing.accounts import Credential, find_credential, verify_password
+from billing.plans import quote
 from pdu.codec import Pdu
 from pdu.constants import FINAL_STATES, Command, Status
 from pdu.errors import SubmitRejected
@@ -182,6 +183,12 @@ class HubProtocol(SessionProtocol):
             log.debug("submit refused for %s: %s", account.name, exc)
             self._answer_submit(pdu, exc.status, started)
             return
+        # The quote is the debit: the same Assessment priced by the account's plan.
+        price = quote(hub.plan_for(account), a)
+        if price is None:
+            hub.metrics.rejected_for_credit.labels(account.name, "no_rate").inc()
+            self._answer_submit(pdu, Status.STAFFETTA_RNORATE, started)
+            return
         f = pdu.fields
         mid = hub.message_ids()
         now = hub.reactor.seconds()
@@ -238,15 +245,24 @@ class HubProtocol(SessionProtocol):
             f["registered_delivery"], now, text20, tlvs.get(0x0204),
         )
 
-        def committed(_):
+        def committed(result):
+            paid, report = result
+            if report is not None:
+                hub.billing_report(report)
+            if not paid:
+                # Nothing was stored and nothing will be sent.
+                hub.metrics.rejected_for_credit.labels(account.name, "no_credit").inc()
+                self._answer_submit(pdu, account.nocredit_status, started)
+                return
             self._answer_submit(pdu, Status.ESME_ROK, started, {"message_id": str(mid).encode()})
+            hub.metrics.debited(account.name, a.msg_type, price)
             hub.router.forward(tracked, up_fields, tlvs)
 
         def failed(fail):
             log.error("storing message failed: %s", fail.getErrorMessage())
             self._answer_submit(pdu, Status.ESME_RSYSERR, started)
 
-        hub.writer.submit("messages", row).addCallbacks(committed, failed)
+        hub.writer.submit("paid_messages", (row, price)).addCallbacks(committed, failed)
 
     def _answer_submit(self, pdu: Pdu, status: int, started: float, fields=None) -> None:
         self.session.respond(pdu, status, fields)

@@ -39,6 +39,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
     else:
+        if url.startswith("postgresql://"):
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; we ship psycopg2.
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
         engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
     return engine
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from twisted.internet import defer, reactor, task
 
-from billing.accounts import create_account
+from billing.accounts import create_account, upgrade
+from billing.wallet import topup
 from conf.settings import SessionSettings, Settings, UpstreamSettings
 from simulator.carrier import Carrier
 from smsc.app import Hub
@@ -49,8 +50,13 @@ class Env:
         yield self.carrier_port.stopListening()
 
 
+#: Enough credit that a test never runs dry unless it means to (centi-credits).
+PLENTY = 100_000_000
+
+
 def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo"),),
-             session: SessionSettings | None = None, **carrier_kw) -> Env:
+             session: SessionSettings | None = None, billing: dict | None = None, **carrier_kw) -> Env:
+    """accounts: (name, password) or (name, password, credit in centi-credits, {create_account options})."""
     carrier = Carrier(reactor, dlr_delay=dlr_delay, credentials={SIM_USER.encode(): SIM_PASS.encode()},
                       **carrier_kw)
     port = carrier.listen(0)
@@ -59,6 +65,7 @@ def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo
         data_dir=data_dir,
         metrics_listen="127.0.0.1:0",
         session=session or SessionSettings(),
+        billing=billing,
         upstreams=(
             UpstreamSettings("sim", "127.0.0.1", port.getHost().port, SIM_USER, SIM_PASS,
                              reconnect_min=0.05, reconnect_max=0.5),
@@ -68,9 +75,14 @@ def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo
     import router.messages  # noqa: F401
 
     create_schema(engine)
+    upgrade(engine)
     with engine.begin() as conn:
-        for name, pw in accounts:
-            create_account(conn, name, pw)
+        for name, pw, *rest in accounts:
+            credit = rest[0] if rest else PLENTY
+            options = rest[1] if len(rest) > 1 else {}
+            acct = create_account(conn, name, pw, **options)
+            if credit:
+                topup(conn, acct.id, credit, method="test")
     engine.dispose()
     env = Env(data_dir, carrier, port, settings)
     env.start_hub()
