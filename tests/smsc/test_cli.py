@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-from pdu.codec import Pdu, decode, encode
+from pdu.codec import Pdu
 from pdu.constants import Command, Status
+from tests.syncesme import SyncEsme
 
 CLI = [sys.executable, "-m", "smsc.cli"]
 
@@ -51,29 +52,6 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
     assert r.stderr.startswith("staffetta: --listen: cannot listen on 127.0.0.1:") and r.stderr.count("\n") == 1
 
 
-def _smpp_exchange(port: int, steps: list[tuple[Pdu, int]]) -> list[Pdu]:
-    """Send each PDU, then read until that many PDUs arrived in all (a client waits for bind_resp)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        buf, out = b"", []
-        for p, expect in steps:
-            s.sendall(encode(p))
-            buf = _read(s, buf, out, expect)
-        return out
-
-
-def _read(s: socket.socket, buf: bytes, out: list[Pdu], expect: int) -> bytes:
-    while len(out) < expect:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-        while len(buf) >= 4 and len(buf) >= int.from_bytes(buf[:4], "big"):
-            n = int.from_bytes(buf[:4], "big")
-            out.append(decode(buf[:n]))
-            buf = buf[n:]
-    return buf
-
-
 def test_demo_serves_a_client_end_to_end(tmp_path):
     """The README's first command: bind demo/demo, submit, get the receipt."""
     port = free_port()
@@ -92,12 +70,15 @@ def test_demo_serves_a_client_end_to_end(tmp_path):
                 break
             except OSError:
                 time.sleep(0.05)
-        bind = Pdu(Command.BIND_TRANSCEIVER, 1, 0, {"system_id": b"demo", "password": b"demo", "interface_version": 0x34})
         submit = Pdu(Command.SUBMIT_SM, 2, 0, {
             "source_addr_ton": 5, "source_addr": b"Demo", "dest_addr_ton": 1, "dest_addr_npi": 1,
             "destination_addr": b"393331234567", "registered_delivery": 1, "short_message": b"hello",
         })
-        got = _smpp_exchange(port, [(bind, 1), (submit, 3)])
+        c = SyncEsme(port)
+        got = [c.bind("demo", "demo", Command.BIND_TRANSCEIVER)]
+        c.send(Command.SUBMIT_SM, submit.fields)
+        got += [c.read(), c.read()]
+        c.close()
         assert [p.command_id for p in got[:2]] == [Command.BIND_TRANSCEIVER_RESP, Command.SUBMIT_SM_RESP]
         assert got[1].status == Status.ESME_ROK
         mid = got[1].fields["message_id"]
