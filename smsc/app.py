@@ -21,6 +21,7 @@ from router.router import Router
 from router.upstream import Connector, ConnectorConfig
 from smsc.metrics import HubMetrics, MetricsResource
 from smsc.server import BindLimiter, HubFactory
+from smsc.throttle import TokenBucket
 from store.db import create_schema, make_engine
 from store.ids import allocator
 from store.writer import GroupCommitWriter
@@ -78,6 +79,7 @@ class Hub:
         self.sessions_by_account: dict[int, set] = {}
         self._policies: dict[int, AccountPolicy] = {}
         self._sweeps: list[task.LoopingCall] = []
+        self._buckets: dict[int, TokenBucket] = {}
         self.port = None
         self.metrics_port = None
 
@@ -105,6 +107,15 @@ class Hub:
                 default_sender=account.default_sender,
             )
         return p
+
+    def bucket_for(self, credential) -> TokenBucket | None:
+        """One bucket per credential, shared by its sessions (None: no limit)."""
+        if not credential.max_rate:
+            return None
+        b = self._buckets.get(credential.id)
+        if b is None or b.rate != credential.max_rate:
+            b = self._buckets[credential.id] = TokenBucket(credential.max_rate, self.reactor.seconds())
+        return b
 
     def plan_for(self, account: Account) -> PricePlan:
         return self.billing.plan(account.price_plan)

@@ -65,6 +65,7 @@ class HubProtocol(SessionProtocol):
         self.hub = hub
         self.credential: Credential | None = None
         self.policy: AccountPolicy | None = None
+        self.bucket = None  # the credential's TokenBucket when it has a max_rate
         self.peer = "?"
 
     # ---------------------------------------------------------------- life
@@ -159,6 +160,7 @@ class HubProtocol(SessionProtocol):
         self.credential = cred
         acct = cred.account
         self.policy = hub.policy_for(acct)
+        self.bucket = hub.bucket_for(cred)
         self.session.accept_bind(pdu, hub.settings.system_id.encode())
         self._bind_type = _BIND_TYPE[self.session.state]
         hub.metrics.account_names[acct.id] = acct.name
@@ -182,6 +184,10 @@ class HubProtocol(SessionProtocol):
         except SubmitRejected as exc:
             log.debug("submit refused for %s: %s", account.name, exc)
             self._answer_submit(pdu, exc.status, started)
+            return
+        bucket = self.bucket
+        if bucket is not None and not bucket.take(a.segments, hub.reactor.seconds()):
+            self._answer_submit(pdu, Status.ESME_RTHROTTLED, started)
             return
         # The quote is the debit: the same Assessment priced by the account's plan.
         price = quote(hub.plan_for(account), a)
