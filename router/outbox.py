@@ -113,12 +113,17 @@ class Outbox:
         if status == Status.ESME_ROK or status in PERMANENT:
             if status:
                 log.warning("client refused delivery %d permanently: 0x%08x", delivery.id, status)
-            a.known.discard(delivery.id)
-            self.writer.submit("delivered", delivery.id)
+            self._forget_when_deleted(a, delivery.id)
             self._event("delivered", delivery.account_id)
         else:
             self._retry_later(delivery)
         self.pump(delivery.account_id)
+
+    def _forget_when_deleted(self, a: _Account, delivery_id: int) -> None:
+        """Delete the row; keep the id as known until the delete commits, so that
+        a refill in between cannot read the row back and deliver it twice."""
+        d = self.writer.submit("delivered", delivery_id)
+        d.addBoth(lambda _: a.known.discard(delivery_id))
 
     def failed(self, delivery: Delivery) -> None:
         """No answer (timeout, connection lost): try again later."""
@@ -158,8 +163,7 @@ class Outbox:
                 return
             d = a.queue.popleft()
             if d.expires_at <= now:
-                a.known.discard(d.id)
-                self.writer.submit("delivered", d.id)
+                self._forget_when_deleted(a, d.id)
                 self._event("expired", account_id)
                 continue
             sink.send_delivery(d)

@@ -1,0 +1,105 @@
+"""The outbox in isolation: bounded memory, no duplicate after an ack, retries."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, task
+
+from pdu.constants import Status
+from router.messages import Delivery
+from router.outbox import Outbox
+
+
+class Writer:
+    """Commits when the test says so: the gap between ack and delete is visible."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, object, defer.Deferred]] = []
+        self.table: dict[int, Delivery] = {}
+
+    def submit(self, kind, item):
+        d = defer.Deferred()
+        self.pending.append((kind, item, d))
+        return d
+
+    def commit(self) -> None:
+        pending, self.pending = self.pending, []
+        for kind, item, d in pending:
+            if kind == "delivered":
+                self.table.pop(item, None)
+            d.callback(None)
+
+
+class Sink:
+    def __init__(self, window: int = 10) -> None:
+        self.window_free = window
+        self.sent: list[Delivery] = []
+
+    def send_delivery(self, d: Delivery) -> None:
+        self.window_free -= 1
+        self.sent.append(d)
+
+
+def make(n_rows: int = 0, max_queued: int = 5000):
+    clock = task.Clock()
+    writer = Writer()
+    for i in range(1, n_rows + 1):
+        writer.table[i] = Delivery(i, 1, i, "dlr", b"pdu", 0.0, 1e9)
+
+    def load(account_id, limit):
+        rows = sorted(writer.table.values(), key=lambda d: d.id)[:limit]
+        return defer.succeed([Delivery(d.id, d.account_id, d.message_id, d.kind, d.pdu, d.created_at, d.expires_at)
+                              for d in rows])
+
+    return clock, writer, Outbox(writer, clock, load, max_queued=max_queued, retry_delay=1.0)
+
+
+def test_no_receiver_keeps_nothing_in_memory_and_bind_reads_the_table():
+    clock, writer, box = make(n_rows=3)
+    box.add(Delivery(4, 1, 4, "dlr", b"pdu", 0.0, 1e9))
+    assert box.queued(1) == 0
+    sink = Sink()
+    writer.table[4] = Delivery(4, 1, 4, "dlr", b"pdu", 0.0, 1e9)
+    box.attach(1, sink)
+    assert [d.id for d in sink.sent] == [1, 2, 3, 4]
+
+
+def test_an_acked_row_is_not_reloaded_before_its_delete_commits():
+    clock, writer, box = make(n_rows=2, max_queued=1)
+    sink = Sink(window=1)
+    box.attach(1, sink)
+    assert [d.id for d in sink.sent] == [1]
+    sink.window_free = 1
+    box.acknowledged(sink.sent[0], Status.ESME_ROK)  # delete queued, not committed
+    ids = [d.id for d in sink.sent]
+    assert ids.count(1) == 1, ids
+    writer.commit()
+    sink.window_free = 1
+    box.pump(1)
+    assert ids.count(1) == 1
+
+
+def test_temporary_refusal_retries_and_permanent_refusal_ends():
+    clock, writer, box = make()
+    sink = Sink()
+    box.attach(1, sink)
+    d1 = Delivery(1, 1, 1, "dlr", b"p", 0.0, 1e9)
+    d2 = Delivery(2, 1, 2, "dlr", b"p", 0.0, 1e9)
+    writer.table.update({1: d1, 2: d2})
+    box.add(d1)
+    box.add(d2)
+    box.acknowledged(d1, Status.ESME_RX_T_APPN)
+    box.acknowledged(d2, Status.ESME_RX_P_APPN)
+    writer.commit()
+    assert 2 not in writer.table
+    clock.advance(1.0)
+    assert [d.id for d in sink.sent] == [1, 2, 1]
+
+
+def test_expired_delivery_is_dropped_not_sent():
+    clock, writer, box = make()
+    sink = Sink()
+    box.attach(1, sink)
+    clock.advance(100)
+    box.add(Delivery(9, 1, 9, "dlr", b"p", 0.0, 50.0))
+    assert sink.sent == []
+    assert writer.pending[0][:2] == ("delivered", 9)
