@@ -102,6 +102,13 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept only these binds (repeatable; default: accept any)")
     parser.add_argument("--window", type=int, default=100,
                         help="deliver_sm window per session (default 100)")
+    parser.add_argument("--hlr", default="127.0.0.1:2778", metavar="HOST:PORT",
+                        help="HLR lookup HTTP address, or 'off' (default 127.0.0.1:2778)")
+    parser.add_argument("--hlr-latency", type=float, default=0.0, metavar="SECONDS",
+                        help="delay of every HLR answer (default 0)")
+    parser.add_argument("--hlr-error-rate", type=float, default=0.0, metavar="P",
+                        help="share of HLR lookups answered HTTP 500 (default 0)")
+    parser.add_argument("--hlr-csv", metavar="FILE", help="fixed HLR answers: number,status,mcc,mnc,...")
 
 
 def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
@@ -139,6 +146,9 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    code, hlr_where = start_hlr(args, reactor)
+    if code:
+        return code
     carrier = Carrier(
         reactor,
         dlr_delay=args.dlr_delay,
@@ -163,10 +173,42 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
             _error("simulator", f"--control: cannot listen on {control[0]}:{control[1]}: {exc.socketError}")
             return 1
         where += f", control http://{control[0]}:{cp.getHost().port}/stats"
+    where += hlr_where
     mix = ", ".join(f"{k} {v:.0%}" for k, v in carrier.outcomes.items())
     print(f"staffetta simulator: {where}; dlr delay {args.dlr_delay}s; outcomes {mix}", flush=True)
     reactor.run()
     return 0
+
+
+def start_hlr(args: argparse.Namespace, reactor: Any) -> tuple[int, str]:
+    """Serve the HLR endpoint (simulator/hlr.py) unless ``--hlr off``: (exit code, text for the banner)."""
+    spec = str(getattr(args, "hlr", "off") or "off")
+    if spec.lower() in ("off", "none"):
+        return 0, ""
+    try:
+        host, port = parse_hostport(spec)
+    except ValueError as exc:
+        _error("simulator", f"--hlr: {exc}")
+        return 2, ""
+    latency, rate = getattr(args, "hlr_latency", 0.0), getattr(args, "hlr_error_rate", 0.0)
+    if not latency >= 0 or not 0 <= rate <= 1:
+        _error("simulator", "--hlr-latency must be >= 0" if not latency >= 0 else "--hlr-error-rate: 0-1")
+        return 2, ""
+    from twisted.internet.error import CannotListenError
+
+    from simulator.hlr import HlrSimulator
+
+    try:
+        sim = HlrSimulator(reactor, seed=args.seed or 0, latency=latency, error_rate=rate,
+                           csv_path=getattr(args, "hlr_csv", None))
+        lp = sim.listen(port, host)
+    except (OSError, ValueError) as exc:
+        _error("simulator", f"--hlr-csv: {exc}")
+        return 2, ""
+    except CannotListenError as exc:
+        _error("simulator", f"--hlr: cannot listen on {host}:{port}: {exc.socketError}")
+        return 1, ""
+    return 0, f", hlr http://{host}:{lp.getHost().port}/lookup"
 
 
 # ------------------------------------------------------------------------ bench

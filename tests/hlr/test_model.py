@@ -170,6 +170,8 @@ def test_mapping_config_errors_name_the_field(mapping, needle) -> None:
     ({"url": "https://x/{number}", "fields": {"stat": "s"}}, "hlr.provider.fields.stat"),
     ({"url": "https://x/{number}", "fields": {"status": "s"}, "typo": 1}, "hlr.provider.typo: unknown"),
     ({"type": "smoke-signals"}, "hlr.provider.type"),
+    ({"url": "https://x/{number}", "fields": {"status": "s"}, "auth_header": "Authorization: ${NO_SUCH_VAR_X}"},
+     "hlr.provider.auth_header: environment variable NO_SUCH_VAR_X is not set"),
 ])
 def test_provider_config_errors_are_one_line(cfg, needle) -> None:
     clock = task.Clock()
@@ -178,11 +180,12 @@ def test_provider_config_errors_are_one_line(cfg, needle) -> None:
     assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_provider_from_config_builds_a_vendor() -> None:
+def test_provider_from_config_builds_a_vendor(monkeypatch) -> None:
     clock = task.Clock()
+    monkeypatch.setenv("ACME_HLR_TOKEN", "s3cret")
     p = provider_from_config(clock, {
         "name": "acme", "url": "https://hlr.example.com/v1/lookup?msisdn={number}",
-        "auth_header": "Authorization: Bearer s3cret", "timeout": 3, "max_concurrency": 7, "retries": 1,
+        "auth_header": "Authorization: Bearer ${ACME_HLR_TOKEN}", "headers": {"X-Client": "staffetta"}, "timeout": 3, "max_concurrency": 7, "retries": 1,
         "backoff": 0.1, "circuit": {"failures": 4, "reset_after": 20},
         "fields": {"status": "status", "mccmnc": "network.mccmnc"},
     })
@@ -190,6 +193,7 @@ def test_provider_from_config_builds_a_vendor() -> None:
     assert p.breaker.threshold == 4 and p.breaker.reset_after == 20.0
     assert p.url_for("393331234567") == b"https://hlr.example.com/v1/lookup?msisdn=393331234567"
     assert p._headers.getRawHeaders(b"authorization") == [b"Bearer s3cret"]
+    assert p._headers.getRawHeaders(b"x-client") == [b"staffetta"]
     sim = provider_from_config(clock, {"type": "simulator", "url": "http://127.0.0.1:9/"})
     assert sim.url_for("39") == b"http://127.0.0.1:9/lookup?msisdn=39"
 

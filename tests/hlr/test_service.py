@@ -182,6 +182,38 @@ async def test_price_per_account(engine, account, sim, make_service) -> None:
     assert hlr_charges(engine) == [(account, -75)]
 
 
+@ensure
+async def test_auth_header_post_body_and_4xx_not_retried(engine, account, make_service) -> None:
+    """A generic vendor: POST with a body template and a bearer token; a 401 is not retried."""
+    from hlr.providers import SIMULATOR_MAPPING, HttpJsonProvider
+    from simulator.hlr import HlrSimulator
+
+    s = HlrSimulator(reactor, token="t0k")
+    s.listen(0)
+    made = []
+
+    def vendor(**kw) -> HttpJsonProvider:
+        p = HttpJsonProvider(reactor, "vendor", s.url + "/lookup", method="POST",
+                             body_template='{"msisdn": "{number}"}', field_mapping=SIMULATOR_MAPPING,
+                             retries=2, backoff=0.01, timeout=2.0, **kw)
+        made.append(p)
+        return p
+
+    try:
+        bad = vendor()
+        r = await within(make_service(bad).lookup(N1, account))
+        assert r.status == "error" and "HTTP 401" in r.detail
+        assert s.rejected == 1 and bad.breaker.state == CLOSED  # not retried; the vendor is up
+        good = vendor(auth_header="Authorization: Bearer t0k")
+        r = await within(make_service(good).lookup(N1, account))
+        assert (r.status, r.source, r.mccmnc) == ("valid", "vendor", "22201")
+        assert hlr_charges(engine) == [(account, -50)]
+    finally:
+        for p in made:
+            await p.close()
+        await s.close()
+
+
 # --------------------------------------------------------------------- Redis
 
 
