@@ -58,6 +58,7 @@ accounts = Table(
     Column("nocredit_status", Integer, nullable=False, default=int(Status.STAFFETTA_RNOCREDIT)),
     Column("refund_on_network_failure", Boolean, nullable=False, default=False),
     Column("price_plan", String(64), nullable=True),
+    Column("hlr_mode", String(8), nullable=True),  # off | cached | always; NULL: the config's hlr.mode
 )
 
 credentials = Table(
@@ -112,6 +113,7 @@ class Account:
     nocredit_status: int = int(Status.STAFFETTA_RNOCREDIT)
     refund_on_network_failure: bool = False
     price_plan: str | None = None
+    hlr_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +230,9 @@ def update_account(
     nocredit_status: int | None = None,
     refund_on_network_failure: bool | None = None,
     price_plan: str | None | object = _UNSET,
+    hlr_mode: str | None | object = _UNSET,
 ) -> None:
-    """Change an account's settings; arguments left out stay as they are (None clears a URL/plan)."""
+    """Change an account's settings; arguments left out stay as they are (None clears a URL/plan/mode)."""
     values: dict = {}
     if enabled is not None:
         values["enabled"] = bool(enabled)
@@ -244,6 +247,10 @@ def update_account(
         values["refund_on_network_failure"] = bool(refund_on_network_failure)
     if price_plan is not _UNSET:
         values["price_plan"] = price_plan
+    if hlr_mode is not _UNSET:
+        if hlr_mode not in (None, "off", "cached", "always"):
+            raise AccountError(f"hlr: expected off, cached, always or default, got {hlr_mode!r}")
+        values["hlr_mode"] = hlr_mode
     if values:
         n = conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values)).rowcount
         if n != 1:
@@ -297,6 +304,7 @@ _ACCOUNT_COLUMNS = (
     accounts.c.id, accounts.c.name, accounts.c.enabled, accounts.c.default_type,
     accounts.c.default_country_code, accounts.c.default_sender, accounts.c.alert_url,
     accounts.c.nocredit_status, accounts.c.refund_on_network_failure, accounts.c.price_plan,
+    accounts.c.hlr_mode,
 )
 
 
@@ -345,6 +353,7 @@ _ADDED_COLUMNS = {
         ("nocredit_status", f"INTEGER NOT NULL DEFAULT {int(Status.STAFFETTA_RNOCREDIT)}"),
         ("refund_on_network_failure", "BOOLEAN NOT NULL DEFAULT {false}"),
         ("price_plan", "VARCHAR(64)"),
+        ("hlr_mode", "VARCHAR(8)"),
     ),
     "credentials": (("max_rate", "INTEGER"),),
 }
@@ -356,19 +365,15 @@ def upgrade(engine) -> list[str]:
     Adds the new columns of ``accounts`` / ``credentials`` and a zero
     ``balances`` row for every account without one. Run after ``create_schema``.
     """
-    from sqlalchemy import inspect, text
+    from sqlalchemy import text
+
+    from store.db import add_missing_columns
 
     done: list[str] = []
     with engine.begin() as conn:
-        false = "0" if conn.dialect.name == "sqlite" else "false"
         true = "1" if conn.dialect.name == "sqlite" else "true"
-        insp = inspect(conn)
         for table, cols in _ADDED_COLUMNS.items():
-            have = {c["name"] for c in insp.get_columns(table)}
-            for name, ddl in cols:
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl.format(false=false)}"))
-                    done.append(f"{table}.{name}")
+            done += add_missing_columns(conn, table, cols)
         n = conn.execute(text(
             "INSERT INTO balances (account_id, balance, alert_armed) "
             f"SELECT id, 0, {true} FROM accounts WHERE id NOT IN (SELECT account_id FROM balances)"

@@ -147,6 +147,7 @@ def _show_doc(conn, a: acc.Account, billing: BillingConfig, now: int) -> dict:
         "type": a.default_type,
         "country": a.default_country_code,
         "price_plan": plan.name,
+        "hlr_mode": a.hlr_mode or "default",
         "nocredit_status": f"0x{a.nocredit_status:08X}",
         "refund_on_network_failure": bool(a.refund_on_network_failure),
         "alert_url": a.alert_url,
@@ -325,6 +326,8 @@ def cmd_set(args, engine: Engine, billing: BillingConfig) -> int:
             kw["refund_on_network_failure"] = args.refund_network_failure
         if args.plan is not None:
             kw["price_plan"] = None if args.plan.lower() == "none" else args.plan
+        if args.hlr is not None:
+            kw["hlr_mode"] = None if args.hlr == "default" else args.hlr
         acc.update_account(conn, a.id, **kw)
         if args.threshold is not None:
             wallet.set_threshold(conn, a.id, _threshold(args.threshold))
@@ -448,6 +451,8 @@ def register(subparsers, engine_factory: EngineFactory,
     p.add_argument("--nocredit-status", type=_nocredit_status, metavar="0x401|0x45")
     p.add_argument("--refund-network-failure", type=_yes_no, metavar="yes|no")
     p.add_argument("--plan", metavar="NAME|none")
+    p.add_argument("--hlr", choices=["off", "cached", "always", "default"],
+                   help="HLR lookup before sending (default: the config's hlr.mode)")
 
     verb("check", cmd_check, "verify balance == ledger sum == lots for every account (exit 1 if not)")
     verb("expire", cmd_expire, "write off every expired lot now")

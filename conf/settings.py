@@ -49,6 +49,15 @@ class BindLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class HlrSettings:
+    mode: str = "off"  # off | cached | always: the default for accounts without their own
+    failure_policy: str = "fail-open"  # provider down: send anyway, or refuse (ESME_RSYSERR)
+    max_age: str = "1m"  # freshness of a cached answer: 30d, 1m, 3m, 6m, 12h or seconds
+    memory_size: int = 100_000  # answers kept in memory
+    provider: dict | None = None  # validated by hlr.providers.provider_from_config (docs/hlr.md)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listen: str = "127.0.0.1:2775"
     data_dir: str = "./staffetta-data"
@@ -64,6 +73,8 @@ class Settings:
     max_queue: int = 200_000
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None
+    hlr: HlrSettings = field(default_factory=HlrSettings)
+    redis_url: str | None = None
 
     @property
     def db_url(self) -> str:
@@ -105,6 +116,8 @@ def _value(typ: str, value: Any, path: str, name: str):
         return _build(SessionSettings, value, path)
     if t == "BindLimit":
         return _build(BindLimit, value, path)
+    if t == "HlrSettings":
+        return _build(HlrSettings, value, path)
     if t.startswith("tuple[UpstreamSettings"):
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{path}: expected a non-empty list")
@@ -130,11 +143,17 @@ def _value(typ: str, value: Any, path: str, name: str):
     if t in ("str", "str|None"):
         if value is None and t == "str|None":
             return None
+        if value is False and name == "mode":
+            value = "off"  # YAML 1.1 reads a bare `off` as false
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ConfigError(f"{path}: expected text, got {value!r}")
         value = str(value)
         if name in ("listen", "metrics_listen"):
             parse_hostport(value, path)
+        if name == "mode" and value not in ("off", "cached", "always"):
+            raise ConfigError(f"{path}: expected off, cached or always, got {value!r}")
+        if name == "failure_policy" and value not in ("fail-open", "fail-closed"):
+            raise ConfigError(f"{path}: expected fail-open or fail-closed, got {value!r}")
         if name == "id_format" and value not in ("auto", "decimal", "hex"):
             raise ConfigError(f"{path}: expected auto, decimal or hex, got {value!r}")
         if name == "password" and len(value) > 8:

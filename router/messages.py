@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
-from store.db import metadata
+from store.db import add_missing_columns, metadata
 
 QUEUED, FORWARDED, FINAL = 0, 1, 2
 
@@ -61,6 +61,7 @@ messages = Table(
     Column("done_at", Float, nullable=True),
     Column("connector", String(32), nullable=True),
     Column("upstream_id", String(65), nullable=True),
+    Column("mccmnc", String(6), nullable=True),  # serving network from the HLR, when looked up
     Index("ix_messages_upstream", "connector", "upstream_id"),
     Index("ix_messages_phase", "phase"),
 )
@@ -76,6 +77,12 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+
+def upgrade(engine) -> list[str]:
+    """Columns added since a store was made (``create_all`` never alters a table)."""
+    with engine.begin() as conn:
+        return add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)")])
 
 
 @dataclass(slots=True)

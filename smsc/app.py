@@ -13,12 +13,18 @@ from billing.alerts import LowCreditAlerter
 from billing.plans import PricePlan, billing_from_dict
 from billing.wallet import Report, pending_alerts
 from conf.settings import Settings, parse_hostport
+from hlr import cache as _hlr_cache  # noqa: F401 - registers its tables
+from hlr import jobs as _hlr_jobs  # noqa: F401
+from hlr.model import HlrMetrics, parse_age
+from hlr.providers import provider_from_config
+from hlr.service import HlrService, writer_charge
 from pdu.message import AccountPolicy
 from pdu.session import Timers
 from router import messages as store
 from router.outbox import Outbox
 from router.router import Router
 from router.upstream import Connector, ConnectorConfig
+from smsc.hlr_billing import billing_charge_tx
 from smsc.metrics import HubMetrics, MetricsResource
 from smsc.server import BindLimiter, HubFactory
 from smsc.throttle import TokenBucket
@@ -38,6 +44,7 @@ class Hub:
         self.engine = engine or make_engine(settings.db_url)
         create_schema(self.engine)
         upgrade(self.engine)
+        store.upgrade(self.engine)
         self.billing = billing_from_dict(settings.billing)
         s = settings.session
         self.timers = Timers(s.session_init, s.enquire_link, s.response, s.inactivity)
@@ -61,6 +68,7 @@ class Hub:
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
         #: Accounts seen at bind, by id: their billing settings on the hot path.
         self.accounts: dict[int, Account] = {}
+        self.hlr = self._make_hlr()
         for u in settings.upstreams:
             cfg = ConnectorConfig(
                 u.name, u.host, u.port, u.system_id, u.password, u.system_type, u.window,
@@ -107,6 +115,29 @@ class Hub:
                 default_sender=account.default_sender,
             )
         return p
+
+    def _make_hlr(self) -> HlrService | None:
+        """The HLR service when a provider is configured or lookups are on by default."""
+        h = self.settings.hlr
+        if h.provider is None and h.mode == "off":
+            return None
+        metrics = HlrMetrics(self.metrics.registry)
+        provider = provider_from_config(self.reactor, h.provider or {"type": "simulator"}, metrics=metrics)
+        return HlrService(
+            self.reactor, self.engine, self.writer, provider, writer_charge(self.writer, billing_charge_tx),
+            price=self._hlr_price, max_age=parse_age(h.max_age), redis_url=self.settings.redis_url,
+            memory_size=h.memory_size, metrics=metrics,
+        )
+
+    def _hlr_price(self, account_id: int) -> int:
+        a = self.accounts.get(account_id)
+        return self.billing.plan(a.price_plan if a else None).hlr_price
+
+    def hlr_mode(self, account: Account) -> str:
+        """off | cached | always for this account (its own setting, else the config's)."""
+        if self.hlr is None:
+            return "off"
+        return account.hlr_mode or self.settings.hlr.mode
 
     def bucket_for(self, credential) -> TokenBucket | None:
         """One bucket per credential, shared by its sessions (None: no limit)."""
@@ -224,5 +255,7 @@ class Hub:
         for p in list(self.clients):
             if p.transport is not None:
                 p.transport.loseConnection()
+        if self.hlr is not None:
+            yield self.hlr.close()
         yield self.writer.stop()
         self.engine.dispose()

@@ -53,13 +53,17 @@ def ensure_demo_account(engine) -> bool:
 def engine_for(args):
     """The store a verb's --config / --data-dir names, schema created and upgraded."""
     import billing.accounts  # noqa: F401 - registers its tables
+    import hlr.cache  # noqa: F401
+    import hlr.jobs  # noqa: F401
     import router.messages  # noqa: F401
     from billing.accounts import upgrade
+    from router.messages import upgrade as upgrade_messages
     from store.db import create_schema, make_engine
 
     engine = make_engine(_settings_from(args).db_url)
     create_schema(engine)
     upgrade(engine)
+    upgrade_messages(engine)
     return engine
 
 
@@ -76,11 +80,15 @@ GIL_SWITCH_INTERVAL = 0.0005
 def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
+    from conf.settings import HlrSettings
     from simulator.carrier import Carrier
+    from simulator.hlr import listen_hlr
     from smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = _settings_from(args)
+    hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
+    settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
     sim_port = 0  # any free port: the simulator lives inside this process
     carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
                       credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
@@ -96,6 +104,7 @@ def cmd_demo(args) -> int:
         f"Staffetta demo is up.\n"
         f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
         f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
+        f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
         f"  metrics: http://{settings.metrics_listen}/metrics\n"
         f"  data:    {settings.db_url}\n"
         f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
@@ -155,8 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=bench_main)
 
     from billing.cli import register as register_account_verbs
+    from smsc.hlr_cli import register as register_hlr_verbs
 
     register_account_verbs(sub, engine_for)
+    register_hlr_verbs(sub, engine_for)
     return p
 
 

@@ -15,6 +15,7 @@ from twisted.internet import protocol, threads
 
 from billing.accounts import Credential, find_credential, verify_password
 from billing.plans import quote
+from hlr.service import REFUSE_DEST, REFUSE_SYSERR, ChargeRefused
 from pdu.codec import Pdu
 from pdu.constants import FINAL_STATES, Command, Status
 from pdu.errors import SubmitRejected
@@ -195,6 +196,37 @@ class HubProtocol(SessionProtocol):
             hub.metrics.rejected_for_credit.labels(account.name, "no_rate").inc()
             self._answer_submit(pdu, Status.STAFFETTA_RNORATE, started)
             return
+        mode = hub.hlr_mode(account)
+        if mode == "off":
+            self._store(pdu, a, price, started, None)
+            return
+        # The lookup runs while the session keeps serving other PDUs; this one
+        # keeps its inbound window slot until it is answered.
+        d = hub.hlr.check(a.destination.e164, account.id, mode=mode,
+                          failure_policy=hub.settings.hlr.failure_policy)
+        d.addCallbacks(lambda r: self._after_hlr(pdu, a, price, started, *r),
+                       lambda f: self._hlr_failed(pdu, started, f))
+
+    def _after_hlr(self, pdu: Pdu, a, price: int, started: float, decision: str, result) -> None:
+        if decision == REFUSE_DEST:
+            self._answer_submit(pdu, Status.ESME_RINVDSTADR, started)
+        elif decision == REFUSE_SYSERR:
+            self._answer_submit(pdu, Status.ESME_RSYSERR, started)
+        else:
+            mccmnc = result.mccmnc if result is not None and result.status == "valid" else None
+            self._store(pdu, a, price, started, mccmnc)
+
+    def _hlr_failed(self, pdu: Pdu, started: float, failure) -> None:
+        if failure.check(ChargeRefused):
+            self._answer_submit(pdu, self.credential.account.nocredit_status, started)
+            return
+        log.error("HLR lookup failed: %s", failure.getErrorMessage())
+        self._answer_submit(pdu, Status.ESME_RSYSERR, started)
+
+    def _store(self, pdu: Pdu, a, price: int, started: float, mccmnc: str | None) -> None:
+        """Debit and store in one group commit; answer only after it."""
+        hub = self.hub
+        account = self.credential.account
         f = pdu.fields
         mid = hub.message_ids()
         now = hub.reactor.seconds()
@@ -228,6 +260,7 @@ class HubProtocol(SessionProtocol):
             "done_at": None,
             "connector": None,
             "upstream_id": None,
+            "mccmnc": mccmnc,
         }
         up_fields = {
             "service_type": b"",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 
 metadata = MetaData()
@@ -53,3 +53,21 @@ def create_schema(engine: Engine) -> None:
     first (store sits below every other package and imports none of them).
     """
     metadata.create_all(engine)
+
+
+def add_missing_columns(conn, table: str, columns: list[tuple[str, str]], **fmt: str) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for each (name, DDL) the table lacks; returns what was added.
+
+    ``create_all`` never alters an existing table, so a store made by an older
+    version gains its new columns here. DDL may use ``{false}``/``{true}``,
+    filled per dialect.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    values = {"false": "0" if sqlite else "false", "true": "1" if sqlite else "true", **fmt}
+    have = {c["name"] for c in inspect(conn).get_columns(table)}
+    added = []
+    for name, ddl in columns:
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl.format(**values)}"))
+            added.append(f"{table}.{name}")
+    return added

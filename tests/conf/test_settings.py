@@ -56,3 +56,17 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "missing.yaml")
+
+
+def test_hlr_section_and_yaml_off(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "upstreams: [{name: a, host: h, port: 1, system_id: x, password: y}]\n"
+        "hlr:\n  mode: off\n  failure_policy: fail-closed\n  provider: {type: simulator}\n"
+        "redis_url: redis://127.0.0.1:6379/0\n"
+    )
+    s = load(cfg)
+    assert (s.hlr.mode, s.hlr.failure_policy, s.hlr.provider) == ("off", "fail-closed", {"type": "simulator"})
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    with pytest.raises(ConfigError, match=r"^hlr.failure_policy: expected fail-open or fail-closed, got 'maybe'$"):
+        from_dict({"upstreams": [GOOD_UPSTREAM], "hlr": {"failure_policy": "maybe"}})

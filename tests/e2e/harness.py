@@ -8,7 +8,7 @@ from twisted.internet import defer, reactor, task
 
 from billing.accounts import create_account, upgrade
 from billing.wallet import topup
-from conf.settings import SessionSettings, Settings, UpstreamSettings
+from conf.settings import HlrSettings, SessionSettings, Settings, UpstreamSettings
 from simulator.carrier import Carrier
 from smsc.app import Hub
 from store.db import create_schema, make_engine
@@ -55,7 +55,8 @@ PLENTY = 100_000_000
 
 
 def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo"),),
-             session: SessionSettings | None = None, billing: dict | None = None, **carrier_kw) -> Env:
+             session: SessionSettings | None = None, billing: dict | None = None,
+             hlr: HlrSettings | None = None, **carrier_kw) -> Env:
     """accounts: (name, password) or (name, password, credit in centi-credits, {create_account options})."""
     carrier = Carrier(reactor, dlr_delay=dlr_delay, credentials={SIM_USER.encode(): SIM_PASS.encode()},
                       **carrier_kw)
@@ -66,6 +67,7 @@ def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo
         metrics_listen="127.0.0.1:0",
         session=session or SessionSettings(),
         billing=billing,
+        hlr=hlr or HlrSettings(),
         upstreams=(
             UpstreamSettings("sim", "127.0.0.1", port.getHost().port, SIM_USER, SIM_PASS,
                              reconnect_min=0.05, reconnect_max=0.5),

@@ -106,9 +106,9 @@ async def bench_sql(reactor, args) -> dict:
 
 
 async def bench_job(reactor, args) -> dict:
-    from hlr.cli import billing_charge_tx
     from hlr.jobs import JobRunner, create_job, prepare_items
     from hlr.providers import simulator_provider
+    from smsc.hlr_billing import billing_charge_tx
     from store.writer import GroupCommitWriter
 
     sim = None

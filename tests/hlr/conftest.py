@@ -19,10 +19,10 @@ import billing.accounts as accounts
 import billing.wallet as wallet
 import hlr  # noqa: F401 - registers the hlr tables
 from billing.ledger import ledger
-from hlr.cli import billing_charge_tx
 from hlr.providers import simulator_provider
 from hlr.service import HlrService, writer_charge
 from simulator.hlr import HlrSimulator
+from smsc.hlr_cli import billing_charge_tx
 from store.db import create_schema, make_engine
 from store.writer import GroupCommitWriter
 

@@ -15,8 +15,8 @@ from twisted.internet import threads
 
 import billing.accounts as accounts
 import billing.wallet as wallet
-from hlr.cli import register
 from hlr.jobs import list_jobs
+from smsc.hlr_cli import register
 from store.db import create_schema, make_engine
 from tests.hlr.conftest import balance, hlr_charges
 
@@ -37,7 +37,7 @@ def store(tmp_path):
 
 
 def hlr_cmd(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "hlr.cli", "hlr", *argv]
+    return [sys.executable, "-m", "smsc.hlr_cli", "hlr", *argv]
 
 
 async def run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -96,7 +96,7 @@ async def test_verify_lookup_jobs_and_stale_after(tmp_path, store, sim) -> None:
 ])
 def test_errors_are_one_line_exit_2(tmp_path, store, capsys, argv, needle) -> None:
     """Refused before any reactor or job: in-process, through the stand-alone entry point."""
-    from hlr.cli import main
+    from smsc.hlr_cli import main
 
     data, engine, _a = store
     numbers = tmp_path / "n.txt"

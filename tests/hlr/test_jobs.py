@@ -15,7 +15,6 @@ import billing.accounts as accounts
 import billing.wallet as wallet
 from billing.ledger import ledger
 from hlr.cache import hlr_cache, upsert_results
-from hlr.cli import billing_charge_tx
 from hlr.jobs import (
     DONE,
     ERRORED,
@@ -42,6 +41,7 @@ from hlr.jobs import (
     write_results,
 )
 from hlr.model import DAY, HlrResult
+from smsc.hlr_billing import billing_charge_tx
 from tests.hlr.conftest import balance, hlr_charges, within
 
 ensure = pytest_twisted.ensureDeferred

@@ -5,7 +5,7 @@
 Every verb takes ``--json``; errors are one line naming the option, exit 2;
 a run that could not finish (provider down, no credit, interrupted) exits 1.
 
-This module is the CLI edge, so it is where the HLR meets billing: it reads
+This module is the CLI edge (in smsc/, which may import every package), so it is where the HLR meets billing: it reads
 the account (``billing.accounts.get_account``), its plan's HLR price
 (``billing.plans``) and charges through ``billing.wallet.debit_batch`` with
 ledger rows of kind ``hlr``. The rest of ``hlr/`` takes the charge as an
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hlr.model import parse_age
+from smsc.hlr_billing import billing_charge_tx
 
 DEFAULT_PROVIDER_URL = "http://127.0.0.1:2778"
 
@@ -94,12 +95,6 @@ def build_provider(args: Any, reactor: Any, *, concurrency: int = 20) -> Any:
         return provider_from_config(reactor, section)
     return simulator_provider(reactor, DEFAULT_PROVIDER_URL, max_concurrency=concurrency)
 
-
-def billing_charge_tx(conn: Any, items: list[tuple[int, int, str]]) -> list[bool]:
-    """Charge HLR lookups as ``hlr`` ledger rows, inside the caller's transaction."""
-    from billing.wallet import HLR, Debit, debit_batch
-
-    return debit_batch(conn, [Debit(account_id, amount, None, kind=HLR) for account_id, amount, _n in items])
 
 
 def _account(engine: Any, name: str) -> Any:
