@@ -69,7 +69,7 @@ def main() -> int:
     results = []
     try:
         sim_port, hub_port = free_port(), free_port()
-        subprocess.run([*cli, "account", "create", "demo", "--password", "demo",
+        subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
                         "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL)
         cfg = tmp / "bench.yaml"
         cfg.write_text(

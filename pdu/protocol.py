@@ -3,7 +3,9 @@
 It only moves bytes and calls hooks; every rule lives in the session. The hub's
 listener, its upstream connectors, the simulator and the load client subclass
 it and override the ``on_*`` hooks they need. Output produced while handling one
-read is written once, so a burst of PDUs costs one ``write`` call.
+read is written once, so a burst of PDUs costs one ``write`` call; output
+produced elsewhere (a commit's callbacks, a timer) is written once per reactor
+turn, however many PDUs it holds.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class SessionProtocol(protocol.Protocol):
         self._ticker: task.LoopingCall | None = None
         self._closed = False
         self._in_batch = False
+        self._flush_call = None
 
     # ----------------------------------------------------------- transport side
 
@@ -72,7 +75,7 @@ class SessionProtocol(protocol.Protocol):
             self._dispatch(events)
         finally:
             self._in_batch = False
-        self.flush()
+        self.flush_now()
 
     def connectionLost(self, reason=None) -> None:  # noqa: N802
         if self._ticker is not None and self._ticker.running:
@@ -83,8 +86,16 @@ class SessionProtocol(protocol.Protocol):
             self.on_closed(closing.reason, closing.pending)
 
     def flush(self) -> None:
-        if self._in_batch:
+        """Write what the session queued, at the latest at the end of this reactor turn."""
+        if self._in_batch or self._flush_call is not None:
             return
+        self._flush_call = self.clock.callLater(0, self.flush_now)
+
+    def flush_now(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
         out = self.session.data_to_send()
         if out and self.transport is not None:
             self.transport.write(out)
@@ -125,7 +136,7 @@ class SessionProtocol(protocol.Protocol):
         self._closed = True
         self.on_closed(ev.reason, ev.pending)
         self._in_batch = False
-        self.flush()
+        self.flush_now()
         if self.transport is not None:
             self.transport.loseConnection()
 

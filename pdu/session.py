@@ -86,6 +86,8 @@ _SMSC_NEVER = frozenset({Command.DELIVER_SM, Command.OUTBIND, Command.ALERT_NOTI
 _ESME_NEVER = _TX_OPS - {Command.DATA_SM} | BIND_COMMANDS
 #: Requests with no response PDU of their own.
 _NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+#: Every 3.4 request id, as plain ints (generic_nack is not a request).
+_KNOWN_REQUESTS = frozenset(int(c) for c in Command if not c & RESPONSE_BIT)
 #: Our requests that do not count against the window.
 _UNWINDOWED = frozenset({Command.ENQUIRE_LINK, Command.UNBIND})
 
@@ -432,11 +434,7 @@ class Session:
             return
         if self._on_pdu is not None:
             self._on_pdu(True, command_id, 0)
-        try:
-            name = Command(command_id)
-        except ValueError:
-            name = None
-        if name is None or command_id == Command.GENERIC_NACK:
+        if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
             self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
             return
         # Protocol-level requests first: these need no body.

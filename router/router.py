@@ -174,7 +174,7 @@ class Router:
             t = self._by_message.get(mid)
             if t is not None:
                 self._by_upstream[(connector.config.name, uid)] = t
-            self.writer.submit("upstream", (mid, connector.config.name, uid, MessageState.ENROUTE))
+            self.writer.enqueue("upstream", (mid, connector.config.name, uid, MessageState.ENROUTE))
             return
         if status in _BACKOFF:
             connector.throttled()

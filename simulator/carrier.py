@@ -956,7 +956,7 @@ class Carrier(protocol.ServerFactory):
                 continue
             if kind == "unbind":
                 p.session.unbind()
-                p.flush()
+                p.flush_now()  # a fault is on the wire when fault() returns
             else:
                 p.write_raw(fault_bytes(kind))
             n += 1

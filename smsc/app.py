@@ -165,7 +165,7 @@ class Hub:
         self.metrics.low_credit_alerts.labels(c.account_name, event).inc()
 
     def _alert_sent(self, c) -> None:
-        self.writer.submit("alerts_sent", (c.alert_id, self.reactor.seconds()))
+        self.writer.enqueue("alerts_sent", (c.alert_id, self.reactor.seconds()))
 
     def _sweep_lots(self) -> None:
         def swept(report):

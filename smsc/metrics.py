@@ -2,12 +2,18 @@
 
 Labels are per account, command, status, connector: never per destination
 number (cardinality). ``.labels()`` costs ~1.7 µs a call against ~0.35 µs for a
-cached child, so hot-path children are cached in plain dicts.
+cached child, so hot-path children are cached in plain dicts. The counters
+bumped for every PDU go one step further: a plain ``int`` in a dict (~0.05 µs),
+turned into Prometheus families only when scraped (:class:`_HotCounters`);
+profiled under load, prometheus_client's locked ``inc`` was ~10% of the hub.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web import resource
 
@@ -16,26 +22,50 @@ from pdu.constants import command_name, status_name
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+class _HotCounters:
+    """Counters kept as plain ints on the reactor thread, exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.pdus: defaultdict[tuple[bool, int, int], int] = defaultdict(int)
+        self.submits: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.receipts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.debited: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def collect(self):
+        f = CounterMetricFamily("staffetta_pdus", "PDUs by direction, command and status",
+                                labels=["direction", "command", "status"])
+        for (incoming, cid, st), n in list(self.pdus.items()):
+            f.add_metric(["in" if incoming else "out", command_name(cid), status_name(st)], n)
+        yield f
+        f = CounterMetricFamily("staffetta_submits", "submit_sm answers by account and status",
+                                labels=["account", "status"])
+        for (account, st), n in list(self.submits.items()):
+            f.add_metric([account, status_name(st)], n)
+        yield f
+        f = CounterMetricFamily("staffetta_receipts",
+                                "client receipts by account and event (queued, delivered, expired)",
+                                labels=["account", "event"])
+        for (account, event), n in list(self.receipts.items()):
+            f.add_metric([account, event], n)
+        yield f
+        f = CounterMetricFamily("staffetta_credits_debited", "centi-credits debited for messages",
+                                labels=["account", "type"])
+        for (account, msg_type), n in list(self.debited.items()):
+            f.add_metric([account, msg_type], n)
+        yield f
+
+
 class HubMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self.hot = _HotCounters()
+        r.register(self.hot)
         self.sessions = Gauge(
             "staffetta_sessions_bound", "SMPP sessions bound", ["account", "bind_type"], registry=r
-        )
-        self.pdus = Counter(
-            "staffetta_pdus", "PDUs by direction, command and status",
-            ["direction", "command", "status"], registry=r,
         )
         self.submit_latency = Histogram(
             "staffetta_submit_latency_seconds", "submit_sm received to submit_sm_resp sent",
             ["account"], buckets=_LATENCY_BUCKETS, registry=r,
-        )
-        self.submits = Counter(
-            "staffetta_submits", "submit_sm answers by account and status", ["account", "status"], registry=r
-        )
-        self.receipts = Counter(
-            "staffetta_receipts", "client receipts by account and event (queued, delivered, expired)",
-            ["account", "event"], registry=r,
         )
         self.receipts_unknown = Counter(
             "staffetta_receipts_unknown", "carrier receipts for ids we do not know", ["connector"], registry=r
@@ -56,9 +86,6 @@ class HubMetrics:
         self.bind_failures = Counter(
             "staffetta_bind_failures", "refused binds by reason", ["reason"], registry=r
         )
-        self.credits_debited = Counter(
-            "staffetta_credits_debited", "centi-credits debited for messages", ["account", "type"], registry=r
-        )
         self.credits_refunded = Counter(
             "staffetta_credits_refunded", "centi-credits refunded", ["account"], registry=r
         )
@@ -73,7 +100,6 @@ class HubMetrics:
             "staffetta_low_credit_alerts", "low-credit alerts by event (emitted, retried, delivered, failed)",
             ["account", "event"], registry=r,
         )
-        self._pdu_children: dict[tuple[bool, int, int], object] = {}
         self._children: dict[tuple, object] = {}
         self.account_names: dict[int, str] = {}
 
@@ -87,24 +113,21 @@ class HubMetrics:
     # hot path ------------------------------------------------------------
 
     def on_pdu(self, incoming: bool, command_id: int, status: int) -> None:
-        key = (incoming, command_id, status)
-        c = self._pdu_children.get(key)
-        if c is None:
-            c = self._pdu_children[key] = self.pdus.labels(
-                "in" if incoming else "out", command_name(command_id), status_name(status)
-            )
-        c.inc()
+        self.hot.pdus[(incoming, command_id, status)] += 1
 
     def submitted(self, account: str, status: int, seconds: float) -> None:
         self._child(self.submit_latency, account).observe(seconds)
-        self._child(self.submits, account, status_name(status)).inc()
+        self.hot.submits[(account, status)] += 1
 
     def receipt_event(self, event: str, account_id: int) -> None:
-        name = self.account_names.get(account_id, str(account_id))
-        self._child(self.receipts, name, event).inc()
+        self.hot.receipts[(self.account_names.get(account_id, str(account_id)), event)] += 1
+
+    def count(self, family: str, *labels: str) -> int:
+        """A hot counter's value (tests and the admin page read them here)."""
+        return getattr(self.hot, family).get(labels, 0)
 
     def debited(self, account: str, msg_type: str, amount: int) -> None:
-        self._child(self.credits_debited, account, msg_type).inc(amount)
+        self.hot.debited[(account, msg_type)] += amount
 
     def refunded(self, account_id: int, amount: int) -> None:
         self._child(self.credits_refunded, self.account_names.get(account_id, str(account_id))).inc(amount)

@@ -81,6 +81,15 @@ class GroupCommitWriter:
             self._handoff_call = self.reactor.callLater(0, self._handoff)
         return d
 
+    def enqueue(self, kind: str, item: Any) -> None:
+        """Queue a write nobody waits for (a failure is logged): no Deferred to build and fire."""
+        if self._stopped:
+            log.error("writer stopped: %s write dropped", kind)
+            return
+        self._pending.append((kind, item, None))
+        if self._handoff_call is None:
+            self._handoff_call = self.reactor.callLater(0, self._handoff)
+
     def _handoff(self) -> None:
         self._handoff_call = None
         if self._pending:
@@ -153,8 +162,10 @@ class GroupCommitWriter:
         self.reactor.callFromThread(_fire, outcome)
 
 
-def _fire(outcome: list[tuple[defer.Deferred, bool, Any]]) -> None:
+def _fire(outcome: list[tuple[defer.Deferred | None, bool, Any]]) -> None:
     for d, ok, value in outcome:
+        if d is None:
+            continue  # enqueue(): the failure was logged with the batch
         if ok:
             d.callback(value)
         else:

@@ -79,7 +79,7 @@ def test_four_segment_pro_debits_640_and_a_300_character_payload_320(data_dir):
         assert r.status == Status.ESME_RINVMSGLEN
         assert _balance(env) == start - 960
         assert [k for k in _ledger_kinds(env) if k[0] == "debit"] == [("debit", -640), ("debit", -320)]
-        debited = env.hub.metrics.credits_debited.labels("demo", "PRO")._value.get()
+        debited = env.hub.metrics.count("debited", "demo", "PRO")
         assert debited == 960
     finally:
         yield env.stop()

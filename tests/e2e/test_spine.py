@@ -179,8 +179,7 @@ def test_receipt_waits_for_an_unbound_client_and_arrives_on_bind(data_dir):
         for _ in range(5):
             r = yield with_timeout(tx.submit())
             ids.append(r.fields["message_id"].decode())
-        metric = env.hub.metrics.receipts.labels("demo", "queued")
-        yield wait_until(lambda: metric._value.get() >= 5)
+        yield wait_until(lambda: env.hub.metrics.count("receipts", "demo", "queued") >= 5)
         rx = yield connect_esme(reactor, env.port)
         yield rx.bind("demo", "demo", Command.BIND_RECEIVER)
         got = []

@@ -126,7 +126,9 @@ async def test_10000_numbers_interrupted_and_resumed_are_charged_once(engine, ac
     assert 3_000 <= done_first < 10_000 and info.counts[PENDING] == 10_000 - done_first
     assert numbers_charged(engine, account) == done_first
     calls_first = sim.calls
-    assert calls_first > done_first  # some answers were lost with the "crash"
+    # Answers in flight at the "crash" are lost (asked again below, paid once); the
+    # crash can also land between two batches with none in flight.
+    assert calls_first >= done_first
 
     with engine.begin() as c:  # `staffetta hlr verify` with the same file finds the job again
         fp = fingerprint(account, None, prepare_items(numbers, 39))
