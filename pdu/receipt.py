@@ -81,7 +81,7 @@ def _err(err: str | int) -> str:
 
 def _yymmddhhmm(d: datetime) -> str:
     # strftime costs several times this, and it runs twice per receipt.
-    return f"{d.year % 100:02d}{d.month:02d}{d.day:02d}{d.hour:02d}{d.minute:02d}"
+    return "%02d%02d%02d%02d%02d" % (d.year % 100, d.month, d.day, d.hour, d.minute)  # noqa: UP031 - 2x the f-string's speed
 
 
 def format_receipt(message_id: str, sub: int, dlvrd: int, submit_date: datetime,

@@ -323,7 +323,7 @@ def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
 def client_receipt(t: Tracked, state: int, err: int, now: float) -> bytes:
     """The deliver_sm a client gets: our id, exactly as submit_sm_resp gave it."""
     mid = str(t.message_id)
-    stat = STATE_TO_STAT[MessageState(state)]
+    stat = STATE_TO_STAT[state]  # IntEnum keys hash as ints: no enum built per receipt
     delivered = 1 if state == MessageState.DELIVERED else 0
     text = format_receipt(
         mid, 1, delivered,
