@@ -127,14 +127,14 @@ class Router:
         c = self.pick("")
         return c is not None and not c.full
 
-    def forward(self, tracked: Tracked, fields: dict, tlvs: dict[int, bytes]) -> None:
-        """A message is committed: track it and send it upstream."""
+    def forward(self, tracked: Tracked, fields: dict, tlvs: dict[int, bytes], expires_at: float) -> None:
+        """A message is committed: track it and send it upstream before ``expires_at``."""
         self._track(tracked)
         connector = self.pick(tracked.destination)
         if connector is None:  # pragma: no cover - config requires one connector
             log.error("no connector for message %d", tracked.message_id)
             return
-        connector.enqueue(Forward(tracked.message_id, fields, tlvs))
+        connector.enqueue(Forward(tracked.message_id, fields, tlvs, expires_at))
 
     def _track(self, t: Tracked) -> None:
         by_message = self._by_message
@@ -161,7 +161,50 @@ class Router:
                 "data_coding": row["data_coding"],
                 "short_message": row["short_message"],
             }
-            self.forward(Tracked.from_row(row), fields, decode_tlv_stream(row["tlvs"]))
+            self.forward(Tracked.from_row(row), fields, decode_tlv_stream(row["tlvs"]), row["expires_at"])
+
+    # ------------------------------------------------- never sent: expiry, cancel
+
+    def expired_in_queue(self, item: Forward) -> None:
+        """Validity ran out before any carrier took it: EXPIRED, refunded, receipt."""
+        t = self._by_message.pop(item.message_id, None)
+        if t is not None:
+            self._finish(t, MessageState.EXPIRED, 0, None, refund="expired_in_queue")
+
+    def sweep_expired(self) -> int:
+        """Expire what waits in the queues (a carrier that is down never pops them)."""
+        now = self.reactor.seconds()
+        n = 0
+        for c in self.connectors.values():
+            for item in c.take(lambda i: i.expires_at <= now):
+                self.expired_in_queue(item)
+                n += 1
+        return n
+
+    def cancel(self, account_id: int, message_id: int | None, source: str, destination: str | None) -> int:
+        """cancel_sm: withdraw this account's messages not yet sent upstream; returns how many.
+
+        With a message id, that message (the source must match when given);
+        without, every pending message from ``source`` to ``destination``.
+        Each ends DELETED, is refunded, and gets its receipt.
+        """
+        by_message = self._by_message
+
+        def match(item: Forward) -> bool:
+            t = by_message.get(item.message_id)
+            if t is None or t.account_id != account_id:
+                return False
+            if message_id is not None:
+                return item.message_id == message_id and (not source or t.source == source)
+            return t.source == source and (destination is None or t.destination == destination)
+
+        n = 0
+        for c in self.connectors.values():
+            for item in c.take(match):
+                t = by_message.pop(item.message_id)
+                self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
+                n += 1
+        return n
 
     # ------------------------------------------------------- upstream answers
 

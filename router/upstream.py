@@ -39,15 +39,16 @@ class ConnectorConfig:
 
 
 class Forward:
-    """One accepted message on its way upstream."""
+    """One accepted message on its way upstream (until the carrier accepts it)."""
 
-    __slots__ = ("message_id", "fields", "tlvs", "attempts")
+    __slots__ = ("message_id", "fields", "tlvs", "attempts", "expires_at")
 
-    def __init__(self, message_id: int, fields: dict, tlvs: dict[int, bytes]) -> None:
+    def __init__(self, message_id: int, fields: dict, tlvs: dict[int, bytes], expires_at: float) -> None:
         self.message_id = message_id
         self.fields = fields
         self.tlvs = tlvs
         self.attempts = 0
+        self.expires_at = expires_at
 
 
 class UpstreamProtocol(SessionProtocol):
@@ -171,24 +172,47 @@ class Connector:
         p = self.protocol
         if p is None or not p.session.bound or not self.queue:
             return
-        if self._paused_until > self.reactor.seconds():
+        now = self.reactor.seconds()
+        if self._paused_until > now:
+            self._resume_at(self._paused_until - now)
             return
         session = p.session
         q = self.queue
         sent = False
         while q and session.window_free > 0:
             item = q.popleft()
+            if item.expires_at <= now:
+                self.router.expired_in_queue(item)
+                continue
             session.send_request(Command.SUBMIT_SM, item.fields, item.tlvs, item)
             sent = True
         if sent:
             p.flush()
 
+    def take(self, match) -> list[Forward]:
+        """Remove and return the queued (not yet sent) items for which ``match(item)`` holds."""
+        kept: deque[Forward] = deque()
+        taken = []
+        for item in self.queue:
+            (taken if match(item) else kept).append(item)
+        if taken:
+            self.queue = kept
+        return taken
+
     def throttled(self) -> None:
         """The carrier said slow down: pause the whole connector, keep order."""
         delay = self.config.throttle_backoff
         self._paused_until = self.reactor.seconds() + delay
-        if self._resume_call is None or not self._resume_call.active():
-            self._resume_call = self.reactor.callLater(delay, self.pump)
+        self._resume_at(delay)
+
+    def _resume_at(self, delay: float) -> None:
+        """One pending resume, never earlier than the pause's end (a later throttle extends it)."""
+        call = self._resume_call
+        if call is not None and call.active():
+            if call.getTime() >= self.reactor.seconds() + delay:
+                return
+            call.cancel()
+        self._resume_call = self.reactor.callLater(delay, self.pump)
 
     # -------------------------------------------------------- protocol events
 

@@ -219,7 +219,8 @@ class Hub:
             alerts = pending_alerts(conn)
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
-        for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0)):
+        for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
+                          (self.router.sweep_expired, 5.0)):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -103,8 +103,7 @@ class HubProtocol(SessionProtocol):
         elif cid == Command.QUERY_SM:
             self._query(pdu)
         elif cid == Command.CANCEL_SM:
-            # Messages leave for the carrier within milliseconds; nothing pending to cancel.
-            self.session.respond(pdu, Status.ESME_RCANCELFAIL)
+            self._cancel(pdu)
         else:  # replace_sm, submit_multi, data_sm: not offered in this version
             self.session.respond(pdu, Status.ESME_RINVCMDID)
         self.flush()
@@ -295,7 +294,7 @@ class HubProtocol(SessionProtocol):
                 return
             self._answer_submit(pdu, Status.ESME_ROK, started, {"message_id": str(mid).encode()})
             hub.metrics.debited(account.name, a.msg_type, price)
-            hub.router.forward(tracked, up_fields, tlvs)
+            hub.router.forward(tracked, up_fields, tlvs, validity)
 
         def failed(fail):
             log.error("storing message failed: %s", fail.getErrorMessage())
@@ -307,6 +306,26 @@ class HubProtocol(SessionProtocol):
         self.session.respond(pdu, status, fields)
         self.flush()
         self.hub.metrics.submitted(self.credential.account.name, status, time.perf_counter() - started)
+
+    # cancel ------------------------------------------------------------------
+
+    def _cancel(self, pdu: Pdu) -> None:
+        """Withdraw messages still waiting for the carrier (3.4 §4.9); sent ones cannot be."""
+        f = pdu.fields
+        raw = f["message_id"]
+        source = f["source_addr"].lstrip(b"+").decode("ascii", "replace")
+        if raw:
+            if not raw.isdigit() or len(raw) > 18:
+                self.session.respond(pdu, Status.ESME_RCANCELFAIL)
+                return
+            n = self.hub.router.cancel(self.credential.account.id, int(raw), source, None)
+        else:
+            if not source:
+                self.session.respond(pdu, Status.ESME_RCANCELFAIL)
+                return
+            dest = f["destination_addr"].lstrip(b"+").decode("ascii", "replace") or None
+            n = self.hub.router.cancel(self.credential.account.id, None, source, dest)
+        self.session.respond(pdu, Status.ESME_ROK if n else Status.ESME_RCANCELFAIL)
 
     # query -------------------------------------------------------------------
 
