@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--windows", default="1,10,50")
     ap.add_argument("--dlr-delay", type=float, default=0.1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--hlr", choices=["off", "cached", "always"], default="off",
+                    help="HLR lookups on the submit path, against the simulator's HLR")
     args = ap.parse_args()
     py = sys.executable
     cli = [py, "-m", "smsc.cli"]
@@ -86,7 +88,7 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     results = []
     try:
-        sim_port, hub_port = free_port(), free_port()
+        sim_port, hub_port, hlr_port = free_port(), free_port(), free_port()
         subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
                         "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL)
         cfg = tmp / "bench.yaml"
@@ -95,11 +97,13 @@ def main() -> int:
             f"data_dir: {tmp / 'data'}\n"
             "metrics_listen: null\n"
             "session: {inbound_window: 200}\n"
+            f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"
             "upstreams:\n"
             f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
         )
         procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
-                                                  "--dlr-delay", str(args.dlr_delay), "--control", "off"])))
+                                                  "--dlr-delay", str(args.dlr_delay), "--control", "off",
+                                                  "--hlr", f"127.0.0.1:{hlr_port}"])))
         wait_port(sim_port)
         hub = subprocess.Popen(pinned(0, [*cli, "run", "--config", str(cfg)]))
         procs.append(hub)

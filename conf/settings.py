@@ -40,6 +40,7 @@ class UpstreamSettings:
     id_format: str = "auto"
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    throttle_backoff: float = 1.0  # pause after ESME_RTHROTTLED / ESME_RMSGQFUL from the carrier
 
 
 @dataclass(frozen=True, slots=True)

@@ -573,16 +573,6 @@ class Session:
         return events
 
 
-def header_of(frame: bytes) -> tuple[int, int, int, int]:
-    """(command_length, command_id, command_status, sequence) of a whole frame."""
-    return (
-        int.from_bytes(frame[0:4], "big"),
-        int.from_bytes(frame[4:8], "big"),
-        int.from_bytes(frame[8:12], "big"),
-        int.from_bytes(frame[12:16], "big"),
-    )
-
-
 __all__ = [
     "HEADER_LEN",
     "AlertReceived",

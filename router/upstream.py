@@ -11,31 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
 
 from twisted.internet import protocol
 
+from conf.settings import UpstreamSettings
 from pdu.codec import Pdu
 from pdu.constants import Command, Status
 from pdu.protocol import SessionProtocol
 from pdu.session import Outstanding, Side, Timers
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorConfig:
-    name: str
-    host: str
-    port: int
-    system_id: str
-    password: str
-    system_type: str = ""
-    window: int = 50
-    id_format: str = "auto"  # how the carrier writes its ids: decimal, hex or auto
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
-    throttle_backoff: float = 1.0
 
 
 class Forward:
@@ -113,7 +98,7 @@ class _Factory(protocol.ReconnectingClientFactory):
 
 
 class Connector:
-    def __init__(self, config: ConnectorConfig, router, reactor, *, timers: Timers | None = None,
+    def __init__(self, config: UpstreamSettings, router, reactor, *, timers: Timers | None = None,
                  on_pdu=None, max_queue: int = 200_000) -> None:
         self.config = config
         self.router = router

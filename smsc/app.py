@@ -23,7 +23,7 @@ from pdu.session import Timers
 from router import messages as store
 from router.outbox import Outbox
 from router.router import Router
-from router.upstream import Connector, ConnectorConfig
+from router.upstream import Connector
 from smsc.hlr_billing import billing_charge_tx
 from smsc.metrics import HubMetrics, MetricsResource
 from smsc.server import BindLimiter, HubFactory
@@ -70,12 +70,8 @@ class Hub:
         self.accounts: dict[int, Account] = {}
         self.hlr = self._make_hlr()
         for u in settings.upstreams:
-            cfg = ConnectorConfig(
-                u.name, u.host, u.port, u.system_id, u.password, u.system_type, u.window,
-                u.id_format, u.reconnect_min, u.reconnect_max,
-            )
             self.router.add_connector(
-                Connector(cfg, self.router, reactor, timers=self.timers, on_pdu=self.metrics.on_pdu,
+                Connector(u, self.router, reactor, timers=self.timers, on_pdu=self.metrics.on_pdu,
                           max_queue=settings.max_queue)
             )
         self.bind_limiter = BindLimiter(

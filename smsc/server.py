@@ -29,8 +29,6 @@ from router.router import Tracked, encode_tlv_stream
 log = logging.getLogger(__name__)
 
 _BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX: "trx"}
-#: TLVs the client may send that we pass to the carrier unchanged.
-_PASS_UPSTREAM_EXCLUDE = frozenset()
 
 
 class BindLimiter:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.internet import task
 
-from router.upstream import Connector, ConnectorConfig, Forward
+from conf.settings import UpstreamSettings
+from router.upstream import Connector, Forward
 
 
 class Session:
@@ -30,7 +31,7 @@ class Proto:
 
 def test_second_throttle_during_a_pause_does_not_strand_the_queue():
     clock = task.Clock()
-    c = Connector(ConnectorConfig("sim", "h", 1, "s", "p", throttle_backoff=1.0), router=None, reactor=clock)
+    c = Connector(UpstreamSettings("sim", "h", 1, "s", "p", throttle_backoff=1.0), router=None, reactor=clock)
     c.protocol = Proto()
     c.throttled()  # t=0: paused until 1.0, resume at 1.0
     clock.advance(0.5)
