@@ -36,7 +36,7 @@ class Sink(Protocol):
 
 
 class _Account:
-    __slots__ = ("queue", "known", "sinks", "spilled", "loading", "rr")
+    __slots__ = ("queue", "known", "sinks", "spilled", "loading", "rr", "done_while_loading")
 
     def __init__(self) -> None:
         self.queue: deque[Delivery] = deque()
@@ -45,6 +45,8 @@ class _Account:
         self.spilled = True  # the table may hold rows that are not in memory
         self.loading = False
         self.rr = 0
+        #: Ids deleted while a table read is in flight: its snapshot may still hold them.
+        self.done_while_loading: set[int] = set()
 
 
 class Outbox:
@@ -123,7 +125,13 @@ class Outbox:
         """Delete the row; keep the id as known until the delete commits, so that
         a refill in between cannot read the row back and deliver it twice."""
         d = self.writer.submit("delivered", delivery_id)
-        d.addBoth(lambda _: a.known.discard(delivery_id))
+
+        def deleted(_):
+            a.known.discard(delivery_id)
+            if a.loading:
+                a.done_while_loading.add(delivery_id)
+
+        d.addBoth(deleted)
 
     def failed(self, delivery: Delivery) -> None:
         """No answer (timeout, connection lost): try again later."""
@@ -176,11 +184,13 @@ class Outbox:
             return
         a.loading = True
         a.spilled = False
+        a.done_while_loading = set()
         d = self._load(account_id, self.max_queued)
 
         def loaded(rows: list[Delivery]) -> None:
             a.loading = False
-            fresh = [r for r in rows if r.id not in a.known]
+            done, a.done_while_loading = a.done_while_loading, set()
+            fresh = [r for r in rows if r.id not in a.known and r.id not in done]
             for r in fresh:
                 a.known.add(r.id)
                 a.queue.append(r)
@@ -191,6 +201,7 @@ class Outbox:
 
         def failed(f) -> None:
             a.loading = False
+            a.done_while_loading = set()
             a.spilled = True
             log.error("loading outbox for account %d failed: %s", account_id, f.getErrorMessage())
 

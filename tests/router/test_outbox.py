@@ -103,3 +103,34 @@ def test_expired_delivery_is_dropped_not_sent():
     box.add(Delivery(9, 1, 9, "dlr", b"p", 0.0, 50.0))
     assert sink.sent == []
     assert writer.pending[0][:2] == ("delivered", 9)
+
+
+def test_a_row_deleted_while_a_load_is_in_flight_is_not_delivered_again():
+    """The load's snapshot was taken before the delete committed: it must not resurrect the row."""
+    clock = task.Clock()
+    writer = Writer()
+    pending_loads: list[tuple[defer.Deferred, list[Delivery]]] = []
+
+    def load(account_id, limit):
+        d = defer.Deferred()
+        snapshot = [Delivery(x.id, x.account_id, x.message_id, x.kind, x.pdu, x.created_at, x.expires_at)
+                    for x in sorted(writer.table.values(), key=lambda x: x.id)]
+        pending_loads.append((d, snapshot))  # the read ran now; its answer comes later
+        return d
+
+    box = Outbox(writer, clock, load, max_queued=5000)
+    sink = Sink()
+    box.attach(1, sink)
+    first_load, rows = pending_loads.pop()
+    first_load.callback(rows)  # empty table
+    d7 = Delivery(7, 1, 7, "dlr", b"p", 0.0, 1e9)
+    writer.table[7] = d7
+    box.add(d7)
+    assert [d.id for d in sink.sent] == [7]
+    box._acct(1).spilled = True
+    box._refill(1)  # a read starts: its snapshot holds row 7
+    load_d, snapshot = pending_loads.pop()
+    box.acknowledged(sink.sent[0], Status.ESME_ROK)
+    writer.commit()  # the delete of 7 commits before the read's answer arrives
+    load_d.callback(snapshot)
+    assert [d.id for d in sink.sent] == [7]
