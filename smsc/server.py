@@ -17,7 +17,7 @@ from billing.accounts import Credential, find_credential, verify_password
 from billing.plans import quote
 from hlr.service import REFUSE_DEST, REFUSE_SYSERR, ChargeRefused
 from pdu.codec import Pdu
-from pdu.constants import FINAL_STATES, Command, Status
+from pdu.constants import FINAL_STATES, Command, Status, Tag
 from pdu.errors import SubmitRejected
 from pdu.message import AccountPolicy, assess_submit
 from pdu.protocol import SessionProtocol
@@ -66,6 +66,7 @@ class HubProtocol(SessionProtocol):
         self.policy: AccountPolicy | None = None
         self.bucket = None  # the credential's TokenBucket when it has a max_rate
         self.peer = "?"
+        self._bind_type: str | None = None
 
     # ---------------------------------------------------------------- life
 
@@ -79,14 +80,12 @@ class HubProtocol(SessionProtocol):
         c = self.credential
         if c is None:
             return
-        if self.session.can_receive or reason != "connection lost" or pending:
-            hub.outbox.detach(c.account.id, self)
+        hub.outbox.detach(c.account.id, self)  # a no-op for a session that never received
         for p in pending:
             if p.command_id == Command.DELIVER_SM and isinstance(p.context, Delivery):
                 hub.outbox.failed(p.context)
-        bind_type = getattr(self, "_bind_type", None)
-        if bind_type:
-            hub.metrics.session_bound(c.account.name, bind_type, -1)
+        if self._bind_type:
+            hub.metrics.session_bound(c.account.name, self._bind_type, -1)
             self._bind_type = None
         hub.sessions_by_account.get(c.account.id, set()).discard(self)
 
@@ -278,7 +277,7 @@ class HubProtocol(SessionProtocol):
         text20 = (a.text or "")[:20]
         tracked = Tracked(
             mid, account.id, sender.addr, sender.ton, sender.npi, dest,
-            f["registered_delivery"], now, text20, tlvs.get(0x0204),
+            f["registered_delivery"], now, text20, tlvs.get(Tag.user_message_reference),
         )
 
         def committed(result):
