@@ -111,6 +111,7 @@ class Connector:
         self._factory: _Factory | None = None
         self._paused_until = 0.0
         self._resume_call = None
+        self._stopping = False
 
     # ---------------------------------------------------------------- control
 
@@ -119,6 +120,7 @@ class Connector:
         self.reactor.connectTCP(self.config.host, self.config.port, self._factory)
 
     def stop(self) -> None:
+        self._stopping = True
         if self._factory is not None:
             self._factory.stopTrying()
         p = self.protocol
@@ -215,5 +217,6 @@ class Connector:
         if self.protocol is proto:
             self.protocol = None
             self.router.connector_state(self, False)
-        log.warning("connector %s lost: %s (%d in flight requeued)", self.config.name, reason, len(pending))
+        log.log(logging.INFO if self._stopping else logging.WARNING,
+                "connector %s lost: %s (%d in flight requeued)", self.config.name, reason, len(pending))
         self.requeue(pending)

@@ -35,6 +35,7 @@ from store.writer import GroupCommitWriter
 log = logging.getLogger(__name__)
 
 DEFAULT_VALIDITY = 72 * 3600.0  # the seed's "undelivered after 72 hours"
+MAX_VALIDITY = 7 * 86400.0  # a client's validity_period is clamped to this (conformance §11)
 
 
 class Hub:
@@ -79,6 +80,7 @@ class Hub:
         )
         self.dummy_hash = hash_password("x")
         self.default_validity = DEFAULT_VALIDITY
+        self.max_validity = MAX_VALIDITY
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
         self._policies: dict[int, AccountPolicy] = {}

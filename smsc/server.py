@@ -226,7 +226,8 @@ class HubProtocol(SessionProtocol):
         f = pdu.fields
         mid = hub.message_ids()
         now = hub.reactor.seconds()
-        validity = a.validity.timestamp() if a.validity else now + hub.default_validity
+        # NULL validity: the hub's default; a longer one is clamped, not refused.
+        validity = min(a.validity.timestamp(), now + hub.max_validity) if a.validity else now + hub.default_validity
         sender = a.sender
         dest = a.destination.e164
         tlvs = pdu.tlvs

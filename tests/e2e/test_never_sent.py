@@ -75,3 +75,27 @@ def test_cancel_sm_withdraws_a_pending_message_and_refunds_it(data_dir):
         assert len(env.hub.router.connectors["sim"].queue) == 1  # the other destination waits on
     finally:
         yield env.stop_hub()
+
+
+@pytest_twisted.inlineCallbacks
+def test_validity_defaults_to_72_hours_and_is_clamped_to_7_days(data_dir):
+    from sqlalchemy import select
+
+    from router.messages import messages
+    from store.db import make_engine
+
+    env = make_env(data_dir)
+    try:
+        c = yield connect_esme(reactor, env.port)
+        yield c.bind("demo", "demo")
+        plain = yield with_timeout(c.submit())
+        month = yield with_timeout(c.submit(validity_period=b"000030000000000R"))  # 30 days
+        engine = make_engine(env.settings.db_url)
+        with engine.connect() as conn:
+            rows = {r.id: r.expires_at - r.submitted_at for r in conn.execute(
+                select(messages.c.id, messages.c.expires_at, messages.c.submitted_at))}
+        engine.dispose()
+        assert abs(rows[int(plain.fields["message_id"])] - 72 * 3600) < 5
+        assert abs(rows[int(month.fields["message_id"])] - 7 * 86400) < 5
+    finally:
+        yield env.stop()
