@@ -34,6 +34,13 @@ def _settings_from(args) -> Settings:
         settings = replace(settings, listen=args.listen)
     if getattr(args, "data_dir", None) and getattr(args, "config", None):
         settings = replace(settings, data_dir=args.data_dir)
+    metrics = getattr(args, "metrics", None)
+    if metrics:
+        if metrics == "off":
+            settings = replace(settings, metrics_listen=None)
+        else:
+            parse_hostport(metrics, "--metrics")
+            settings = replace(settings, metrics_listen=metrics)
     return settings
 
 
@@ -105,7 +112,7 @@ def cmd_demo(args) -> int:
         f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
         f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
         f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
-        f"  metrics: http://{settings.metrics_listen}/metrics\n"
+        f"  metrics: {'off' if not settings.metrics_listen else f'http://{settings.metrics_listen}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
         f"Ctrl-C stops.",
@@ -146,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="hub + simulator in one process, account demo/demo")
     d.add_argument("--listen", metavar="HOST:PORT", default=None)
     d.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS")
+    d.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (default 127.0.0.1:9775)")
     store_opts(d)
     d.set_defaults(func=cmd_demo)
 
@@ -153,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", metavar="FILE", required=True)
     r.add_argument("--listen", metavar="HOST:PORT", default=None)
     r.add_argument("--data-dir", metavar="DIR")
+    r.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (overrides metrics_listen)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulator", help="the carrier simulator alone")

@@ -38,7 +38,8 @@ def pg_database():
 
 def test_two_hubs_one_account_no_overdraft_and_books_balance(tmp_path, pg_database):
     sim_port, hub_ports = free_port(), (free_port(), free_port())
-    procs = [start("simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.05", "--control", "off")]
+    procs = [start("simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.05", "--control", "off",
+                   "--hlr", "off")]
     configs = []
     for i, port in enumerate(hub_ports):
         cfg = tmp_path / f"hub{i}.yaml"

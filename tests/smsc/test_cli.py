@@ -47,7 +47,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = run("demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"))
+        r = run("demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), "--metrics", "off")
     assert r.returncode == 2
     assert r.stderr.startswith("staffetta: --listen: cannot listen on 127.0.0.1:") and r.stderr.count("\n") == 1
 
@@ -57,7 +57,8 @@ def test_demo_serves_a_client_end_to_end(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [*CLI, "demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), "--dlr-delay", "0.05"],
+        [*CLI, "demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), "--dlr-delay", "0.05",
+         "--metrics", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:
