@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
-import time
+import tempfile
 
 from pdu.codec import Pdu, decode, encode
 from pdu.constants import Command
@@ -19,19 +20,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Start a `staffetta` verb and return once it says it listens (its first stdout line).
+
+    Logs go to a temporary file, never to a pipe nobody reads (a full pipe
+    would block the process).
+    """
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=log, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    banner = proc.stdout.readline() if ready else ""
+    if "listening" not in banner:
+        proc.kill()
+        log.seek(0)
+        raise AssertionError(f"staffetta {args[0]} did not start: {banner!r} {log.read()[-2000:]}")
+    proc.stdout.close()  # nothing more is printed there; no pipe left to fill
+    return proc
 
 
 class SyncEsme:

@@ -13,7 +13,7 @@ import pytest
 
 from pdu.constants import Status
 from tests.conftest import port_open, require_service
-from tests.syncesme import CLI, SyncEsme, free_port, start, wait_port
+from tests.syncesme import CLI, SyncEsme, free_port, start
 
 ADMIN_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -56,10 +56,7 @@ def test_two_hubs_one_account_no_overdraft_and_books_balance(tmp_path, pg_databa
         r = subprocess.run([*CLI, "account", "create", "demo", "--password", "demo", "--credits", "160",
                             "--config", str(configs[0])], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        wait_port(sim_port)
         procs += [start("run", "--config", str(cfg)) for cfg in configs]
-        for port in hub_ports:
-            wait_port(port)
 
         statuses: list[int] = []
         lock = threading.Lock()
