@@ -1,7 +1,7 @@
 """Benchmark (not a test): microseconds per debited message in a group-commit batch.
 
-    /work/venv/bin/python -m tests.billing.bench_debit [--batch 100] [--batches 300] [--accounts 1]
-    /work/venv/bin/python -m tests.billing.bench_debit --url postgresql://postgres@127.0.0.1/test
+    python -m tests.billing.bench_debit [--batch 100] [--batches 300] [--accounts 1]
+    python -m tests.billing.bench_debit --url postgresql://postgres@127.0.0.1/test
 
 Measures ``debit_batch`` alone and the whole transaction (BEGIN, debit_batch,
 COMMIT) on a file database in WAL mode - what the hub's writer thread pays.

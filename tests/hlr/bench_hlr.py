@@ -1,15 +1,15 @@
 """Benchmarks (not tests) of the HLR: the cached lookup on the submit path, and a verification job.
 
     # µs per cached lookup through HlrService (memory hit, Prometheus metrics on)
-    /work/venv/bin/python -m tests.hlr.bench_hlr cached [-n 1000000] [--numbers 10000]
+    python -m tests.hlr.bench_hlr cached [-n 1000000] [--numbers 10000]
 
     # cached in SQL but not in this process's memory (a thread read per number)
-    /work/venv/bin/python -m tests.hlr.bench_hlr sql [-n 20000] [--concurrency 100]
+    python -m tests.hlr.bench_hlr sql [-n 20000] [--concurrency 100]
 
     # an N-number job against the simulator's HLR: in this process, or a separate one
-    /work/venv/bin/python -m tests.hlr.bench_hlr job [-n 100000] [--concurrency 50] [--latency 0]
-    /work/venv/bin/python -m simulator.cli simulator --control off --listen 127.0.0.1:0 --hlr 127.0.0.1:2778 &
-    /work/venv/bin/python -m tests.hlr.bench_hlr job -n 100000 --sim-url http://127.0.0.1:2778
+    python -m tests.hlr.bench_hlr job [-n 100000] [--concurrency 50] [--latency 0]
+    python -m simulator.cli simulator --control off --listen 127.0.0.1:0 --hlr 127.0.0.1:2778 &
+    python -m tests.hlr.bench_hlr job -n 100000 --sim-url http://127.0.0.1:2778
 
 The job bench times the two phases separately: creating the job (reading,
 normalising with ``pdu.addresses``, de-duplicating, inserting the items) and
