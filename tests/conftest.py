@@ -28,3 +28,35 @@ def port_open(host: str, port: int) -> bool:
 @pytest.fixture
 def data_dir(tmp_path):
     return str(tmp_path / "data")
+
+
+PG_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_schema_url():
+    """A SQLAlchemy URL whose search_path is a fresh, empty PostgreSQL schema, dropped afterwards.
+
+    The URL works in other processes too (the schema travels in its options).
+    """
+    from urllib.parse import urlsplit
+
+    u = urlsplit(PG_URL)
+    require_service(port_open(u.hostname or "127.0.0.1", u.port or 5432),
+                    f"PostgreSQL not reachable at {u.hostname}:{u.port or 5432}")
+    import uuid
+
+    import psycopg2
+
+    dsn = PG_URL.replace("+psycopg2", "")
+    schema = "t_" + uuid.uuid4().hex[:12]
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {schema}")
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        conn.close()

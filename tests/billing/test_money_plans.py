@@ -29,6 +29,7 @@ from conf.settings import ConfigError
 from pdu import gsm
 from pdu.constants import Tag
 from pdu.message import AccountPolicy, assess_submit
+from tests.builders import submit_fields
 
 # ----------------------------------------------------------------------- money
 
@@ -115,17 +116,7 @@ def test_home_regions() -> None:
 
 
 def _fields(text: str | None, **over) -> dict:
-    sm = gsm.encode(text) if text is not None else b""
-    f = {
-        "service_type": b"PRO", "source_addr_ton": 5, "source_addr_npi": 0,
-        "source_addr": b"Staffetta", "dest_addr_ton": 1, "dest_addr_npi": 1,
-        "destination_addr": b"393481234567", "esm_class": 0, "protocol_id": 0,
-        "priority_flag": 0, "schedule_delivery_time": b"", "validity_period": b"",
-        "registered_delivery": 1, "replace_if_present_flag": 0, "data_coding": 0,
-        "sm_default_msg_id": 0, "sm_length": len(sm), "short_message": sm,
-    }
-    f.update(over)
-    return f
+    return submit_fields(text, **{"service_type": b"PRO", **over})
 
 
 def test_quote_uses_the_assessment() -> None:

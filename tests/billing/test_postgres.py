@@ -14,8 +14,6 @@ import os
 import random
 import threading
 import time
-import uuid
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -24,7 +22,6 @@ import billing.accounts as accounts
 from billing import wallet
 from billing.ledger import ledger
 from store.db import create_schema, make_engine
-from tests.conftest import port_open, require_service
 
 PG_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 pytestmark = pytest.mark.services
@@ -34,26 +31,11 @@ BATCHES, BATCH = 40, 50
 
 
 @pytest.fixture
-def pg_url():
-    u = urlsplit(PG_URL)
-    require_service(port_open(u.hostname or "127.0.0.1", u.port or 5432),
-                    f"PostgreSQL not reachable at {u.hostname}:{u.port or 5432}")
-    import psycopg2
-
-    dsn = PG_URL.replace("+psycopg2", "")
-    schema = "billing_" + uuid.uuid4().hex[:12]
-    with psycopg2.connect(dsn) as c, c.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {schema}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
+def pg_url(pg_schema_url):
+    engine = make_engine(pg_schema_url)
     create_schema(engine)
     engine.dispose()
-    yield url
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
+    return pg_schema_url
 
 
 def _worker(url, hot, other, first_mid, seed, transfers, start, results) -> None:

@@ -6,37 +6,14 @@ import json
 import os
 import subprocess
 import threading
-import uuid
-from urllib.parse import urlsplit
-
-import pytest
 
 from pdu.constants import Status
-from tests.conftest import port_open, require_service
 from tests.syncesme import CLI, SyncEsme, free_port, start
 
 ADMIN_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def pg_database():
-    u = urlsplit(ADMIN_URL)
-    require_service(port_open(u.hostname or "127.0.0.1", u.port or 5432),
-                    f"PostgreSQL not reachable at {u.hostname}:{u.port or 5432}")
-    import psycopg2
-
-    name = f"staffetta_e2e_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
-def test_two_hubs_one_account_no_overdraft_and_books_balance(tmp_path, pg_database):
+def test_two_hubs_one_account_no_overdraft_and_books_balance(tmp_path, pg_schema_url):
     sim_port, hub_ports = free_port(), (free_port(), free_port())
     procs = [start("simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.05", "--control", "off",
                    "--hlr", "off")]
@@ -45,7 +22,7 @@ def test_two_hubs_one_account_no_overdraft_and_books_balance(tmp_path, pg_databa
         cfg = tmp_path / f"hub{i}.yaml"
         cfg.write_text(
             f"listen: 127.0.0.1:{port}\n"
-            f"database_url: {pg_database}\n"
+            f"database_url: '{pg_schema_url}'\n"
             "metrics_listen: null\n"
             "upstreams:\n"
             f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub}}\n"

@@ -14,26 +14,13 @@ from pdu.constants import Status, Tag
 from pdu.errors import SubmitRejected
 from pdu.message import AccountPolicy, Assessment, assess_submit
 from pdu.segments import choose_encoding, split, split_sar, udh_concat
+from tests.builders import submit_fields
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = AccountPolicy()
 
 
-def fields(text: str | None = "Hello", **over) -> dict:
-    """A valid submit_sm as the codec decodes it; ``text`` is GSM-encoded into short_message."""
-    sm = gsm.encode(text) if text is not None else b""
-    f = {
-        "service_type": b"", "source_addr_ton": 5, "source_addr_npi": 0,
-        "source_addr": b"Staffetta", "dest_addr_ton": 1, "dest_addr_npi": 1,
-        "destination_addr": b"393481234567", "esm_class": 0, "protocol_id": 0,
-        "priority_flag": 0, "schedule_delivery_time": b"", "validity_period": b"",
-        "registered_delivery": 1, "replace_if_present_flag": 0, "data_coding": 0,
-        "sm_default_msg_id": 0, "sm_length": len(sm), "short_message": sm,
-    }
-    f.update(over)
-    if "short_message" in over and "sm_length" not in over:
-        f["sm_length"] = len(f["short_message"])
-    return f
+fields = submit_fields
 
 
 def payload(data: bytes, **over) -> tuple[dict, dict]:
