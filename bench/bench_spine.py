@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--hlr", choices=["off", "cached", "always"], default="off",
                     help="HLR lookups on the submit path, against the simulator's HLR")
+    ap.add_argument("--profile", metavar="OUT.txt",
+                    help="run the hub under yappi (CPU clock) and write its profile here; slows it ~2x")
     args = ap.parse_args()
     py = sys.executable
     cli = [py, "-m", "smsc.cli"]
@@ -105,7 +107,10 @@ def main() -> int:
                                                   "--dlr-delay", str(args.dlr_delay), "--control", "off",
                                                   "--hlr", f"127.0.0.1:{hlr_port}"])))
         wait_port(sim_port)
-        hub = subprocess.Popen(pinned(0, [*cli, "run", "--config", str(cfg)]))
+        hub_cmd = [*cli, "run", "--config", str(cfg)]
+        if args.profile:
+            hub_cmd = [py, str(Path(__file__).with_name("profile_hub.py")), args.profile, *hub_cmd[3:]]
+        hub = subprocess.Popen(pinned(0, hub_cmd))
         procs.append(hub)
         wait_port(hub_port)
         time.sleep(0.5)  # let the connector bind upstream

@@ -124,14 +124,12 @@ class Outbox:
     def _forget_when_deleted(self, a: _Account, delivery_id: int) -> None:
         """Delete the row; keep the id as known until the delete commits, so that
         a refill in between cannot read the row back and deliver it twice."""
-        d = self.writer.submit("delivered", delivery_id)
-
-        def deleted(_):
+        def deleted(_) -> None:
             a.known.discard(delivery_id)
             if a.loading:
                 a.done_while_loading.add(delivery_id)
 
-        d.addBoth(deleted)
+        self.writer.submit_then("delivered", delivery_id, deleted, deleted)
 
     def failed(self, delivery: Delivery) -> None:
         """No answer (timeout, connection lost): try again later."""

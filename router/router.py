@@ -304,8 +304,6 @@ class Router:
                 self.outbox_ids(), t.account_id, t.message_id, "dlr",
                 client_receipt(t, state, err, now), now, now + self.receipt_ttl,
             )
-        d = self.writer.submit("outcomes", (t.message_id, state, err, now, delivery, refund))
-
         def committed(refunded):
             if refunded and self.metrics is not None:
                 self.metrics.refunded(t.account_id, refunded)
@@ -316,14 +314,14 @@ class Router:
             if delivery is not None:
                 self.outbox.add(delivery)
 
-        def failed(f):
-            log.error("recording outcome of %d failed: %s", t.message_id, f.getErrorMessage())
+        def failed(exc):
+            log.error("recording outcome of %d failed: %s", t.message_id, exc)
             if carrier is not None:  # the carrier will retry its receipt
                 proto, pdu = carrier
                 proto.session.respond(pdu, Status.ESME_RX_T_APPN)
                 proto.flush()
 
-        d.addCallbacks(committed, failed)
+        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund), committed, failed)
 
 
 def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:

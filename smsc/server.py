@@ -294,11 +294,11 @@ class HubProtocol(SessionProtocol):
             hub.metrics.debited(account.name, a.msg_type, price)
             hub.router.forward(tracked, up_fields, tlvs, validity)
 
-        def failed(fail):
-            log.error("storing message failed: %s", fail.getErrorMessage())
+        def failed(exc):
+            log.error("storing message failed: %s", exc)
             self._answer_submit(pdu, Status.ESME_RSYSERR, started)
 
-        hub.writer.submit("paid_messages", (row, price)).addCallbacks(committed, failed)
+        hub.writer.submit_then("paid_messages", (row, price), committed, failed)
 
     def _answer_submit(self, pdu: Pdu, status: int, started: float, fields=None) -> None:
         self.session.respond(pdu, status, fields)

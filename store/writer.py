@@ -3,22 +3,29 @@
 An acknowledgement is a promise (ARCHITECTURE principle 2), so submit_sm_resp
 waits for the message row to be committed. One row per commit tops out at a
 few thousand rows/s here; batches of ~100 reach 25k+. The writer thread takes
-whatever has queued (up to ``max_batch``, waiting at most ``max_delay`` for
-more), runs the handlers in submission order inside one transaction, commits,
-then hands every result back to the reactor in a single ``callFromThread``.
+whatever has queued (up to ``max_batch``, collecting for at least
+``max_delay`` since its previous batch began), runs the handlers in submission
+order inside one transaction, commits, then hands every result back to the
+reactor in a single ``callFromThread``.
 
-Items reach the thread as one list per reactor turn, not one by one: each
-``put`` wakes the writer and hands it the GIL, and measured here that cost more
-than the SQL. Handlers are registered per kind and get consecutive runs of their kind, so a
-message insert queued before the update of the same message stays before it.
-The thread holds the GIL only while SQLAlchemy builds statements; the SQLite
-and libpq calls release it, so the reactor keeps running during I/O.
+The reactor never waits for the thread and wakes it only when it sleeps idle:
+an item is appended to a deque (thread-safe, no lock), and a busy writer finds
+it at its next batch. Waking a thread costs two context switches and a GIL
+hand-off on a one-core hub; measured here, waking it once per reactor turn cost
+more than the SQL. Handlers are registered per kind and get consecutive runs of
+their kind, so a message insert queued before the update of the same message
+stays before it. The SQLite and libpq calls release the GIL, so the reactor
+keeps running during I/O.
+
+Whoever waits for a write either gets a Deferred (:meth:`submit`) or hands two
+plain callables (:meth:`submit_then`): the hot paths use the latter, a
+Deferred and its callback chain cost more than the rest of the hand-off.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +37,8 @@ from twisted.internet import defer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, list[Any]], list[Any] | None]
-
-_STOP = object()
+#: What waits for one item: nothing, a Deferred, or (on_committed, on_failed).
+Waiter = defer.Deferred | tuple[Callable[[Any], object], Callable[[Exception], object]] | None
 
 
 class WriterStopped(Exception):
@@ -53,12 +60,16 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self._handlers: dict[str, Handler] = {}
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # (kind, item, waiter); appended by the reactor, popped by the thread.
+        self._items: collections.deque[tuple[str, Any, Waiter]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._pending: list = []
-        self._handoff_call = None
-        self._idle = threading.Event()
+        self._stopping = False  # the thread's view: drain, then end
+        # The thread sleeps on _wake only when _items is empty; _idle says so.
+        # Both change under _lock so that an append never goes unnoticed.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._idle = False
         self._on_batch = on_batch
         self.batches = 0
         self.items = 0
@@ -76,33 +87,39 @@ class GroupCommitWriter:
         if self._stopped:
             d.errback(WriterStopped("writer stopped"))
             return d
-        self._pending.append((kind, item, d))
-        if self._handoff_call is None:
-            self._handoff_call = self.reactor.callLater(0, self._handoff)
+        self._append((kind, item, d))
         return d
 
+    def submit_then(
+        self, kind: str, item: Any, on_committed: Callable[[Any], object], on_failed: Callable[[Exception], object]
+    ) -> None:
+        """Queue one write; after the commit, call ``on_committed(result)`` (or
+        ``on_failed(exception)``) in the reactor. No Deferred: for the hot paths."""
+        if self._stopped:
+            on_failed(WriterStopped("writer stopped"))
+            return
+        self._append((kind, item, (on_committed, on_failed)))
+
     def enqueue(self, kind: str, item: Any) -> None:
-        """Queue a write nobody waits for (a failure is logged): no Deferred to build and fire."""
+        """Queue a write nobody waits for (a failure is logged with its batch)."""
         if self._stopped:
             log.error("writer stopped: %s write dropped", kind)
             return
-        self._pending.append((kind, item, None))
-        if self._handoff_call is None:
-            self._handoff_call = self.reactor.callLater(0, self._handoff)
+        self._append((kind, item, None))
 
-    def _handoff(self) -> None:
-        self._handoff_call = None
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._queue.put(batch)
+    def _append(self, entry: tuple[str, Any, Waiter]) -> None:
+        self._items.append(entry)
+        if self._idle:
+            with self._lock:
+                self._idle = False
+                self._wake.notify()
 
     def stop(self) -> defer.Deferred:
         """Drain what is queued, then end the thread."""
         self._stopped = True
-        if self._handoff_call is not None:
-            self._handoff_call.cancel()
-        self._handoff()
-        self._queue.put(_STOP)
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
         if self._thread is None:
             return defer.succeed(None)
         from twisted.internet import threads
@@ -114,29 +131,32 @@ class GroupCommitWriter:
     # ------------------------------------------------------------- the thread
 
     def _run(self) -> None:
-        q = self._queue
-        stop = False
-        while not stop:
-            first = q.get()
-            if first is _STOP:
-                break
-            batch = list(first)
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    more = q.get_nowait() if remaining <= 0 else q.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stop = True
-                    break
-                batch.extend(more)
+        items = self._items
+        collect_from = time.monotonic()
+        while True:
+            if not items:
+                with self._lock:
+                    # _idle goes up before the last look at the deque: an append
+                    # that this look misses sees _idle and wakes us (_append).
+                    self._idle = True
+                    while not items and not self._stopping:
+                        self._wake.wait()
+                    self._idle = False
+                    if not items:  # stopping, and all is written
+                        return
+                collect_from = time.monotonic()
+            # Group commit: let a batch gather for max_delay since the last one began.
+            remaining = collect_from + self.max_delay - time.monotonic()
+            if remaining > 0 and len(items) < self.max_batch and not self._stopping:
+                time.sleep(remaining)
+            collect_from = time.monotonic()
+            n = min(len(items), self.max_batch)
+            batch = [items.popleft() for _ in range(n)]
             self._write(batch)
 
     def _write(self, batch: list) -> None:
         started = time.monotonic()
-        outcome: list[tuple[defer.Deferred, bool, Any]] = []
+        outcome: list[tuple[Waiter, bool, Any]] = []
         try:
             with self.engine.begin() as conn:
                 i = 0
@@ -162,11 +182,16 @@ class GroupCommitWriter:
         self.reactor.callFromThread(_fire, outcome)
 
 
-def _fire(outcome: list[tuple[defer.Deferred | None, bool, Any]]) -> None:
-    for d, ok, value in outcome:
-        if d is None:
+def _fire(outcome: list[tuple[Waiter, bool, Any]]) -> None:
+    for waiter, ok, value in outcome:
+        if waiter is None:
             continue  # enqueue(): the failure was logged with the batch
-        if ok:
-            d.callback(value)
+        if type(waiter) is tuple:
+            try:
+                waiter[0](value) if ok else waiter[1](value)
+            except Exception:  # one waiter's bug must not starve the others
+                log.exception("group commit callback failed")
+        elif ok:
+            waiter.callback(value)
         else:
-            d.errback(value)
+            waiter.errback(value)

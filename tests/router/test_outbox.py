@@ -21,6 +21,9 @@ class Writer:
         self.pending.append((kind, item, d))
         return d
 
+    def submit_then(self, kind, item, on_committed, on_failed):
+        self.submit(kind, item).addCallbacks(on_committed, on_failed)
+
     def commit(self) -> None:
         pending, self.pending = self.pending, []
         for kind, item, d in pending:
