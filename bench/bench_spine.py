@@ -99,6 +99,7 @@ def main() -> int:
             f"data_dir: {tmp / 'data'}\n"
             "metrics_listen: null\n"
             "session: {inbound_window: 200}\n"
+            + os.environ.get("BENCH_EXTRA_CONFIG", "") +
             f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"
             "upstreams:\n"
             f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"

@@ -28,7 +28,6 @@ receive the :class:`Crossing` objects - hand them to
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
+
+from store.sql import driver_sql, executemany, fetchall, fetchone, insert_sql
 
 from .accounts import accounts
 from .ledger import (
@@ -133,24 +134,6 @@ def should_refund(reason: str, refund_on_network_failure: bool = False) -> bool:
 
 # ----------------------------------------------------------------- SQL plumbing
 
-_SQL_CACHE: dict[tuple[str, str, bool], str] = {}
-_PARAM = re.compile(r":(\w+)")
-
-
-def _sql(conn: Connection, text: str) -> str:
-    """Driver SQL in the driver's paramstyle; ``{lock}`` becomes FOR UPDATE on PostgreSQL."""
-    style = conn.dialect.paramstyle
-    pg = conn.dialect.name == "postgresql"
-    key = (style, text, pg)
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        sql = text.replace("{lock}", " FOR UPDATE" if pg else "")
-        if style == "pyformat":
-            sql = _PARAM.sub(r"%(\1)s", sql)
-        elif style not in ("named", "qmark"):  # pragma: no cover - sqlite3 and psycopg2 only
-            raise RuntimeError(f"unsupported paramstyle {style}")
-        _SQL_CACHE[key] = sql
-    return sql
 
 
 def _now(now: float | int | None) -> int:
@@ -158,24 +141,22 @@ def _now(now: float | int | None) -> int:
 
 
 _GUARDED = (
-    "UPDATE balances SET balance = balance - :t WHERE account_id = :a AND balance >= :t "
+    "UPDATE balances SET balance = balance - ? WHERE account_id = ? AND balance >= ? "
     "RETURNING balance, low_credit_threshold, alert_armed"
 )
 _LOCK = "SELECT balance, low_credit_threshold, alert_armed FROM balances WHERE account_id = :a{lock}"
 _LIVE_LOTS = (
-    "SELECT id, remaining, expires_at FROM lots WHERE account_id = :a AND remaining > 0 "
+    "SELECT id, remaining, expires_at FROM lots WHERE account_id = ? AND remaining > 0 "
     "ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id"
 )
-_SET_LOT = "UPDATE lots SET remaining = :r WHERE id = :id"
-_ADD_LOT = "UPDATE lots SET remaining = remaining + :d WHERE id = :id"
+_SET_LOT = "UPDATE lots SET remaining = ? WHERE id = ?"
+_ADD_LOT = "UPDATE lots SET remaining = remaining + ? WHERE id = ?"
 _SETTLE = "UPDATE balances SET balance = balance + :d, alert_armed = :armed WHERE account_id = :a"
 _LEDGER_COLUMNS = (
     "account_id", "kind", "amount", "lot_id", "message_id", "transfer_id", "debit_id", "reference",
     "created_at",
 )
-_INSERT_LEDGER_QMARK = (
-    f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})"
-)
+_INSERT_LEDGER = insert_sql("ledger", _LEDGER_COLUMNS)
 _INSERT_LOT = (
     "INSERT INTO lots (account_id, amount, remaining, expires_at, method, reference, created_at) "
     "VALUES (:a, :amount, :amount, :exp, :method, :ref, :now) "
@@ -194,17 +175,12 @@ def _row(account_id, kind, amount, now, lot_id=None, message_id=None, transfer_i
 
 
 def _insert_ledger(conn: Connection, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(_INSERT_LEDGER_QMARK, rows)
-    else:  # insertmanyvalues: one multi-row INSERT instead of a round trip per row
-        conn.execute(ledger.insert(), [dict(zip(_LEDGER_COLUMNS, r, strict=True)) for r in rows])
+    executemany(conn, _INSERT_LEDGER, rows)
 
 
 def _lock(conn: Connection, account_id: int):
     """Take the account's balances row; (balance, threshold, armed) or None if it has none."""
-    return conn.exec_driver_sql(_sql(conn, _LOCK), {"a": account_id}).first()
+    return conn.exec_driver_sql(driver_sql(conn, _LOCK), {"a": account_id}).first()
 
 
 def _lock_or_create(conn: Connection, account_id: int):
@@ -241,11 +217,11 @@ def _split_lots(rows, now: int) -> tuple[list[list[int]], list[tuple[int, int]]]
     return live, expired
 
 
-def _write_off(account_id: int, expired, now: int, rows: list[tuple], lot_updates: list[dict]) -> int:
+def _write_off(account_id: int, expired, now: int, rows: list[tuple], lot_updates: list[tuple]) -> int:
     total = 0
     for lot_id, remaining in expired:
         rows.append(_row(account_id, EXPIRY, -remaining, now, lot_id=lot_id, reference="expired"))
-        lot_updates.append({"r": 0, "id": lot_id})
+        lot_updates.append((0, lot_id))
         total += remaining
     return total
 
@@ -263,7 +239,7 @@ def _settle(conn: Connection, account_id: int, delta: int, final: int, threshold
         elif not armed:
             new_armed = True
     if delta or new_armed != armed:
-        conn.exec_driver_sql(_sql(conn, _SETTLE), {"d": delta, "armed": new_armed, "a": account_id})
+        conn.exec_driver_sql(driver_sql(conn, _SETTLE), {"d": delta, "armed": new_armed, "a": account_id})
     if crossed:
         alert_id = conn.execute(
             credit_alerts.insert().values(
@@ -308,16 +284,14 @@ def debit_batch(conn: Connection, items: list[Debit], *, now: float | int | None
         if it.kind not in _DEBIT_KINDS:
             raise WalletError(f"kind: item {i} is {it.kind!r}, not debit or hlr")
         by_account.setdefault(it.account_id, []).append(i)
-    guarded = _sql(conn, _GUARDED)
-    live_sql = _sql(conn, _LIVE_LOTS)
     ledger_rows: list[tuple] = []
-    lot_updates: list[dict] = []
+    lot_updates: list[tuple] = []
     for a in sorted(by_account):
         idx = by_account[a]
         total = 0
         for i in idx:
             total += items[i].amount
-        row = conn.exec_driver_sql(guarded, {"t": total, "a": a}).first()
+        row = fetchone(conn, _GUARDED, (total, a, total))
         if row is not None:
             taken = total
             balance_before = row[0] + total
@@ -328,7 +302,7 @@ def debit_batch(conn: Connection, items: list[Debit], *, now: float | int | None
             taken = 0
             balance_before = row[0]
         threshold, armed = row[1], row[2]
-        live, expired = _split_lots(conn.exec_driver_sql(live_sql, {"a": a}).fetchall(), now)
+        live, expired = _split_lots(fetchall(conn, _LIVE_LOTS, (a,)), now)
         expired_total = _write_off(a, expired, now, ledger_rows, lot_updates)
         available = min(sum(lot[1] for lot in live), balance_before - expired_total)
         if taken and total <= available:
@@ -364,12 +338,12 @@ def debit_batch(conn: Connection, items: list[Debit], *, now: float | int | None
                 if lot[1] == 0:
                     p += 1
         for lot in live[: touched + 1]:
-            lot_updates.append({"r": lot[1], "id": lot[0]})
+            lot_updates.append((lot[1], lot[0]))
         final = balance_before - spent - expired_total
         _settle(conn, a, taken - spent - expired_total, final, threshold, armed, now, report,
                 accepted[-1] if accepted else None)
     if lot_updates:
-        conn.exec_driver_sql(_sql(conn, _SET_LOT), lot_updates)
+        executemany(conn, _SET_LOT, lot_updates)
     _insert_ledger(conn, ledger_rows)
     return results
 
@@ -400,7 +374,7 @@ def refund(conn: Connection, message_id: int, reason: str, *, now: float | int |
     ids = [d.id for d in debits]
     done = set(conn.execute(select(ledger.c.debit_id).where(ledger.c.debit_id.in_(ids))).scalars())
     rows: list[tuple] = []
-    lot_adds: list[dict] = []
+    lot_adds: list[tuple] = []
     total = 0
     for d in debits:
         if d.id in done or d.amount == 0:
@@ -409,11 +383,11 @@ def refund(conn: Connection, message_id: int, reason: str, *, now: float | int |
         rows.append(_row(account_id, REFUND, back, now, lot_id=d.lot_id, message_id=message_id,
                          debit_id=d.id, reference=reason[:128]))
         if d.lot_id is not None:
-            lot_adds.append({"d": back, "id": d.lot_id})
+            lot_adds.append((back, d.lot_id))
         total += back
     if not total:
         return 0
-    conn.exec_driver_sql(_sql(conn, _ADD_LOT), lot_adds)
+    executemany(conn, _ADD_LOT, lot_adds)
     _insert_ledger(conn, rows)
     _settle(conn, account_id, total, locked[0] + total, locked[1], locked[2], now, report)
     return total
@@ -461,7 +435,7 @@ def topup(conn: Connection, account_id: int, amount: int, *, expires_at: int | N
     params = {"a": account_id, "amount": amount, "exp": None if expires_at is None else int(expires_at),
               "method": method, "ref": reference, "now": now}
     lot_id = conn.exec_driver_sql(
-        _sql(conn, _INSERT_LOT if reference is not None else _INSERT_LOT_NOREF), params
+        driver_sql(conn, _INSERT_LOT if reference is not None else _INSERT_LOT_NOREF), params
     ).scalar()
     if lot_id is None:  # a concurrent top-up took the reference first
         _reference_used(conn, account_id, reference)
@@ -501,32 +475,32 @@ def transfer(conn: Connection, from_id: int, to_id: int, amount: int, *,
     for a in sorted((from_id, to_id)):
         locked[a] = _lock_or_create(conn, a)
     src = locked[from_id]
-    live, expired = _split_lots(conn.exec_driver_sql(_sql(conn, _LIVE_LOTS), {"a": from_id}).fetchall(), now)
+    live, expired = _split_lots(fetchall(conn, _LIVE_LOTS, (from_id,)), now)
     available = min(sum(lot[1] for lot in live), src[0] - sum(r for _, r in expired))
     if amount > available:
         raise InsufficientCredit(
             f"amount: source has {available} centi-credits, transfer needs {amount}", available, amount
         )
     rows: list[tuple] = []
-    lot_updates: list[dict] = []
+    lot_updates: list[tuple] = []
     expired_total = _write_off(from_id, expired, now, rows, lot_updates)
     transfer_id = conn.execute(
         transfers.insert().values(from_account=from_id, to_account=to_id, amount=amount, created_at=now)
     ).inserted_primary_key[0]
     left = amount
-    new_lot = _sql(conn, _INSERT_LOT_NOREF)
+    new_lot = driver_sql(conn, _INSERT_LOT_NOREF)
     for lot in live:
         if not left:
             break
         take = min(lot[1], left)
         lot[1] -= take
         left -= take
-        lot_updates.append({"r": lot[1], "id": lot[0]})
+        lot_updates.append((lot[1], lot[0]))
         dest_lot = conn.exec_driver_sql(new_lot, {"a": to_id, "amount": take, "exp": lot[2],
                                                   "method": "transfer", "now": now}).scalar()
         rows.append(_row(from_id, TRANSFER_OUT, -take, now, lot_id=lot[0], transfer_id=transfer_id))
         rows.append(_row(to_id, TRANSFER_IN, take, now, lot_id=dest_lot, transfer_id=transfer_id))
-    conn.exec_driver_sql(_sql(conn, _SET_LOT), lot_updates)
+    executemany(conn, _SET_LOT, lot_updates)
     _insert_ledger(conn, rows)
     for a in sorted((from_id, to_id)):
         b, thr, armed = locked[a]
@@ -551,13 +525,13 @@ def expire_lots(conn: Connection, now: float | int | None = None, *,
         locked = _lock(conn, a)
         if locked is None:
             continue
-        _live, expired = _split_lots(conn.exec_driver_sql(_sql(conn, _LIVE_LOTS), {"a": a}).fetchall(), now)
+        _live, expired = _split_lots(fetchall(conn, _LIVE_LOTS, (a,)), now)
         if not expired:
             continue
         rows: list[tuple] = []
-        lot_updates: list[dict] = []
+        lot_updates: list[tuple] = []
         total = _write_off(a, expired, now, rows, lot_updates)
-        conn.exec_driver_sql(_sql(conn, _SET_LOT), lot_updates)
+        executemany(conn, _SET_LOT, lot_updates)
         _insert_ledger(conn, rows)
         _settle(conn, a, -total, locked[0] - total, locked[1], locked[2], now, report)
         out.extend(Expiry(a, lot_id, r) for lot_id, r in expired)

@@ -14,6 +14,7 @@ statement per kind, not one per row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 from sqlalchemy import (
     BigInteger,
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
 from store.db import add_missing_columns, metadata
+from store.sql import executemany, insert_sql
 
 QUEUED, FORWARDED, FINAL = 0, 1, 2
 
@@ -101,48 +103,22 @@ class Delivery:
 
 # ------------------------------------------------------------------ write handlers
 #
-# Hot-path writes go to the driver as plain SQL with executemany: measured
-# here, SQLAlchemy's statement compilation per batch costs ~3x the SQLite work
-# itself, and the writer thread holds the GIL for all of it.
+# Hot-path writes go to the driver with tuples (store.sql): the writer thread
+# holds the GIL for every line of Python, and SQLAlchemy's statement handling
+# per batch cost more than the SQLite work itself.
 
 _MESSAGE_COLUMNS = [c.name for c in messages.columns]
-_OUTBOX_COLUMNS = [c.name for c in outbox.columns]
-_SQL_CACHE: dict[tuple[str, str], str] = {}
-
-
-def _sql(conn: Connection, text: str) -> str:
-    """``:name`` placeholders in the driver's own paramstyle (sqlite3 or psycopg2)."""
-    style = conn.dialect.paramstyle
-    key = (style, text)
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        if style in ("named", "qmark"):  # sqlite3 takes :name with dicts either way
-            sql = text
-        elif style == "pyformat":
-            import re
-
-            sql = re.sub(r":(\w+)", r"%(\1)s", text)
-        else:  # pragma: no cover - we ship sqlite3 and psycopg2
-            raise RuntimeError(f"unsupported paramstyle {style}")
-        _SQL_CACHE[key] = sql
-    return sql
-
-
-def _insert_sql(table: str, columns: list[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-
-
-_INSERT_MESSAGES = _insert_sql("messages", _MESSAGE_COLUMNS)
-_INSERT_OUTBOX = _insert_sql("outbox", _OUTBOX_COLUMNS)
-_SET_UPSTREAM = (
-    "UPDATE messages SET phase = 1, connector = :conn, upstream_id = :uid, state = :st WHERE id = :mid"
-)
-_SET_FINAL = "UPDATE messages SET phase = 2, state = :st, err = :e, done_at = :t WHERE id = :mid"
-_DELETE_OUTBOX = "DELETE FROM outbox WHERE id = :oid"
+_message_tuple = itemgetter(*_MESSAGE_COLUMNS)
+_INSERT_MESSAGES = insert_sql("messages", _MESSAGE_COLUMNS)
+_OUTBOX_COLUMNS = ("id", "account_id", "message_id", "kind", "pdu", "created_at", "expires_at")
+_INSERT_OUTBOX = insert_sql("outbox", _OUTBOX_COLUMNS)
+_SET_UPSTREAM = "UPDATE messages SET phase = 1, connector = ?, upstream_id = ?, state = ? WHERE id = ?"
+_SET_FINAL = "UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ? WHERE id = ?"
+_DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
 
 
 def insert_messages(conn: Connection, rows: list[dict]) -> None:
-    conn.exec_driver_sql(_sql(conn, _INSERT_MESSAGES), rows)
+    executemany(conn, _INSERT_MESSAGES, [_message_tuple(r) for r in rows])
 
 
 def insert_paid_messages(conn: Connection, items: list[tuple[dict, int]]) -> list[tuple]:
@@ -165,9 +141,7 @@ def insert_paid_messages(conn: Connection, items: list[tuple[dict, int]]) -> lis
 
 def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> None:
     """Items: (message id, connector, upstream id, state)."""
-    conn.exec_driver_sql(
-        _sql(conn, _SET_UPSTREAM), [{"mid": m, "conn": c, "uid": u, "st": s} for m, c, u, s in items]
-    )
+    executemany(conn, _SET_UPSTREAM, [(c, u, s, m) for m, c, u, s in items])
 
 
 def record_outcomes(
@@ -178,12 +152,8 @@ def record_outcomes(
     The final state, the client's receipt and the refund (when policy says so)
     commit together; returns the refunded amount per item.
     """
-    conn.exec_driver_sql(
-        _sql(conn, _SET_FINAL), [{"mid": m, "st": s, "e": e, "t": t} for m, s, e, t, _, _ in items]
-    )
-    rows = [_outbox_row(d) for _, _, _, _, d, _ in items if d is not None]
-    if rows:
-        conn.exec_driver_sql(_sql(conn, _INSERT_OUTBOX), rows)
+    executemany(conn, _SET_FINAL, [(s, e, t, m) for m, s, e, t, _, _ in items])
+    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for _, _, _, _, d, _ in items if d is not None])
     refunds = [(i, m, r) for i, (m, _, _, t, _, r) in enumerate(items) if r]
     out = [0] * len(items)
     if refunds:
@@ -194,23 +164,16 @@ def record_outcomes(
 
 
 def insert_deliveries(conn: Connection, items: list[Delivery]) -> None:
-    conn.exec_driver_sql(_sql(conn, _INSERT_OUTBOX), [_outbox_row(d) for d in items])
+    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for d in items])
 
 
-def _outbox_row(d: Delivery) -> dict:
-    return {
-        "id": d.id,
-        "account_id": d.account_id,
-        "message_id": d.message_id,
-        "kind": d.kind,
-        "pdu": d.pdu,
-        "created_at": d.created_at,
-        "expires_at": d.expires_at,
-    }
+def _outbox_row(d: Delivery) -> tuple:
+    """In ``_OUTBOX_COLUMNS`` order."""
+    return (d.id, d.account_id, d.message_id, d.kind, d.pdu, d.created_at, d.expires_at)
 
 
 def delete_deliveries(conn: Connection, ids: list[int]) -> None:
-    conn.exec_driver_sql(_sql(conn, _DELETE_OUTBOX), [{"oid": i} for i in ids])
+    executemany(conn, _DELETE_OUTBOX, [(i,) for i in ids])
 
 
 # ---------------------------------------------------------------------- reads

@@ -71,6 +71,7 @@ class GroupCommitWriter:
         self._wake = threading.Condition(self._lock)
         self._idle = False
         self._on_batch = on_batch
+        self._conn: Connection | None = None  # the writer thread's own
         self.batches = 0
         self.items = 0
 
@@ -143,6 +144,7 @@ class GroupCommitWriter:
                         self._wake.wait()
                     self._idle = False
                     if not items:  # stopping, and all is written
+                        self._drop_connection()
                         return
                 collect_from = time.monotonic()
             # Group commit: let a batch gather for max_delay since the last one began.
@@ -154,11 +156,25 @@ class GroupCommitWriter:
             batch = [items.popleft() for _ in range(n)]
             self._write(batch)
 
+    def _drop_connection(self) -> None:
+        """After a failure, start the next batch on a fresh connection (PostgreSQL may have gone)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already broken: nothing more to lose
+                log.debug("closing the writer's connection failed", exc_info=True)
+
     def _write(self, batch: list) -> None:
         started = time.monotonic()
         outcome: list[tuple[Waiter, bool, Any]] = []
         try:
-            with self.engine.begin() as conn:
+            conn = self._conn
+            if conn is None or conn.invalidated or conn.closed:
+                # One connection for the thread's life: a pool checkout and reset
+                # per batch cost as much as a small batch's SQL.
+                conn = self._conn = self.engine.connect()
+            with conn.begin():
                 i = 0
                 n = len(batch)
                 while i < n:
@@ -175,6 +191,7 @@ class GroupCommitWriter:
         except Exception as exc:  # the whole batch failed: every waiter hears it
             log.exception("group commit of %d items failed", len(batch))
             outcome = [(b[2], False, exc) for b in batch]
+            self._drop_connection()
         self.batches += 1
         self.items += len(batch)
         if self._on_batch is not None:
