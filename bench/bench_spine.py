@@ -98,7 +98,7 @@ def main() -> int:
             f"listen: 127.0.0.1:{hub_port}\n"
             f"data_dir: {tmp / 'data'}\n"
             "metrics_listen: null\n"
-            "session: {inbound_window: 200}\n"
+            "session: {inbound_window: 200, window: 50}\n"
             + os.environ.get("BENCH_EXTRA_CONFIG", "") +
             f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"
             "upstreams:\n"
