@@ -124,6 +124,22 @@ def test_two_processes_one_account_no_overdraft(pg_url) -> None:
     engine.dispose()
 
 
+def _wait_for_lock_waiter(engine, timeout: float = 10.0) -> bool:
+    """True once another backend of this database waits on a lock (pg_stat_activity)."""
+    end = time.monotonic() + timeout
+    with engine.connect() as c:
+        while time.monotonic() < end:
+            n = c.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            ).scalar()
+            c.rollback()
+            if n:
+                return True
+            time.sleep(0.01)
+    return False
+
+
 def test_concurrent_topups_with_one_reference_credit_once(pg_url) -> None:
     engine = make_engine(pg_url)
     with engine.begin() as c:
@@ -135,7 +151,9 @@ def test_concurrent_topups_with_one_reference_credit_once(pg_url) -> None:
         with engine.begin() as c:
             got["slow"] = wallet.topup(c, a, 1000, reference="PAY-1")
             first_in.set()
-            time.sleep(0.3)  # the second top-up now waits on the unique index / account row
+            # Commit only once the second top-up is seen blocked on our uncommitted row:
+            # the race itself is exercised, not a top-up that merely came later.
+            got["second_waited"] = _wait_for_lock_waiter(engine)
 
     t = threading.Thread(target=slow)
     t.start()
@@ -143,7 +161,7 @@ def test_concurrent_topups_with_one_reference_credit_once(pg_url) -> None:
     with engine.begin() as c:
         got["fast"] = wallet.topup(c, a, 1000, reference="PAY-1")
     t.join()
-    assert got == {"slow": True, "fast": False}
+    assert got == {"slow": True, "second_waited": True, "fast": False}
     with engine.connect() as c:
         assert wallet.balance(c, a) == 1000 and wallet.check(c) == []
     engine.dispose()
