@@ -1,0 +1,36 @@
+"""The SQLite engine binds None and bytes without the adaptation protocol, and stores them unchanged."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from store.db import make_engine
+
+_BASE_TYPES = (int, float, str, bytearray)
+
+
+def test_none_and_bytes_have_direct_adapters_and_base_types_keep_their_fast_path(tmp_path):
+    make_engine(f"sqlite:///{tmp_path / 'a.db'}").dispose()
+    registered = {t for t, _ in sqlite3.adapters}
+    assert {type(None), bytes} <= registered
+    # An adapter for one of these would send *every* value through adaptation.
+    assert not registered & set(_BASE_TYPES)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=300)), min_size=1, max_size=8))
+def test_values_round_trip_with_their_storage_class(tmp_path_factory, values):
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'v.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS v (n INTEGER PRIMARY KEY, x BLOB)")
+            conn.exec_driver_sql("DELETE FROM v")
+            conn.exec_driver_sql("INSERT INTO v (n, x) VALUES (?, ?)", [(i, v) for i, v in enumerate(values)])
+            rows = conn.exec_driver_sql("SELECT x, typeof(x) FROM v ORDER BY n").all()
+    finally:
+        engine.dispose()
+    assert [r[0] for r in rows] == values
+    assert [r[1] for r in rows] == ["null" if v is None else "blob" for v in values]
