@@ -11,7 +11,7 @@ turn, however many PDUs it holds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import MutableMapping
 
 from twisted.internet import protocol, task
 
@@ -44,7 +44,7 @@ class SessionProtocol(protocol.Protocol):
         timers: Timers | None = None,
         window: int = 10,
         inbound_window: int = 100,
-        on_pdu: Callable[[bool, int, int], None] | None = None,
+        pdu_counts: MutableMapping[tuple[bool, int, int], int] | None = None,
     ) -> None:
         self.clock = clock
         self.session = Session(
@@ -53,7 +53,7 @@ class SessionProtocol(protocol.Protocol):
             timers=timers,
             window=window,
             inbound_window=inbound_window,
-            on_pdu=on_pdu,
+            pdu_counts=pdu_counts,
         )
         self._ticker: task.LoopingCall | None = None
         self._closed = False

@@ -21,7 +21,7 @@ and the load client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
 from pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, encode, u8
@@ -59,6 +59,19 @@ BIND_STATE = {
     Command.BIND_TRANSCEIVER: State.BOUND_TRX,
 }
 _BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+_CAN_RECEIVE = frozenset({State.BOUND_RX, State.BOUND_TRX})
+
+# The members the per-PDU paths compare against, as module globals: on Python
+# 3.11 every read of an Enum class attribute goes through EnumType.__getattr__'s
+# hook (~120 ns, a global ~10 ns). At ~60 such reads a message that was 6% of
+# the hub's reactor thread (docs/benchmarks.md); 3.12 dropped the hook.
+_CLOSED = State.CLOSED
+_SMSC = Side.SMSC
+_ENQUIRE_LINK = Command.ENQUIRE_LINK
+_UNBIND = Command.UNBIND
+_GENERIC_NACK = Command.GENERIC_NACK
+_ALERT_NOTIFICATION = Command.ALERT_NOTIFICATION
+_OUTBIND = Command.OUTBIND
 
 _TX_OPS = frozenset(
     {
@@ -213,7 +226,7 @@ class Session:
         window: int = 10,
         inbound_window: int = 100,
         max_length: int = DEFAULT_MAX_LENGTH,
-        on_pdu: Callable[[bool, int, int], None] | None = None,
+        pdu_counts: MutableMapping[tuple[bool, int, int], int] | None = None,
     ) -> None:
         self.side = side
         self.clock = clock
@@ -235,7 +248,9 @@ class Session:
         self.last_received = now
         self.last_transaction = now
         self._enquire_seq: int | None = None
-        self._on_pdu = on_pdu
+        # (incoming, command_id, status) -> count, bumped in place for every PDU
+        # (a defaultdict(int)): metrics without a call per PDU.
+        self._pdu_counts = pdu_counts
 
     # ------------------------------------------------------------------ queries
 
@@ -246,7 +261,7 @@ class Session:
     @property
     def can_receive(self) -> bool:
         """Whether we may send deliver_sm/data_sm to this peer (SMSC side)."""
-        return self.state in (State.BOUND_RX, State.BOUND_TRX)
+        return self.state in _CAN_RECEIVE
 
     @property
     def window_free(self) -> int:
@@ -265,8 +280,8 @@ class Session:
         if self.interface_version < 0x34 and pdu.tlvs:
             pdu.tlvs = {}  # never send TLVs to a v3.3 peer
         self._out.append(encode(pdu))
-        if self._on_pdu is not None:
-            self._on_pdu(False, pdu.command_id, pdu.status)
+        if self._pdu_counts is not None:
+            self._pdu_counts[(False, pdu.command_id, pdu.status)] += 1
 
     def send_request(
         self,
@@ -280,7 +295,7 @@ class Session:
         The window is the caller's to respect (check :attr:`window_free`): the
         session counts, it does not queue, so that the caller keeps order.
         """
-        if self.state == State.CLOSED:
+        if self.state == _CLOSED:
             raise RuntimeError("session closed")
         seq = self._allocate_sequence()
         pdu = Pdu(command_id, seq, 0, fields, tlvs)
@@ -290,7 +305,7 @@ class Session:
         )
         if command_id not in _UNWINDOWED:
             self._windowed += 1
-        if command_id != Command.ENQUIRE_LINK:
+        if command_id != _ENQUIRE_LINK:
             self.last_transaction = self.clock()
         return seq
 
@@ -300,7 +315,7 @@ class Session:
         Only the sequence number is patched, so a stored deliver_sm costs no
         re-encoding. A v3.3 peer gets it re-encoded without TLVs.
         """
-        if self.state == State.CLOSED:
+        if self.state == _CLOSED:
             raise RuntimeError("session closed")
         seq = self._allocate_sequence()
         command_id = int.from_bytes(frame[4:8], "big")
@@ -311,8 +326,8 @@ class Session:
         else:
             pdu = None
             self._out.append(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
-            if self._on_pdu is not None:
-                self._on_pdu(False, command_id, 0)
+            if self._pdu_counts is not None:
+                self._pdu_counts[(False, command_id, 0)] += 1
         self.outstanding[seq] = Outstanding(
             command_id, seq, context, self.clock() + self.timers.response, pdu
         )
@@ -336,7 +351,7 @@ class Session:
     ) -> None:
         """Answer a :class:`RequestReceived`; a late answer after close is dropped."""
         self._inbound.discard(request.sequence)
-        if self.state == State.CLOSED:
+        if self.state == _CLOSED:
             return
         self._emit(Pdu(request.command_id | RESPONSE_BIT, request.sequence, status, fields, tlvs))
 
@@ -402,7 +417,7 @@ class Session:
     # -------------------------------------------------------------------- input
 
     def receive(self, data: bytes) -> list[Event]:
-        if self.state == State.CLOSED:
+        if self.state == _CLOSED:
             return []
         events: list[Event] = []
         try:
@@ -410,7 +425,7 @@ class Session:
         except FramingError as exc:
             for frame in exc.frames:
                 self._handle_frame(frame, events)
-                if self.state == State.CLOSED:
+                if self.state == _CLOSED:
                     return events
             self._emit(Pdu(Command.GENERIC_NACK, exc.sequence, Status.ESME_RINVCMDLEN))
             events.append(
@@ -420,7 +435,7 @@ class Session:
             return events
         for frame in frames:
             self._handle_frame(frame, events)
-            if self.state == State.CLOSED:
+            if self.state == _CLOSED:
                 break
         return events
 
@@ -432,25 +447,25 @@ class Session:
         if command_id & RESPONSE_BIT:
             self._handle_response(frame, command_id, sequence, events)
             return
-        if self._on_pdu is not None:
-            self._on_pdu(True, command_id, 0)
+        if self._pdu_counts is not None:
+            self._pdu_counts[(True, command_id, 0)] += 1
         if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
             self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
             return
         # Protocol-level requests first: these need no body.
-        if command_id == Command.ENQUIRE_LINK:
+        if command_id == _ENQUIRE_LINK:
             self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
             return
         self.last_transaction = now
         state = self.state
-        if command_id == Command.UNBIND:
+        if command_id == _UNBIND:
             if state in _BOUND or state == State.UNBINDING:
                 self._emit(Pdu(Command.UNBIND_RESP, sequence))
                 events.append(self._close("unbound by peer"))
             else:
                 self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
             return
-        never = _SMSC_NEVER if self.side == Side.SMSC else _ESME_NEVER
+        never = _SMSC_NEVER if self.side == _SMSC else _ESME_NEVER
         if command_id in never:
             if command_id in _NO_RESPONSE:
                 self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
@@ -461,7 +476,7 @@ class Session:
             if state != State.OPEN:
                 self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
                 return
-        elif command_id == Command.ALERT_NOTIFICATION:  # ESME side
+        elif command_id == _ALERT_NOTIFICATION:  # ESME side
             try:
                 pdu = decode(frame)
             except DecodeError as exc:
@@ -469,11 +484,11 @@ class Session:
                 return
             events.append(AlertReceived(pdu))
             return
-        elif command_id == Command.OUTBIND:  # ESME side: we never wait for outbinds
+        elif command_id == _OUTBIND:  # ESME side: we never wait for outbinds
             self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
             return
         else:
-            if self.side == Side.SMSC:
+            if self.side == _SMSC:
                 allowed = _SMSC_ACCEPTS.get(state, frozenset())
             else:
                 allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
@@ -496,10 +511,10 @@ class Session:
 
     def _handle_response(self, frame: bytes, command_id: int, sequence: int, events: list) -> None:
         status = int.from_bytes(frame[8:12], "big")
-        if self._on_pdu is not None:
-            self._on_pdu(True, command_id, status)
+        if self._pdu_counts is not None:
+            self._pdu_counts[(True, command_id, status)] += 1
         request = self.outstanding.get(sequence)
-        if command_id == Command.GENERIC_NACK:
+        if command_id == _GENERIC_NACK:
             if request is None and sequence == 0 and len(self.outstanding) == 1:
                 # A nack without sequence can only answer our single request.
                 request = next(iter(self.outstanding.values()))
@@ -519,16 +534,16 @@ class Session:
         del self.outstanding[request.sequence]
         if request.command_id not in _UNWINDOWED:
             self._windowed -= 1
-        if request.command_id == Command.ENQUIRE_LINK:
+        if request.command_id == _ENQUIRE_LINK:
             if self._enquire_seq == request.sequence:
                 self._enquire_seq = None
             events.append(ResponseReceived(pdu, request))
             return
-        if request.command_id == Command.UNBIND:
+        if request.command_id == _UNBIND:
             events.append(ResponseReceived(pdu, request))
             events.append(self._close("unbind answered"))
             return
-        if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != Command.GENERIC_NACK:
+        if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != _GENERIC_NACK:
             self.state = BIND_STATE[request.command_id]
             self.system_id = pdu.fields.get("system_id", b"")
             v = pdu.tlvs.get(Tag.sc_interface_version)
@@ -547,12 +562,12 @@ class Session:
 
     def tick(self) -> list[Event]:
         """Run the timers; call it about once a second."""
-        if self.state == State.CLOSED:
+        if self.state == _CLOSED:
             return []
         now = self.clock()
         t = self.timers
         events: list[Event] = []
-        if self.state == State.OPEN and self.side == Side.SMSC and not self._inbound:
+        if self.state == State.OPEN and self.side == _SMSC and not self._inbound:
             if now - self.opened_at >= t.session_init:
                 return [self._close("session_init_timer expired")]
         if self.outstanding:

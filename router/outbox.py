@@ -25,6 +25,10 @@ from router.messages import Delivery
 
 log = logging.getLogger(__name__)
 
+# Enum members read per message, as globals (an Enum class attribute costs ~120 ns
+# on Python 3.11: see pdu/session.py).
+_ROK = Status.ESME_ROK
+
 #: deliver_sm_resp statuses after which we must not retry (3.4 Table 5-2).
 PERMANENT = frozenset({Status.ESME_RX_P_APPN, Status.ESME_RX_R_APPN})
 
@@ -112,7 +116,7 @@ class Outbox:
 
     def acknowledged(self, delivery: Delivery, status: int) -> None:
         a = self._acct(delivery.account_id)
-        if status == Status.ESME_ROK or status in PERMANENT:
+        if status == _ROK or status in PERMANENT:
             if status:
                 log.warning("client refused delivery %d permanently: 0x%08x", delivery.id, status)
             self._forget_when_deleted(a, delivery.id)

@@ -22,6 +22,10 @@ from pdu.session import Outstanding, Side, Timers
 
 log = logging.getLogger(__name__)
 
+# Enum members read per message, as globals (an Enum class attribute costs ~120 ns
+# on Python 3.11: see pdu/session.py).
+_SUBMIT_SM = Command.SUBMIT_SM
+
 
 class Forward:
     """One accepted message on its way upstream (until the carrier accepts it)."""
@@ -55,7 +59,7 @@ class UpstreamProtocol(SessionProtocol):
 
     def on_response(self, pdu: Pdu, request: Outstanding) -> None:
         cid = request.command_id
-        if cid == Command.SUBMIT_SM:
+        if cid == _SUBMIT_SM:
             self.connector.submit_answered(self, request.context, pdu)
         elif cid == Command.BIND_TRANSCEIVER:
             if pdu.status == Status.ESME_ROK and pdu.command_id != Command.GENERIC_NACK:
@@ -93,18 +97,18 @@ class _Factory(protocol.ReconnectingClientFactory):
             clock=self.owner.reactor,
             timers=self.owner.timers,
             window=self.owner.config.window,
-            on_pdu=self.owner.on_pdu,
+            pdu_counts=self.owner.pdu_counts,
         )
 
 
 class Connector:
     def __init__(self, config: UpstreamSettings, router, reactor, *, timers: Timers | None = None,
-                 on_pdu=None, max_queue: int = 200_000) -> None:
+                 pdu_counts=None, max_queue: int = 200_000) -> None:
         self.config = config
         self.router = router
         self.reactor = reactor
         self.timers = timers or Timers()
-        self.on_pdu = on_pdu
+        self.pdu_counts = pdu_counts
         self.max_queue = max_queue
         self.queue: deque[Forward] = deque()
         self.protocol: UpstreamProtocol | None = None
@@ -171,7 +175,7 @@ class Connector:
             if item.expires_at <= now:
                 self.router.expired_in_queue(item)
                 continue
-            session.send_request(Command.SUBMIT_SM, item.fields, item.tlvs, item)
+            session.send_request(_SUBMIT_SM, item.fields, item.tlvs, item)
             sent = True
         if sent:
             p.flush()

@@ -72,7 +72,7 @@ class Hub:
         self.hlr = self._make_hlr()
         for u in settings.upstreams:
             self.router.add_connector(
-                Connector(u, self.router, reactor, timers=self.timers, on_pdu=self.metrics.on_pdu,
+                Connector(u, self.router, reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
                           max_queue=settings.max_queue)
             )
         self.bind_limiter = BindLimiter(

@@ -130,8 +130,10 @@ class HubMetrics:
 
     # hot path ------------------------------------------------------------
 
-    def on_pdu(self, incoming: bool, command_id: int, status: int) -> None:
-        self.hot.pdus[(incoming, command_id, status)] += 1
+    @property
+    def pdu_counts(self) -> defaultdict[tuple[bool, int, int], int]:
+        """Sessions bump this in place, one PDU at a time (pdu.session)."""
+        return self.hot.pdus
 
     def submitted(self, account: str, status: int, seconds: float) -> None:
         hot = self.hot
