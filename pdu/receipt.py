@@ -14,6 +14,7 @@ turns an upstream id into the canonical form the correlation table stores.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -79,19 +80,38 @@ def _err(err: str | int) -> str:
     return err.zfill(3) if err.isdigit() else err
 
 
-def _yymmddhhmm(d: datetime) -> str:
-    # strftime costs several times this, and it runs twice per receipt.
+def _yymmddhhmm(d: datetime | float) -> str:
+    if type(d) is float or type(d) is int:
+        return _utc_minute(int(d // 60))
+    # strftime costs several times this.
     return "%02d%02d%02d%02d%02d" % (d.year % 100, d.month, d.day, d.hour, d.minute)  # noqa: UP031 - 2x the f-string's speed
 
 
-def format_receipt(message_id: str, sub: int, dlvrd: int, submit_date: datetime,
-                   done_date: datetime, stat: str, err: str | int, text: str,
+#: YYMMDDhhmm per UTC minute since the epoch. A receipt needs two, almost always
+#: of the last few minutes: a dict hit instead of building two datetimes.
+_MINUTES: dict[int, str] = {}
+
+
+def _utc_minute(minute: int) -> str:
+    s = _MINUTES.get(minute)
+    if s is None:
+        if len(_MINUTES) >= 4096:  # bounded: old minutes are rarely asked again
+            _MINUTES.clear()
+        t = time.gmtime(minute * 60)
+        s = _MINUTES[minute] = "%02d%02d%02d%02d%02d" % (  # noqa: UP031
+            t.tm_year % 100, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min)
+    return s
+
+
+def format_receipt(message_id: str, sub: int, dlvrd: int, submit_date: datetime | float,
+                   done_date: datetime | float, stat: str, err: str | int, text: str,
                    text_key: str = "text", alphabet: str = "gsm") -> bytes:
     """The Appendix B text, every field present, as short_message octets.
 
     ``stat`` is a 7-letter word (see :data:`STATE_TO_STAT`); ``text_key`` is
-    'text' (default) or 'Text' per account; dates are formatted as given (pass
-    them in the zone the client expects).  ``alphabet`` is how the receipt's
+    'text' (default) or 'Text' per account; a date is a ``datetime``, formatted
+    as given (pass it in the zone the client expects), or epoch seconds,
+    formatted in UTC.  ``alphabet`` is how the receipt's
     data_coding 0 is read by the client: 'gsm' (unpacked septets; characters
     outside GSM become '?'), 'latin1' or 'ascii'.
     """

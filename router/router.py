@@ -11,8 +11,8 @@ never loses the receipt.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from twisted.internet import defer
 
@@ -25,6 +25,18 @@ from router.messages import Delivery
 from router.upstream import Connector, Forward
 
 log = logging.getLogger(__name__)
+
+# Enum members read per message, as globals (an Enum class attribute costs ~120 ns
+# on Python 3.11: see pdu/session.py).
+_ROK = Status.ESME_ROK
+_SUBMIT_SM_RESP = Command.SUBMIT_SM_RESP
+_DELIVER_SM = Command.DELIVER_SM
+_ENROUTE = MessageState.ENROUTE
+_DELIVERED = MessageState.DELIVERED
+_RECEIPTED_MESSAGE_ID = Tag.receipted_message_id
+_MESSAGE_STATE = Tag.message_state
+_NETWORK_ERROR_CODE = Tag.network_error_code
+_USER_MESSAGE_REFERENCE = Tag.user_message_reference
 
 #: Carrier statuses that mean "slow down", not "no".
 _BACKOFF = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
@@ -211,13 +223,13 @@ class Router:
     def submit_answered(self, connector: Connector, item: Forward, pdu: Pdu) -> None:
         status = pdu.status
         mid = item.message_id
-        if status == Status.ESME_ROK and pdu.command_id == Command.SUBMIT_SM_RESP:
+        if status == _ROK and pdu.command_id == _SUBMIT_SM_RESP:
             raw = pdu.fields.get("message_id", b"").decode("ascii", "replace")
             uid = normalize_message_id(raw, connector.config.id_format)
             t = self._by_message.get(mid)
             if t is not None:
                 self._by_upstream[(connector.config.name, uid)] = t
-            self.writer.enqueue("upstream", (mid, connector.config.name, uid, MessageState.ENROUTE))
+            self.writer.enqueue("upstream", (mid, connector.config.name, uid, _ENROUTE))
             return
         if status in _BACKOFF:
             connector.throttled()
@@ -238,7 +250,7 @@ class Router:
 
     def carrier_pdu(self, connector: Connector, proto, pdu: Pdu) -> None:
         esm = pdu.fields.get("esm_class", 0)
-        if pdu.command_id == Command.DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
+        if pdu.command_id == _DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
             self._receipt(connector, proto, pdu, 0)
             return
         # MO ownership (reply window, keywords, dedicated numbers) is its own issue:
@@ -296,7 +308,7 @@ class Router:
     def _finish(self, t: Tracked, state: int, err: int, carrier, refund: str | None = None) -> None:
         """Record a final state (and any refund) durably, then ack the carrier and queue the receipt."""
         now = self.reactor.seconds()
-        if refund is None and state != MessageState.DELIVERED and self.refund_network_failures(t.account_id):
+        if refund is None and state != _DELIVERED and self.refund_network_failures(t.account_id):
             refund = "network_failure"
         delivery = None
         if wants_receipt(t.registered_delivery, state):
@@ -309,7 +321,7 @@ class Router:
                 self.metrics.refunded(t.account_id, refunded)
             if carrier is not None:
                 proto, pdu = carrier
-                proto.session.respond(pdu, Status.ESME_ROK)
+                proto.session.respond(pdu, _ROK)
                 proto.flush()
             if delivery is not None:
                 self.outbox.add(delivery)
@@ -332,24 +344,24 @@ def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
     """
     tlvs = pdu.tlvs
     parsed = None
-    rid = tlvs.get(Tag.receipted_message_id)
+    rid = tlvs.get(_RECEIPTED_MESSAGE_ID)
     if rid is not None:
         raw = tlv_cstr(rid).decode("ascii", "replace")
     else:
         parsed = parse_receipt(pdu.fields.get("short_message", b""))
         raw = parsed.id or ""
     uid = normalize_message_id(raw, id_format)
-    st = tlvs.get(Tag.message_state)
+    st = tlvs.get(_MESSAGE_STATE)
     if st is not None:
         state = tlv_int(st)
     else:
         parsed = parsed or parse_receipt(pdu.fields.get("short_message", b""))
         state = stat_to_state(parsed.stat or "") or MessageState.UNKNOWN
     err = 0
-    nec = tlvs.get(Tag.network_error_code)
+    nec = tlvs.get(_NETWORK_ERROR_CODE)
     if nec is not None and len(nec) == 3:
         err = int.from_bytes(nec[1:3], "big")
-    elif state != MessageState.DELIVERED and pdu.fields.get("short_message"):
+    elif state != _DELIVERED and pdu.fields.get("short_message"):
         # Only a failure has an err worth reading from the text (parsing costs ~40 µs).
         if parsed is None:
             try:
@@ -362,38 +374,67 @@ def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
 
 
 def client_receipt(t: Tracked, state: int, err: int, now: float) -> bytes:
-    """The deliver_sm a client gets: our id, exactly as submit_sm_resp gave it."""
+    """The deliver_sm a client gets: our id, exactly as submit_sm_resp gave it.
+
+    Put together as octets in one formatting step, since it runs once per
+    message: no Pdu, no field dict, no generic encoder (~2x faster). It equals
+    ``encode(receipt_pdu(...))`` octet for octet (tests/router/test_client_receipt.py);
+    what does not fit the short form (an address over 20 octets, say) takes
+    that general path, which refuses it precisely.
+    """
     mid = str(t.message_id)
-    stat = STATE_TO_STAT[state]  # IntEnum keys hash as ints: no enum built per receipt
-    delivered = 1 if state == MessageState.DELIVERED else 0
-    text = format_receipt(
-        mid, 1, delivered,
-        datetime.fromtimestamp(t.submitted_at, UTC),
-        datetime.fromtimestamp(now, UTC),
-        stat, err, t.text20,
-    )
-    tlvs = {Tag.receipted_message_id: cstr(mid), Tag.message_state: u8(state)}
+    text = format_receipt(mid, 1, 1 if state == _DELIVERED else 0, t.submitted_at, now,
+                          STATE_TO_STAT[state], err, t.text20)
+    source = t.destination.encode()  # the receipt comes from the handset
+    dest = t.source.encode()
+    umr = t.umr
+    if (len(source) > 20 or len(dest) > 20 or len(text) > 254 or len(mid) > 64
+            or 0 in source or 0 in dest or (umr is not None and len(umr) != 2)):
+        return encode(receipt_pdu(t, state, err, text))
+    try:
+        body = _RECEIPT_BODY % (source, t.source_ton, t.source_npi, dest, len(text), text,
+                                len(mid) + 1, mid.encode(), state)
+    except (OverflowError, TypeError):  # a ton/npi/state outside a byte
+        return encode(receipt_pdu(t, state, err, text))
+    if err:
+        body += b"\x04\x23\x00\x03\x03" + (err & 0xFFFF).to_bytes(2, "big")
+    if umr is not None:
+        body += b"\x02\x04\x00\x02" + umr
+    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+
+
+#: deliver_sm body of a receipt: service_type "", source 1/1 + address, destination
+#: ton/npi + address, esm_class 0x04, then NULL fields, sm_length, the text; then
+#: receipted_message_id (0x001E) and message_state (0x0427) TLVs.
+_RECEIPT_BODY = (
+    b"\x00\x01\x01%b\x00%c%c%b\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00%c%b"
+    b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
+)
+_pack_header = struct.Struct(">IIII").pack
+
+
+def receipt_pdu(t: Tracked, state: int, err: int, text: bytes) -> Pdu:
+    """The client's receipt as a Pdu, for the general encoder."""
+    tlvs = {Tag.receipted_message_id: cstr(str(t.message_id)), Tag.message_state: u8(state)}
     if err:
         tlvs[Tag.network_error_code] = b"\x03" + (err & 0xFFFF).to_bytes(2, "big")
     if t.umr is not None:
         tlvs[Tag.user_message_reference] = t.umr
-    return encode(
-        Pdu(
-            Command.DELIVER_SM,
-            0,
-            0,
-            {
-                "source_addr_ton": 1,
-                "source_addr_npi": 1,
-                "source_addr": t.destination.encode(),
-                "dest_addr_ton": t.source_ton,
-                "dest_addr_npi": t.source_npi,
-                "destination_addr": t.source.encode(),
-                "esm_class": ESM_RECEIPT,
-                "short_message": text,
-            },
-            tlvs,
-        )
+    return Pdu(
+        Command.DELIVER_SM,
+        0,
+        0,
+        {
+            "source_addr_ton": 1,
+            "source_addr_npi": 1,
+            "source_addr": t.destination.encode(),
+            "dest_addr_ton": t.source_ton,
+            "dest_addr_npi": t.source_npi,
+            "destination_addr": t.source.encode(),
+            "esm_class": ESM_RECEIPT,
+            "short_message": text,
+        },
+        tlvs,
     )
 
 

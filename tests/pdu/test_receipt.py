@@ -133,3 +133,13 @@ def test_hex_resp_meets_decimal_receipt() -> None:
 def test_normalize_message_id_errors(raw: str, style: str) -> None:
     with pytest.raises(ValueError):
         normalize_message_id(raw, style)
+
+
+@given(st.integers(0, 4_000_000_000), st.floats(0, 0.999))
+def test_epoch_dates_format_as_their_utc_datetime(seconds, fraction) -> None:
+    from datetime import UTC
+
+    ts = seconds + fraction
+    as_dt = datetime.fromtimestamp(ts, UTC)
+    assert format_receipt("1", 1, 1, ts, ts, "DELIVRD", 0, "") == format_receipt(
+        "1", 1, 1, as_dt, as_dt, "DELIVRD", 0, "")
