@@ -386,6 +386,20 @@ def decode(data: bytes) -> Pdu:
             sequence=sequence,
             header_error=True,
         )
+    return decode_frame(data, command_id, status, sequence)
+
+
+#: The header of a PDU: (command_length, command_id, command_status, sequence_number).
+unpack_header = _HDR_unpack_from
+
+
+def decode_frame(data: bytes, command_id: int, status: int, sequence: int) -> Pdu:
+    """:func:`decode` for a PDU whose header the caller has read (:func:`unpack_header`)
+    and whose length it has checked: the session's frames, cut by the Framer.
+
+    Raises :class:`DecodeError` and nothing else, whatever the body.
+    """
+    n = len(data)
     fast = _DECODERS.get(command_id)
     if fast is None:
         raise DecodeError(

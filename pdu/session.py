@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
-from pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, encode, u8
+from pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, decode_frame, encode, u8, unpack_header
 from pdu.constants import (
     BIND_COMMANDS,
     RESPONSE_BIT,
@@ -442,10 +442,9 @@ class Session:
     def _handle_frame(self, frame: bytes, events: list[Event]) -> None:
         now = self.clock()
         self.last_received = now
-        command_id = int.from_bytes(frame[4:8], "big")
-        sequence = int.from_bytes(frame[12:16], "big")
+        _, command_id, status, sequence = unpack_header(frame)
         if command_id & RESPONSE_BIT:
-            self._handle_response(frame, command_id, sequence, events)
+            self._handle_response(frame, command_id, status, sequence, events)
             return
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, 0)] += 1
@@ -499,7 +498,7 @@ class Session:
                 self._reject(command_id, sequence, Status.ESME_RTHROTTLED, events, "inbound window full")
                 return
         try:
-            pdu = decode(frame)
+            pdu = decode_frame(frame, command_id, status, sequence)
         except DecodeError as exc:
             if exc.header_error:
                 self._nack(command_id, sequence, exc.status, events, str(exc))
@@ -509,8 +508,7 @@ class Session:
         self._inbound.add(sequence)
         events.append(RequestReceived(pdu))
 
-    def _handle_response(self, frame: bytes, command_id: int, sequence: int, events: list) -> None:
-        status = int.from_bytes(frame[8:12], "big")
+    def _handle_response(self, frame: bytes, command_id: int, status: int, sequence: int, events: list) -> None:
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, status)] += 1
         request = self.outstanding.get(sequence)
@@ -526,7 +524,7 @@ class Session:
             )
             return
         try:
-            pdu = decode(frame)
+            pdu = decode_frame(frame, command_id, status, sequence)
         except DecodeError as exc:
             # A response we cannot read still ends the request, as a failure.
             pdu = Pdu(command_id, sequence, status or Status.ESME_RSYSERR)
