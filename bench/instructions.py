@@ -1,0 +1,124 @@
+"""Instructions the hub executes per message, counted by valgrind: a figure that does not move with the machine.
+
+This machine's speed moves by 2-4x with its neighbours, so a change of a few
+percent cannot be seen in msg/s or CPU seconds. ``valgrind --tool=callgrind``
+counts the instructions the hub process runs, the same from run to run
+(within ~1%) whatever else the machine does. The hub runs under callgrind
+twice, for a small and a large number of messages at window 50 (simulator and
+client run natively); the difference divided by the difference in messages is
+the per-message cost without start-up. Reported per thread: the reactor
+(main) thread and the others (the group-commit writer, and the thread pool
+that checks the bind password).
+
+    python bench/instructions.py               # 500 and 3000 messages, ~1.5 min
+    python bench/instructions.py --small 300 --large 1500
+
+Kernel work (system calls) is not counted: compare user-space work with it,
+and check a change's effect on throughput with bench_spine.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_spine import free_port, wait_port  # noqa: E402
+
+
+def thread_totals(prefix: str) -> list[int]:
+    """Instructions per thread, main thread first, from callgrind's per-thread files."""
+    totals = []
+    for path in sorted(glob.glob(prefix + ".*-*"), key=lambda p: int(p.rsplit("-", 1)[1])):
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("summary:", "totals:")):
+                    totals.append(int(line.split()[1]))
+                    break
+    return totals
+
+
+def one_run(n: int, work: Path) -> tuple[list[int], dict]:
+    py = sys.executable
+    cli = [py, "-m", "smsc.cli"]
+    data = work / f"data-{n}"
+    sim_port, hub_port = free_port(), free_port()
+    subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
+                    "--data-dir", str(data)], check=True, stdout=subprocess.DEVNULL)
+    cfg = work / f"hub-{n}.yaml"
+    cfg.write_text(
+        f"listen: 127.0.0.1:{hub_port}\n"
+        f"data_dir: {data}\n"
+        "metrics_listen: null\n"
+        "session: {inbound_window: 200, window: 50}\n"
+        "upstreams:\n"
+        f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
+    )
+    sim = subprocess.Popen([*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.1",
+                            "--control", "off"], stdout=subprocess.DEVNULL)
+    prefix = str(work / f"cg-{n}")
+    hub = None
+    try:
+        wait_port(sim_port)
+        hub = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={prefix}.%p",
+             *cli, "run", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(hub_port, timeout=300)
+        time.sleep(3)  # the connector binds upstream, slowly under valgrind
+        out = subprocess.run(
+            [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo", "--password", "demo",
+             "-n", str(n), "--window", "50", "--json"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        import json
+
+        result = json.loads(out)
+        time.sleep(1)  # the last deliver_sm_resp and its delete
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(timeout=120)
+    finally:
+        if hub is not None and hub.poll() is None:
+            hub.kill()
+        sim.terminate()
+        sim.wait(timeout=10)
+    return thread_totals(prefix), result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--small", type=int, default=500)
+    ap.add_argument("--large", type=int, default=3000)
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="staffetta-instr-"))
+    try:
+        small, r_small = one_run(args.small, work)
+        large, r_large = one_run(args.large, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for r in (r_small, r_large):
+        if r["accepted"] != r["sent"] or r["receipt_ids_matched"] != r["sent"]:
+            print(f"run incomplete: {r}", file=sys.stderr)
+            return 1
+    n = args.large - args.small
+    main_per = (large[0] - small[0]) / n
+    other_per = (sum(large[1:]) - sum(small[1:])) / n
+    print(f"instructions per message (window 50, {args.small} vs {args.large} messages): "
+          f"reactor thread {main_per:,.0f}, other threads {other_per:,.0f}, "
+          f"total {main_per + other_per:,.0f}  [python {sys.version.split()[0]}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
