@@ -70,7 +70,7 @@ class Settings:
     bind_limit: BindLimit = field(default_factory=BindLimit)
     outbox_ttl: float = 3 * 86400.0
     writer_batch: int = 200
-    writer_delay: float = 0.002
+    writer_delay: float = 0.0005
     max_queue: int = 200_000
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None

@@ -52,7 +52,7 @@ class GroupCommitWriter:
         reactor,
         *,
         max_batch: int = 200,
-        max_delay: float = 0.002,
+        max_delay: float = 0.0005,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -146,8 +146,10 @@ class GroupCommitWriter:
                     if not items:  # stopping, and all is written
                         self._drop_connection()
                         return
-                collect_from = time.monotonic()
-            # Group commit: let a batch gather for max_delay since the last one began.
+            # Group commit: a batch begins no sooner than max_delay after the
+            # previous one began. An item that wakes a writer idle for longer is
+            # written at once (no wait on a quiet hub); under load, items gather
+            # while the previous batch is written.
             remaining = collect_from + self.max_delay - time.monotonic()
             if remaining > 0 and len(items) < self.max_batch and not self._stopping:
                 time.sleep(remaining)

@@ -145,6 +145,24 @@ async def test_an_idle_writer_always_wakes_for_the_next_item(engine) -> None:
 
 
 @ensure
+async def test_a_writer_idle_for_longer_than_the_delay_writes_at_once(engine) -> None:
+    """Batches begin at least max_delay apart; a lone item on a quiet hub does not wait for it."""
+    w = make_writer(engine, max_delay=0.3)
+    try:
+        await within(w.submit("insert", (1, "x")))
+        await task.deferLater(reactor, 0.4, lambda: None)  # idle for longer than the delay
+        started = time.monotonic()
+        await within(w.submit("insert", (2, "x")))
+        assert time.monotonic() - started < 0.15
+        # Right after a batch began, the next one waits out the rest of the delay.
+        started = time.monotonic()
+        await within(w.submit("insert", (3, "x")))
+        assert time.monotonic() - started > 0.2
+    finally:
+        await w.stop()
+
+
+@ensure
 async def test_stop_drains_what_is_queued_then_refuses(engine) -> None:
     w = make_writer(engine, max_delay=0.2)
     for i in range(1, 101):
