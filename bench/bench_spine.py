@@ -6,6 +6,7 @@ is "hub on one core". Prints one line per window and, with --json, a document.
 
     python bench/bench_spine.py            # defaults: n = 2000 / 20000 / 30000
     python bench/bench_spine.py --quick    # smaller n, for a smoke run
+    python bench/bench_spine.py --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -63,6 +64,32 @@ def calibrate() -> float:
     return min(timeit.repeat(lambda: encode(decode(frame)), number=20000, repeat=5)) / 20000 * 1e6
 
 
+def pg_schema(url: str) -> tuple[str, str]:
+    """A fresh schema in the PostgreSQL at ``url``, and a URL whose search_path is it."""
+    import uuid
+
+    import psycopg2
+
+    schema = "bench_" + uuid.uuid4().hex[:12]
+    conn = psycopg2.connect(url.replace("+psycopg2", ""))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    sep = "&" if "?" in url else "?"
+    return schema, f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("+psycopg2", ""))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")
+    conn.close()
+
+
 def pinned(core: int, cmd: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(core), *cmd]
@@ -77,6 +104,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--hlr", choices=["off", "cached", "always"], default="off",
                     help="HLR lookups on the submit path, against the simulator's HLR")
+    ap.add_argument("--database-url", metavar="postgresql://...",
+                    help="the hub on this PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite")
     ap.add_argument("--profile", metavar="OUT.txt",
                     help="run the hub under yappi (CPU clock) and write its profile here; slows it ~2x")
     args = ap.parse_args()
@@ -89,14 +118,17 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="staffetta-bench-"))
     procs: list[subprocess.Popen] = []
     results = []
+    schema = None
     try:
         sim_port, hub_port, hlr_port = free_port(), free_port(), free_port()
-        subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
-                        "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL)
+        store = f"data_dir: {tmp / 'data'}\n"
+        if args.database_url:
+            schema, url = pg_schema(args.database_url)
+            store += f"database_url: '{url}'\n"
         cfg = tmp / "bench.yaml"
         cfg.write_text(
             f"listen: 127.0.0.1:{hub_port}\n"
-            f"data_dir: {tmp / 'data'}\n"
+            + store +
             "metrics_listen: null\n"
             "session: {inbound_window: 200, window: 50}\n"
             + os.environ.get("BENCH_EXTRA_CONFIG", "") +
@@ -104,6 +136,8 @@ def main() -> int:
             "upstreams:\n"
             f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
         )
+        subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
+                        "--config", str(cfg)], check=True, stdout=subprocess.DEVNULL)
         procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                                   "--dlr-delay", str(args.dlr_delay), "--control", "off",
                                                   "--hlr", f"127.0.0.1:{hlr_port}"])))
@@ -147,6 +181,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+        if schema:
+            drop_pg_schema(args.database_url, schema)
     if args.json:
         print(json.dumps({"machine": f"{os.cpu_count()} cores", "codec_round_trip_us": calib,
                           "results": results}, indent=2))
