@@ -64,32 +64,6 @@ def calibrate() -> float:
     return min(timeit.repeat(lambda: encode(decode(frame)), number=20000, repeat=5)) / 20000 * 1e6
 
 
-def pg_schema(url: str) -> tuple[str, str]:
-    """A fresh schema in the PostgreSQL at ``url``, and a URL whose search_path is it."""
-    import uuid
-
-    import psycopg2
-
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    conn = psycopg2.connect(url.replace("+psycopg2", ""))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {schema}")
-    conn.close()
-    sep = "&" if "?" in url else "?"
-    return schema, f"{url}{sep}options=-csearch_path%3D{schema}"
-
-
-def drop_pg_schema(url: str, schema: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(url.replace("+psycopg2", ""))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
-
-
 def pinned(core: int, cmd: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(core), *cmd]
@@ -97,6 +71,8 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
 
 
 def main() -> int:
+    from store.db import drop_pg_schema, scratch_pg_schema
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--windows", default="1,10,50")
@@ -123,7 +99,7 @@ def main() -> int:
         sim_port, hub_port, hlr_port = free_port(), free_port(), free_port()
         store = f"data_dir: {tmp / 'data'}\n"
         if args.database_url:
-            schema, url = pg_schema(args.database_url)
+            schema, url = scratch_pg_schema(args.database_url, "bench_")
             store += f"database_url: '{url}'\n"
         cfg = tmp / "bench.yaml"
         cfg.write_text(

@@ -88,3 +88,34 @@ def add_missing_columns(conn, table: str, columns: list[tuple[str, str]], **fmt:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl.format(**values)}"))
             added.append(f"{table}.{name}")
     return added
+
+
+def scratch_pg_schema(url: str, prefix: str = "t_") -> tuple[str, str]:
+    """Create an empty PostgreSQL schema: (its name, ``url`` with it as the search_path).
+
+    For tests and benchmarks that need a store of their own in a shared
+    database; the URL works in other processes too (the schema travels in its
+    options). Drop it with :func:`drop_pg_schema`.
+    """
+    import uuid
+
+    schema = prefix + uuid.uuid4().hex[:12]
+    _pg_autocommit(url, f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    return schema, f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    _pg_autocommit(url, f"DROP SCHEMA {schema} CASCADE")
+
+
+def _pg_autocommit(url: str, statement: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("+psycopg2", ""))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()

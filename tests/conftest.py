@@ -44,19 +44,8 @@ def pg_schema_url():
     u = urlsplit(PG_URL)
     require_service(port_open(u.hostname or "127.0.0.1", u.port or 5432),
                     f"PostgreSQL not reachable at {u.hostname}:{u.port or 5432}")
-    import uuid
+    from store.db import drop_pg_schema, scratch_pg_schema
 
-    import psycopg2
-
-    dsn = PG_URL.replace("+psycopg2", "")
-    schema = "t_" + uuid.uuid4().hex[:12]
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {schema}")
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-        with conn.cursor() as cur:
-            cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        conn.close()
+    schema, url = scratch_pg_schema(PG_URL)
+    yield url
+    drop_pg_schema(PG_URL, schema)

@@ -12,23 +12,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 
 import billing.accounts as accounts
 from billing import wallet
-from store.db import create_schema, make_engine
+from store.db import create_schema, drop_pg_schema, make_engine, scratch_pg_schema
 
 
 def run(url: str, batch: int, batches: int, n_accounts: int) -> dict:
-    schema = dsn = None
+    schema = None
+    base_url = url
     if url.startswith("postgresql"):
-        import psycopg2
-
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        dsn = url.replace("+psycopg2", "")
-        with psycopg2.connect(dsn) as c, c.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {schema}")
-        url = f"{url}?options=-csearch_path%3D{schema}"
+        schema, url = scratch_pg_schema(url, "bench_")
     engine = None
     try:
         engine = make_engine(url)
@@ -59,10 +53,7 @@ def run(url: str, batch: int, batches: int, n_accounts: int) -> dict:
         if engine is not None:
             engine.dispose()
         if schema:
-            import psycopg2
-
-            with psycopg2.connect(dsn) as c, c.cursor() as cur:
-                cur.execute(f"DROP SCHEMA {schema} CASCADE")
+            drop_pg_schema(base_url, schema)
     n = batch * batches
     return {"us_per_debit": in_fn / n * 1e6, "us_per_debit_with_commit": total / n * 1e6,
             "debits_per_s_with_commit": n / total}
