@@ -36,7 +36,6 @@ _DELIVERED = MessageState.DELIVERED
 _RECEIPTED_MESSAGE_ID = Tag.receipted_message_id
 _MESSAGE_STATE = Tag.message_state
 _NETWORK_ERROR_CODE = Tag.network_error_code
-_USER_MESSAGE_REFERENCE = Tag.user_message_reference
 
 #: Carrier statuses that mean "slow down", not "no".
 _BACKOFF = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
