@@ -14,6 +14,7 @@ take tuples, and go to the DB-API connection under SQLAlchemy's transaction:
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Connection
@@ -49,7 +50,31 @@ def executemany(conn: Connection, text: str, rows: Sequence[tuple]) -> None:
     from psycopg2.extras import execute_batch
 
     with raw.cursor() as cur:
-        execute_batch(cur, _positional(conn, text), rows, page_size=200)
+        execute_batch(cur, _prepared(raw, cur, text), rows, page_size=200)
+
+
+#: Per PostgreSQL connection: statement text -> its ``EXECUTE`` form.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared(raw, cur, text: str) -> str:
+    """``EXECUTE name (%s, ...)`` for ``text`` (``?`` placeholders), prepared once per connection.
+
+    A batch of N rows is then N ``EXECUTE``s in one round trip that PostgreSQL
+    neither parses nor plans again. A prepared statement outlives a rolled-back
+    transaction, and a new connection starts with none.
+    """
+    names = _PREPARED.get(raw)
+    if names is None:
+        names = _PREPARED[raw] = {}
+    execute = names.get(text)
+    if execute is None:
+        parts = text.split("?")
+        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        name = f"staffetta_{len(names)}"
+        cur.execute(f"PREPARE {name} AS {numbered}")
+        execute = names[text] = f"EXECUTE {name} ({', '.join(['%s'] * (len(parts) - 1))})"
+    return execute
 
 
 def insert_sql(table: str, columns: Sequence[str]) -> str:
