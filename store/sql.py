@@ -84,22 +84,10 @@ def insert_sql(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
 
 
-def _positional(conn: Connection, text: str) -> str:
-    """``?`` placeholders as the driver wants them: psycopg2 takes ``%s`` (and ``%%``)."""
-    if conn.dialect.name == "sqlite":
-        return text
-    key = ("positional", text, True)
-    sql = _CACHE.get(key)
-    if sql is None:
-        sql = _CACHE[key] = text.replace("%", "%%").replace("?", "%s")
-    return sql
-
-
 def fetchone(conn: Connection, text: str, params: tuple) -> tuple | None:
     """One statement (``?`` placeholders) straight to the driver; its first row or None."""
-    cur = conn.connection.driver_connection.cursor()
+    cur = _run(conn, text, params)
     try:
-        cur.execute(_positional(conn, text), params)
         return cur.fetchone() if cur.description else None
     finally:
         cur.close()
@@ -107,9 +95,22 @@ def fetchone(conn: Connection, text: str, params: tuple) -> tuple | None:
 
 def fetchall(conn: Connection, text: str, params: tuple) -> list[tuple]:
     """One query (``?`` placeholders) straight to the driver; all its rows."""
-    cur = conn.connection.driver_connection.cursor()
+    cur = _run(conn, text, params)
     try:
-        cur.execute(_positional(conn, text), params)
         return cur.fetchall()
     finally:
         cur.close()
+
+
+def _run(conn: Connection, text: str, params: tuple):
+    raw = conn.connection.driver_connection
+    cur = raw.cursor()
+    try:
+        if conn.dialect.name == "sqlite":
+            cur.execute(text, params)
+        else:
+            cur.execute(_prepared(raw, cur, text), params)
+    except BaseException:
+        cur.close()
+        raise
+    return cur

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from store.db import make_engine
-from store.sql import executemany
+from store.sql import executemany, fetchall, fetchone
 
 
 @pytest.fixture
@@ -51,3 +51,16 @@ def test_a_failed_batch_rolls_back_and_the_connection_goes_on(pg):
         with conn.begin():
             executemany(conn, insert, [(1, "b", 0.0)])
         assert conn.execute(text("SELECT v FROM t")).scalars().all() == ["b"]
+
+
+def test_single_statements_are_prepared_too(pg):
+    with pg.connect() as conn:
+        with conn.begin():
+            executemany(conn, "INSERT INTO t (k, v, f) VALUES (?, ?, ?)", [(1, "a", 5.0), (2, "b", 1.0)])
+        for _ in range(2):
+            with conn.begin():
+                assert fetchone(conn, "UPDATE t SET f = f - ? WHERE k = ? AND f >= ? RETURNING f", (1.0, 1, 1.0)) == (
+                    4.0 if _ == 0 else 3.0,)
+                assert fetchone(conn, "UPDATE t SET f = f - ? WHERE k = ? AND f >= ? RETURNING f", (9.0, 2, 9.0)) is None
+                assert fetchall(conn, "SELECT k FROM t WHERE f > ? ORDER BY k", (0.5,)) == [(1,), (2,)]
+        assert _prepared_count(conn) == 3
