@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex
 
 from billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
 from store.db import add_missing_columns, metadata
@@ -98,13 +99,14 @@ def upgrade(engine) -> list[str]:
     with engine.begin() as conn:
         done = add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)")])
         have = {i["name"] for i in inspect(conn).get_indexes("messages")}
+        # IF [NOT] EXISTS: several hubs may start on one PostgreSQL at once.
         for index in messages.indexes:
             if index.name not in have:
-                index.create(conn)
+                conn.execute(CreateIndex(index, if_not_exists=True))
                 done.append(f"index {index.name}")
         for name in _OLD_INDEXES:
             if name in have:
-                conn.execute(text(f"DROP INDEX {name}"))
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
                 done.append(f"dropped index {name}")
         return done
 
