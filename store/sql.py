@@ -75,7 +75,8 @@ def _prepared(raw, cur, text: str) -> str:
         numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
         name = f"staffetta_{len(names)}"
         cur.execute(f"PREPARE {name} AS {numbered}")
-        execute = names[text] = f"EXECUTE {name} ({', '.join(['%s'] * (len(parts) - 1))})"
+        args = f" ({', '.join(['%s'] * (len(parts) - 1))})" if len(parts) > 1 else ""
+        execute = names[text] = f"EXECUTE {name}{args}"
     return execute
 
 

@@ -63,4 +63,5 @@ def test_single_statements_are_prepared_too(pg):
                     4.0 if _ == 0 else 3.0,)
                 assert fetchone(conn, "UPDATE t SET f = f - ? WHERE k = ? AND f >= ? RETURNING f", (9.0, 2, 9.0)) is None
                 assert fetchall(conn, "SELECT k FROM t WHERE f > ? ORDER BY k", (0.5,)) == [(1,), (2,)]
-        assert _prepared_count(conn) == 3
+                assert fetchall(conn, "SELECT count(*) FROM t", ()) == [(2,)]
+        assert _prepared_count(conn) == 4
