@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from smpp.pdu import pdu_encoding  # noqa: E402
 
-from pdu.codec import Pdu, cstr, decode, encode, u8, u16  # noqa: E402
-from pdu.constants import Command, Tag  # noqa: E402
+from staffetta.pdu.codec import Pdu, cstr, decode, encode, u8, u16  # noqa: E402
+from staffetta.pdu.constants import Command, Tag  # noqa: E402
 
 SUBMIT_FIELDS = {
     "service_type": b"",

@@ -57,7 +57,7 @@ def calibrate() -> float:
     """
     import timeit
 
-    from pdu.codec import Pdu, decode, encode
+    from staffetta.pdu.codec import Pdu, decode, encode
 
     frame = encode(Pdu(4, 1, 0, {"source_addr": b"Staffetta", "destination_addr": b"393331234567",
                                  "registered_delivery": 1, "short_message": b"hello world"}))
@@ -71,7 +71,7 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
 
 
 def main() -> int:
-    from store.db import drop_pg_schema, scratch_pg_schema
+    from staffetta.store.db import drop_pg_schema, scratch_pg_schema
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -86,7 +86,7 @@ def main() -> int:
                     help="run the hub under yappi (CPU clock) and write its profile here; slows it ~2x")
     args = ap.parse_args()
     py = sys.executable
-    cli = [py, "-m", "smsc.cli"]
+    cli = [py, "-m", "staffetta.smsc.cli"]
     sizes = {1: 500, 10: 3000, 50: 5000} if args.quick else {1: 2000, 10: 20000, 50: 30000}
     calib = calibrate()
     if not args.json:

@@ -47,7 +47,7 @@ def thread_totals(prefix: str) -> list[int]:
 
 def one_run(n: int, work: Path) -> tuple[list[int], dict]:
     py = sys.executable
-    cli = [py, "-m", "smsc.cli"]
+    cli = [py, "-m", "staffetta.smsc.cli"]
     data = work / f"data-{n}"
     sim_port, hub_port = free_port(), free_port()
     subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",

@@ -48,7 +48,7 @@ def main() -> int:
                         f.write(f"{n:>15} {who}\n")
 
     atexit.register(dump)
-    from smsc.cli import main as staffetta
+    from staffetta.smsc.cli import main as staffetta
 
     return staffetta(argv)
 

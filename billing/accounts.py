@@ -37,9 +37,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from billing import ledger as _ledger  # registers the money tables with the accounts
-from pdu.constants import Status
-from store.db import metadata
+from staffetta.billing import ledger as _ledger  # registers the money tables with the accounts
+from staffetta.pdu.constants import Status
+from staffetta.store.db import metadata
 
 #: Statuses an account may choose for "not enough credit" (feature C1).
 NOCREDIT_STATUSES = (int(Status.STAFFETTA_RNOCREDIT), int(Status.ESME_RSUBMITFAIL))
@@ -367,7 +367,7 @@ def upgrade(engine) -> list[str]:
     """
     from sqlalchemy import text
 
-    from store.db import add_missing_columns
+    from staffetta.store.db import add_missing_columns
 
     done: list[str] = []
     with engine.begin() as conn:

@@ -30,8 +30,8 @@ from twisted.internet import defer, protocol, task
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
-from .money import format_credits
-from .wallet import Crossing
+from staffetta.billing.money import format_credits
+from staffetta.billing.wallet import Crossing
 
 log = logging.getLogger("staffetta.billing.alerts")
 

@@ -20,10 +20,17 @@ from functools import partial
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from . import accounts as acc
-from . import wallet
-from .money import format_credits, parse_credits
-from .plans import BillingConfig, PlanError, billing_from_dict, expiry_after, parse_validity, trial_amount
+from staffetta.billing import accounts as acc
+from staffetta.billing import wallet
+from staffetta.billing.money import format_credits, parse_credits
+from staffetta.billing.plans import (
+    BillingConfig,
+    PlanError,
+    billing_from_dict,
+    expiry_after,
+    parse_validity,
+    trial_amount,
+)
 
 EngineFactory = Callable[[argparse.Namespace], Engine]
 BillingFactory = Callable[[argparse.Namespace], BillingConfig]
@@ -374,7 +381,7 @@ def cmd_expire(args, engine: Engine, billing: BillingConfig) -> int:
 
 
 def _run(fn, engine_factory: EngineFactory, billing_factory: BillingFactory | None, args) -> int:
-    from store.db import create_schema  # billing.accounts (imported above) registered our tables
+    from staffetta.store.db import create_schema  # billing.accounts (imported above) registered our tables
 
     try:
         cfg = (billing_factory or _default_billing)(args)

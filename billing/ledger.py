@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 
-from store.db import metadata
+from staffetta.store.db import metadata
 
 _ID = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY autoincrements on SQLite
 

@@ -26,9 +26,8 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from conf.settings import ConfigError
-
-from .money import parse_credits
+from staffetta.billing.money import parse_credits
+from staffetta.conf.settings import ConfigError
 
 SMART, PRO, REPLY = "SMART", "PRO", "REPLY"
 MESSAGE_TYPES = (SMART, PRO, REPLY)

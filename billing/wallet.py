@@ -36,10 +36,8 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from store.sql import driver_sql, executemany, fetchall, fetchone, insert_sql
-
-from .accounts import accounts
-from .ledger import (
+from staffetta.billing.accounts import accounts
+from staffetta.billing.ledger import (
     DEBIT,
     EXPIRY,
     HLR,
@@ -53,7 +51,8 @@ from .ledger import (
     lots,
     transfers,
 )
-from .plans import PricePlan, segments_left
+from staffetta.billing.plans import PricePlan, segments_left
+from staffetta.store.sql import driver_sql, executemany, fetchall, fetchone, insert_sql
 
 #: Refund reasons (D7). The first three are always refunded; a network
 #: failure only when the account has ``refund_on_network_failure``.

@@ -10,11 +10,11 @@
 Importing this package registers the three tables on ``store.db.metadata``.
 """
 
-from hlr.cache import HlrCache
-from hlr.jobs import JobRunner
-from hlr.model import HlrMetrics, HlrResult, parse_age
-from hlr.providers import CircuitBreaker, HttpJsonProvider, provider_from_config, simulator_provider
-from hlr.service import ChargeRefused, HlrService, decide, decision_status, writer_charge
+from staffetta.hlr.cache import HlrCache
+from staffetta.hlr.jobs import JobRunner
+from staffetta.hlr.model import HlrMetrics, HlrResult, parse_age
+from staffetta.hlr.providers import CircuitBreaker, HttpJsonProvider, provider_from_config, simulator_provider
+from staffetta.hlr.service import ChargeRefused, HlrService, decide, decision_status, writer_charge
 
 __all__ = [
     "ChargeRefused", "CircuitBreaker", "HlrCache", "HlrMetrics", "HlrResult", "HlrService",

@@ -30,8 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
-from hlr.model import ANSWERS, HlrResult
-from store.db import metadata
+from staffetta.hlr.model import ANSWERS, HlrResult
+from staffetta.store.db import metadata
 
 log = logging.getLogger(__name__)
 

@@ -53,12 +53,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from twisted.internet import defer, task, threads
 
-from hlr.cache import hlr_cache, read_results, upsert_results
-from hlr.model import ANSWERS, CACHE, ERROR, INVALID, LOCAL, NULL_METRICS, HlrResult, error_result
-from hlr.providers import CLOSED, CircuitOpen, ProviderError
-from pdu.addresses import normalize_destination
-from pdu.errors import SubmitRejected
-from store.db import metadata
+from staffetta.hlr.cache import hlr_cache, read_results, upsert_results
+from staffetta.hlr.model import ANSWERS, CACHE, ERROR, INVALID, LOCAL, NULL_METRICS, HlrResult, error_result
+from staffetta.hlr.providers import CLOSED, CircuitOpen, ProviderError
+from staffetta.pdu.addresses import normalize_destination
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.store.db import metadata
 
 log = logging.getLogger(__name__)
 

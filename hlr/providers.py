@@ -47,7 +47,7 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
-from hlr.model import (
+from staffetta.hlr.model import (
     ABSENT,
     INVALID,
     NULL_METRICS,
@@ -600,7 +600,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def _expand(value: str, where: str) -> str:
     """``${NAME}`` -> the environment variable (secrets stay out of the YAML)."""
-    from conf.settings import ConfigError
+    from staffetta.conf.settings import ConfigError
 
     def sub(m: re.Match) -> str:
         if m.group(1) not in os.environ:
@@ -616,7 +616,7 @@ def provider_from_config(reactor: Any, d: Mapping[str, Any], *, where: str = "hl
 
     Raises ``conf.settings.ConfigError`` with one line naming the field.
     """
-    from conf.settings import ConfigError
+    from staffetta.conf.settings import ConfigError
 
     if not isinstance(d, Mapping):
         raise ConfigError(f"{where}: expected a mapping")

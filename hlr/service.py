@@ -31,8 +31,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hlr.cache import Coalescer, HlrCache
-from hlr.model import (
+from staffetta.hlr.cache import Coalescer, HlrCache
+from staffetta.hlr.model import (
     ABSENT,
     DAY,
     ERROR,
@@ -44,8 +44,8 @@ from hlr.model import (
     HlrResult,
     error_result,
 )
-from hlr.providers import ProviderError
-from pdu.constants import Status
+from staffetta.hlr.providers import ProviderError
+from staffetta.pdu.constants import Status
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import attrs
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from .constants import Npi, Status, Ton
-from .errors import SubmitRejected
+from staffetta.pdu.constants import Npi, Status, Ton
+from staffetta.pdu.errors import SubmitRejected
 
 DEFAULT_SENDER_CHARSET: frozenset[str] = frozenset(string.ascii_letters + string.digits + " ")
 #: E.164 allows at most 15 digits including the country code.

@@ -33,7 +33,7 @@ import re
 import struct
 from typing import Any
 
-from pdu.constants import RESPONSE_BIT, Command, Status, Tag
+from staffetta.pdu.constants import RESPONSE_BIT, Command, Status, Tag
 
 HEADER_LEN = 16
 

@@ -9,7 +9,7 @@ log line names what was wrong.
 
 from __future__ import annotations
 
-from .constants import Status, status_name
+from staffetta.pdu.constants import Status, status_name
 
 
 class SubmitRejected(Exception):

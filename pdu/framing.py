@@ -17,7 +17,7 @@ arriving a few bytes at a time costs no quadratic re-copying -- nor does a
 
 from __future__ import annotations
 
-from pdu.codec import HEADER_LEN
+from staffetta.pdu.codec import HEADER_LEN
 
 #: Largest PDU we accept: header, the largest mandatory part (submit_multi with
 #: 254 destinations is ~6 KiB) and a full 64 KiB message_payload.

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from .addresses import (
+from staffetta.pdu.addresses import (
     DEFAULT_SENDER_CHARSET,
     Destination,
     Sender,
@@ -28,11 +28,11 @@ from .addresses import (
     check_sender,
     normalize_destination,
 )
-from .constants import ESM_UDHI, Npi, Status, Tag, Ton
-from .errors import SubmitRejected
-from .segments import limits, measure_bytes, parse_udh
-from .smpptime import SmppTimeError, parse_smpp_time
-from .text import DEFAULT_ALPHABETS, GSM, UCS2, decode, parse_data_coding
+from staffetta.pdu.constants import ESM_UDHI, Npi, Status, Tag, Ton
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.segments import limits, measure_bytes, parse_udh
+from staffetta.pdu.smpptime import SmppTimeError, parse_smpp_time
+from staffetta.pdu.text import DEFAULT_ALPHABETS, GSM, UCS2, decode, parse_data_coding
 
 SMART = "SMART"
 PRO = "PRO"

@@ -15,8 +15,8 @@ from collections.abc import MutableMapping
 
 from twisted.internet import protocol, task
 
-from pdu.codec import Pdu
-from pdu.session import (
+from staffetta.pdu.codec import Pdu
+from staffetta.pdu.session import (
     AlertReceived,
     Closing,
     Outstanding,
@@ -126,7 +126,7 @@ class SessionProtocol(protocol.Protocol):
                 # Never let one PDU's handler crash the connection's other PDUs.
                 log.exception("handler failed for %r", ev)
                 if type(ev) is RequestReceived:
-                    from pdu.constants import Status
+                    from staffetta.pdu.constants import Status
 
                     self.session.respond(ev.pdu, Status.ESME_RSYSERR)
 

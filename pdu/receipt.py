@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import gsm
-from .constants import MessageState
+from staffetta.pdu import gsm
+from staffetta.pdu.constants import MessageState
 
 STATE_TO_STAT: dict[MessageState, str] = {
     MessageState.ENROUTE: "ENROUTE",

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
-from .constants import Status
-from .errors import SubmitRejected
-from .gsm import ESC
-from .gsm import encode as _gsm_encode_strict
-from .text import BINARY, GSM, LATIN1, UCS2
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.gsm import ESC
+from staffetta.pdu.gsm import encode as _gsm_encode_strict
+from staffetta.pdu.text import BINARY, GSM, LATIN1, UCS2
 
 _SINGLE = {GSM: 160, LATIN1: 140, BINARY: 140, UCS2: 70}
 _MULTI8 = {GSM: 153, LATIN1: 134, BINARY: 134, UCS2: 67}

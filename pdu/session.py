@@ -24,15 +24,15 @@ import logging
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
-from pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, decode_frame, encode, u8, unpack_header
-from pdu.constants import (
+from staffetta.pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, decode_frame, encode, u8, unpack_header
+from staffetta.pdu.constants import (
     BIND_COMMANDS,
     RESPONSE_BIT,
     Command,
     Status,
     Tag,
 )
-from pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
+from staffetta.pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
 
 log = logging.getLogger(__name__)
 

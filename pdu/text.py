@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import gsm
-from .constants import Status
-from .errors import SubmitRejected
+from staffetta.pdu import gsm
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
 
 GSM = "gsm"
 LATIN1 = "latin1"

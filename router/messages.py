@@ -33,9 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex
 
-from billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
-from store.db import add_missing_columns, metadata
-from store.sql import executemany, insert_sql
+from staffetta.billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
+from staffetta.store.db import add_missing_columns, metadata
+from staffetta.store.sql import executemany, insert_sql
 
 QUEUED, FORWARDED, FINAL = 0, 1, 2
 

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from twisted.internet import defer
 
-from pdu.constants import Status
-from router.messages import Delivery
+from staffetta.pdu.constants import Status
+from staffetta.router.messages import Delivery
 
 log = logging.getLogger(__name__)
 

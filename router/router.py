@@ -16,13 +16,19 @@ from collections.abc import Callable
 
 from twisted.internet import defer
 
-from pdu import text as pdutext
-from pdu.codec import Pdu, cstr, encode, tlv_cstr, tlv_int, u8
-from pdu.constants import ESM_RECEIPT, FINAL_STATES, Command, MessageState, Status, Tag
-from pdu.receipt import STATE_TO_STAT, format_receipt, normalize_message_id, parse_receipt, stat_to_state
-from router import messages as store
-from router.messages import Delivery
-from router.upstream import Connector, Forward
+from staffetta.pdu import text as pdutext
+from staffetta.pdu.codec import Pdu, cstr, encode, tlv_cstr, tlv_int, u8
+from staffetta.pdu.constants import ESM_RECEIPT, FINAL_STATES, Command, MessageState, Status, Tag
+from staffetta.pdu.receipt import (
+    STATE_TO_STAT,
+    format_receipt,
+    normalize_message_id,
+    parse_receipt,
+    stat_to_state,
+)
+from staffetta.router import messages as store
+from staffetta.router.messages import Delivery
+from staffetta.router.upstream import Connector, Forward
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from collections import deque
 
 from twisted.internet import protocol
 
-from conf.settings import UpstreamSettings
-from pdu.codec import Pdu
-from pdu.constants import Command, Status
-from pdu.protocol import SessionProtocol
-from pdu.session import Outstanding, Side, Timers
+from staffetta.conf.settings import UpstreamSettings
+from staffetta.pdu.codec import Pdu
+from staffetta.pdu.constants import Command, Status
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.session import Outstanding, Side, Timers
 
 log = logging.getLogger(__name__)
 

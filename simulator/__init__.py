@@ -6,7 +6,7 @@ that are not ours, so it must share no rule with the hub it tests.
 * :mod:`simulator.carrier` - :class:`~simulator.carrier.Carrier`, the simulated SMSC;
 * :mod:`simulator.control` - its small HTTP control API;
 * :mod:`simulator.loadclient` - :func:`~simulator.loadclient.run_load`, the load-generating ESME;
-* :mod:`simulator.cli` - ``staffetta simulator`` and ``staffetta bench``.
+* :mod:`staffetta.simulator.cli` - ``staffetta simulator`` and ``staffetta bench``.
 
 See docs/simulator.md.
 """

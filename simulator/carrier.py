@@ -38,19 +38,19 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IListeningPort
 
-from pdu import text as textmod
-from pdu.codec import Pdu, u8, u16
-from pdu.constants import (
+from staffetta.pdu import text as textmod
+from staffetta.pdu.codec import Pdu, u8, u16
+from staffetta.pdu.constants import (
     BIND_COMMANDS,
     ESM_RECEIPT,
     Command,
     Status,
     Tag,
 )
-from pdu.errors import SubmitRejected
-from pdu.protocol import SessionProtocol
-from pdu.receipt import STAT_TO_STATE, format_receipt
-from pdu.session import Outstanding, Side, State, Timers
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt
+from staffetta.pdu.session import Outstanding, Side, State, Timers
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from simulator.carrier import FINAL_STATS, ID_FORMATS, RECEIPT_FORMATS
+from staffetta.simulator.carrier import FINAL_STATS, ID_FORMATS, RECEIPT_FORMATS
 
 
 def parse_hostport(s: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -139,8 +139,8 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
 
     from twisted.internet.error import CannotListenError
 
-    from simulator.carrier import Carrier
-    from simulator.control import listen_control
+    from staffetta.simulator.carrier import Carrier
+    from staffetta.simulator.control import listen_control
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -196,7 +196,7 @@ def start_hlr(args: argparse.Namespace, reactor: Any) -> tuple[int, str]:
         return 2, ""
     from twisted.internet.error import CannotListenError
 
-    from simulator.hlr import HlrSimulator
+    from staffetta.simulator.hlr import HlrSimulator
 
     try:
         sim = HlrSimulator(reactor, seed=args.seed or 0, latency=latency, error_rate=rate,
@@ -258,14 +258,14 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
             _error("bench", f"{'-n' if name == 'n' else '--' + name}: must be >= {0 if name == 'n' else 1}")
             return 2
     try:
-        from pdu.gsm import encode as gsm_encode
+        from staffetta.pdu.gsm import encode as gsm_encode
 
         text = gsm_encode(args.text)
     except ValueError as exc:
         _error("bench", f"--text: not GSM 03.38: {exc}")
         return 2
 
-    from simulator.loadclient import run_load
+    from staffetta.simulator.loadclient import run_load
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -296,7 +296,7 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m simulator.cli simulator|bench ...``) until smsc/cli.py wires it."""
+    """Stand-alone entry (``python -m staffetta.simulator.cli simulator|bench ...``) until smsc/cli.py wires it."""
     parser = argparse.ArgumentParser(prog="staffetta")
     sub = parser.add_subparsers(dest="command", required=True)
     add_simulator_arguments(sub.add_parser("simulator", help="run the SMSC simulator"))

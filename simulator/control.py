@@ -25,8 +25,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from pdu.constants import status_name
-from simulator.carrier import Carrier
+from staffetta.pdu.constants import status_name
+from staffetta.simulator.carrier import Carrier
 
 
 class BadRequest(ValueError):

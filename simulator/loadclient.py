@@ -23,11 +23,11 @@ from typing import Any
 from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
-from pdu.codec import DecodeError, Pdu, decode, encode
-from pdu.constants import ESM_RECEIPT, Command, Status, Tag, status_name
-from pdu.framing import Framer, FramingError
-from pdu.protocol import SessionProtocol
-from pdu.session import Outstanding, Side, Timers
+from staffetta.pdu.codec import DecodeError, Pdu, decode, encode
+from staffetta.pdu.constants import ESM_RECEIPT, Command, Status, Tag, status_name
+from staffetta.pdu.framing import Framer, FramingError
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.session import Outstanding, Side, Timers
 
 #: Our submit_sm sequence numbers start here; the session's own requests
 #: (bind, enquire_link, unbind) count up from 1 and never get this far.

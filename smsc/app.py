@@ -8,29 +8,29 @@ from sqlalchemy import select
 from twisted.internet import defer, task, threads
 from twisted.web import server as webserver
 
-from billing.accounts import Account, accounts, credentials, hash_password, upgrade
-from billing.alerts import LowCreditAlerter
-from billing.plans import PricePlan, billing_from_dict
-from billing.wallet import Report, pending_alerts
-from conf.settings import Settings, parse_hostport
-from hlr import cache as _hlr_cache  # noqa: F401 - registers its tables
-from hlr import jobs as _hlr_jobs  # noqa: F401
-from hlr.model import HlrMetrics, parse_age
-from hlr.providers import provider_from_config
-from hlr.service import HlrService, writer_charge
-from pdu.message import AccountPolicy
-from pdu.session import Timers
-from router import messages as store
-from router.outbox import Outbox
-from router.router import Router
-from router.upstream import Connector
-from smsc.hlr_billing import billing_charge_tx
-from smsc.metrics import HubMetrics, MetricsResource
-from smsc.server import BindLimiter, HubFactory
-from smsc.throttle import TokenBucket
-from store.db import create_schema, make_engine
-from store.ids import allocator
-from store.writer import GroupCommitWriter
+from staffetta.billing.accounts import Account, accounts, credentials, hash_password, upgrade
+from staffetta.billing.alerts import LowCreditAlerter
+from staffetta.billing.plans import PricePlan, billing_from_dict
+from staffetta.billing.wallet import Report, pending_alerts
+from staffetta.conf.settings import Settings, parse_hostport
+from staffetta.hlr import cache as _hlr_cache  # noqa: F401 - registers its tables
+from staffetta.hlr import jobs as _hlr_jobs  # noqa: F401
+from staffetta.hlr.model import HlrMetrics, parse_age
+from staffetta.hlr.providers import provider_from_config
+from staffetta.hlr.service import HlrService, writer_charge
+from staffetta.pdu.message import AccountPolicy
+from staffetta.pdu.session import Timers
+from staffetta.router import messages as store
+from staffetta.router.outbox import Outbox
+from staffetta.router.router import Router
+from staffetta.router.upstream import Connector
+from staffetta.smsc.hlr_billing import billing_charge_tx
+from staffetta.smsc.metrics import HubMetrics, MetricsResource
+from staffetta.smsc.server import BindLimiter, HubFactory
+from staffetta.smsc.throttle import TokenBucket
+from staffetta.store.db import create_schema, make_engine
+from staffetta.store.ids import allocator
+from staffetta.store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from dataclasses import replace
 
-from conf.settings import ConfigError, Settings, UpstreamSettings, load, parse_hostport
+from staffetta.conf.settings import ConfigError, Settings, UpstreamSettings, load, parse_hostport
 
 DEMO_SIM_SYSTEM_ID = "staffetta"
 DEMO_SIM_PASSWORD = "secret"
@@ -47,8 +47,8 @@ def _settings_from(args) -> Settings:
 
 def ensure_demo_account(engine) -> bool:
     """The demo account with 1,000,000 non-expiring credits; True if created."""
-    from billing.accounts import create_account, get_account
-    from billing.wallet import topup
+    from staffetta.billing.accounts import create_account, get_account
+    from staffetta.billing.wallet import topup
 
     with engine.begin() as conn:
         if get_account(conn, "demo") is not None:
@@ -60,13 +60,13 @@ def ensure_demo_account(engine) -> bool:
 
 def engine_for(args):
     """The store a verb's --config / --data-dir names, schema created and upgraded."""
-    import billing.accounts  # noqa: F401 - registers its tables
-    import hlr.cache  # noqa: F401
-    import hlr.jobs  # noqa: F401
-    import router.messages  # noqa: F401
-    from billing.accounts import upgrade
-    from router.messages import upgrade as upgrade_messages
-    from store.db import create_schema, make_engine
+    import staffetta.billing.accounts  # noqa: F401 - registers its tables
+    import staffetta.hlr.cache  # noqa: F401
+    import staffetta.hlr.jobs  # noqa: F401
+    import staffetta.router.messages  # noqa: F401
+    from staffetta.billing.accounts import upgrade
+    from staffetta.router.messages import upgrade as upgrade_messages
+    from staffetta.store.db import create_schema, make_engine
 
     engine = make_engine(_settings_from(args).db_url)
     create_schema(engine)
@@ -103,10 +103,10 @@ def settle_heap() -> None:
 def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
-    from conf.settings import HlrSettings
-    from simulator.carrier import Carrier
-    from simulator.hlr import listen_hlr
-    from smsc.app import Hub
+    from staffetta.conf.settings import HlrSettings
+    from staffetta.simulator.carrier import Carrier
+    from staffetta.simulator.hlr import listen_hlr
+    from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = _settings_from(args)
@@ -143,7 +143,7 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     from twisted.internet import reactor
 
-    from smsc.app import Hub
+    from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = _settings_from(args)
@@ -158,10 +158,17 @@ def cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from simulator.cli import add_bench_arguments, add_simulator_arguments, bench_main, simulator_main
+    from staffetta import __version__ as staffetta_version
+    from staffetta.simulator.cli import (
+        add_bench_arguments,
+        add_simulator_arguments,
+        bench_main,
+        simulator_main,
+    )
 
     p = argparse.ArgumentParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--version", action="version", version=f"%(prog)s {staffetta_version}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     def store_opts(sp):
@@ -190,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(b)
     b.set_defaults(func=bench_main)
 
-    from billing.cli import register as register_account_verbs
-    from smsc.hlr_cli import register as register_hlr_verbs
+    from staffetta.billing.cli import register as register_account_verbs
+    from staffetta.smsc.hlr_cli import register as register_hlr_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)

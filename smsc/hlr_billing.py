@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
-from billing.wallet import HLR, Debit, debit_batch
+from staffetta.billing.wallet import HLR, Debit, debit_batch
 
 
 def billing_charge_tx(conn: Connection, items: list[tuple[int, int, str]]) -> list[bool]:

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hlr.model import parse_age
-from smsc.hlr_billing import billing_charge_tx
+from staffetta.hlr.model import parse_age
+from staffetta.smsc.hlr_billing import billing_charge_tx
 
 DEFAULT_PROVIDER_URL = "http://127.0.0.1:2778"
 
@@ -77,13 +77,13 @@ def _validate_provider(args: Any) -> None:
 
 
 def build_provider(args: Any, reactor: Any, *, concurrency: int = 20) -> Any:
-    from hlr.providers import HttpJsonProvider, provider_from_config, simulator_provider
+    from staffetta.hlr.providers import HttpJsonProvider, provider_from_config, simulator_provider
 
     _check_provider_url(args)
     url = getattr(args, "provider_url", None)
     if url:
         if "{number}" in url:
-            from hlr.providers import MAPPABLE
+            from staffetta.hlr.providers import MAPPABLE
 
             identity = {k: k for k in MAPPABLE if k not in ("mccmnc", "original_mccmnc")}
             return HttpJsonProvider(reactor, "http", url, field_mapping=identity, max_concurrency=concurrency)
@@ -98,7 +98,7 @@ def build_provider(args: Any, reactor: Any, *, concurrency: int = 20) -> Any:
 
 
 def _account(engine: Any, name: str) -> Any:
-    from billing.accounts import get_account
+    from staffetta.billing.accounts import get_account
 
     with engine.connect() as conn:
         acct = get_account(conn, name)
@@ -109,12 +109,12 @@ def _account(engine: Any, name: str) -> Any:
 
 def hlr_price(args: Any, account: Any) -> int:
     """The account's plan HLR price from the config's ``billing:`` section; 50 without one."""
-    from hlr.service import DEFAULT_PRICE
+    from staffetta.hlr.service import DEFAULT_PRICE
 
     section = _raw_config(args).get("billing")
     if not section:
         return DEFAULT_PRICE
-    from billing.plans import billing_from_dict
+    from staffetta.billing.plans import billing_from_dict
 
     return billing_from_dict(section).plan(account.price_plan).hlr_price
 
@@ -126,7 +126,7 @@ def _credits(centi: int) -> str:
 
 
 def _engine(args: Any, engine_factory: Callable[[Any], Any]) -> Any:
-    from hlr.jobs import create_tables
+    from staffetta.hlr.jobs import create_tables
 
     engine = engine_factory(args)
     create_tables(engine)
@@ -187,7 +187,7 @@ class _Bar:
     def __call__(self, p: Any) -> None:
         if not self.enabled:
             return
-        from hlr.jobs import format_progress
+        from staffetta.hlr.jobs import format_progress
 
         now = time.monotonic()
         if self.tty:
@@ -205,7 +205,7 @@ class _Bar:
     def end(self, p: Any) -> None:
         if not self.enabled or p is None:
             return
-        from hlr.jobs import format_progress
+        from staffetta.hlr.jobs import format_progress
 
         sys.stderr.write(("\r" if self.tty else "") + format_progress(p) + ("\x1b[K" if self.tty else "") + "\n")
         sys.stderr.flush()
@@ -216,8 +216,8 @@ class _Bar:
 
 def _run_job(args: Any, engine: Any, job_id: int) -> tuple[Any, int]:
     """Run or resume ``job_id``; (JobInfo, lookups made)."""
-    from hlr.jobs import JobRunner
-    from store.writer import GroupCommitWriter
+    from staffetta.hlr.jobs import JobRunner
+    from staffetta.store.writer import GroupCommitWriter
 
     bar = _Bar(not getattr(args, "no_progress", False))
     holder: dict[str, Any] = {}
@@ -248,7 +248,7 @@ def _run_job(args: Any, engine: Any, job_id: int) -> tuple[Any, int]:
 def _status_breakdown(engine: Any, job_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from hlr.jobs import hlr_job_items
+    from staffetta.hlr.jobs import hlr_job_items
 
     with engine.connect() as conn:
         return {str(r or "pending"): int(n) for r, n in conn.execute(
@@ -257,7 +257,7 @@ def _status_breakdown(engine: Any, job_id: int) -> dict[str, int]:
 
 
 def _finish_report(args: Any, engine: Any, info: Any, lookups: int, resumed: bool) -> int:
-    from hlr.jobs import FINISHED, write_results
+    from staffetta.hlr.jobs import FINISHED, write_results
 
     out = getattr(args, "out", None)
     written = write_results(engine, info.id, out) if out else None
@@ -287,7 +287,7 @@ def _finish_report(args: Any, engine: Any, info: Any, lookups: int, resumed: boo
 
 def cmd_verify(args: Any, engine_factory: Callable[[Any], Any]) -> int:
     _check_provider_url(args)
-    from hlr.jobs import create_job, find_resumable, fingerprint, prepare_items, read_numbers
+    from staffetta.hlr.jobs import create_job, find_resumable, fingerprint, prepare_items, read_numbers
 
     stale = None
     if args.stale_after:
@@ -329,7 +329,7 @@ def cmd_verify(args: Any, engine_factory: Callable[[Any], Any]) -> int:
 
 def cmd_resume(args: Any, engine_factory: Callable[[Any], Any]) -> int:
     _check_provider_url(args)
-    from hlr.jobs import get_job
+    from staffetta.hlr.jobs import get_job
 
     if args.concurrency < 1:
         raise UsageError("--concurrency: must be >= 1")
@@ -342,7 +342,7 @@ def cmd_resume(args: Any, engine_factory: Callable[[Any], Any]) -> int:
 
 
 def cmd_jobs(args: Any, engine_factory: Callable[[Any], Any]) -> int:
-    from hlr.jobs import list_jobs
+    from staffetta.hlr.jobs import list_jobs
 
     engine = _engine(args, engine_factory)
     with engine.connect() as conn:
@@ -366,9 +366,9 @@ def cmd_jobs(args: Any, engine_factory: Callable[[Any], Any]) -> int:
 
 def cmd_lookup(args: Any, engine_factory: Callable[[Any], Any]) -> int:
     _check_provider_url(args)
-    from hlr.jobs import normalize_number
-    from hlr.service import ChargeRefused, HlrService, writer_charge
-    from store.writer import GroupCommitWriter
+    from staffetta.hlr.jobs import normalize_number
+    from staffetta.hlr.service import ChargeRefused, HlrService, writer_charge
+    from staffetta.store.writer import GroupCommitWriter
 
     max_age = None
     if args.max_age:
@@ -497,12 +497,12 @@ def register(subparsers: Any, engine_factory: Callable[[Any], Any]) -> argparse.
 
 def default_engine_factory(args: Any) -> Any:
     """``--config`` (its database_url / data_dir) or ``--data-dir`` (default ./staffetta-data)."""
-    import billing.accounts  # noqa: F401 - registers the billing tables
-    from store.db import create_schema, make_engine
+    import staffetta.billing.accounts  # noqa: F401 - registers the billing tables
+    from staffetta.store.db import create_schema, make_engine
 
     url = None
     if getattr(args, "config", None):
-        from conf.settings import load
+        from staffetta.conf.settings import load
 
         url = load(args.config).db_url
     if url is None:
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     register(sub, default_engine_factory)
     args = parser.parse_args(argv)
-    from conf.settings import ConfigError
+    from staffetta.conf.settings import ConfigError
 
     try:
         return args.func(args)

@@ -13,18 +13,18 @@ from datetime import UTC, datetime
 
 from twisted.internet import protocol, threads
 
-from billing.accounts import Credential, find_credential, verify_password
-from billing.plans import quote
-from hlr.service import REFUSE_DEST, REFUSE_SYSERR, ChargeRefused
-from pdu.codec import Pdu
-from pdu.constants import FINAL_STATES, Command, Status, Tag
-from pdu.errors import SubmitRejected
-from pdu.message import AccountPolicy, assess_submit
-from pdu.protocol import SessionProtocol
-from pdu.session import Outstanding, Side, State
-from router import messages as store
-from router.messages import Delivery
-from router.router import Tracked, encode_tlv_stream
+from staffetta.billing.accounts import Credential, find_credential, verify_password
+from staffetta.billing.plans import quote
+from staffetta.hlr.service import REFUSE_DEST, REFUSE_SYSERR, ChargeRefused
+from staffetta.pdu.codec import Pdu
+from staffetta.pdu.constants import FINAL_STATES, Command, Status, Tag
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.message import AccountPolicy, assess_submit
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.session import Outstanding, Side, State
+from staffetta.router import messages as store
+from staffetta.router.messages import Delivery
+from staffetta.router.router import Tracked, encode_tlv_stream
 
 log = logging.getLogger(__name__)
 

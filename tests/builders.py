@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pdu import gsm
+from staffetta.pdu import gsm
 
 
 def submit_fields(text: str | None = "Hello", **over) -> dict:

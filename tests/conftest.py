@@ -44,7 +44,7 @@ def pg_schema_url():
     u = urlsplit(PG_URL)
     require_service(port_open(u.hostname or "127.0.0.1", u.port or 5432),
                     f"PostgreSQL not reachable at {u.hostname}:{u.port or 5432}")
-    from store.db import drop_pg_schema, scratch_pg_schema
+    from staffetta.store.db import drop_pg_schema, scratch_pg_schema
 
     schema, url = scratch_pg_schema(PG_URL)
     yield url

@@ -9,11 +9,11 @@ from __future__ import annotations
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from pdu.codec import Pdu, decode
-from pdu.constants import Command, Status
-from pdu.framing import Framer
-from pdu.protocol import SessionProtocol
-from pdu.session import Outstanding, Side, Timers
+from staffetta.pdu.codec import Pdu, decode
+from staffetta.pdu.constants import Command, Status
+from staffetta.pdu.framing import Framer
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.session import Outstanding, Side, Timers
 
 
 class TestEsme(SessionProtocol):

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import tempfile
 
-from pdu.codec import Pdu, decode, encode
-from pdu.constants import Command
+from staffetta.pdu.codec import Pdu, decode, encode
+from staffetta.pdu.constants import Command
 
-CLI = [sys.executable, "-m", "smsc.cli"]
+CLI = [sys.executable, "-m", "staffetta.smsc.cli"]
 
 
 def free_port() -> int:

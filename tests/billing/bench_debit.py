@@ -13,9 +13,9 @@ import argparse
 import tempfile
 import time
 
-import billing.accounts as accounts
-from billing import wallet
-from store.db import create_schema, drop_pg_schema, make_engine, scratch_pg_schema
+import staffetta.billing.accounts as accounts
+from staffetta.billing import wallet
+from staffetta.store.db import create_schema, drop_pg_schema, make_engine, scratch_pg_schema
 
 
 def run(url: str, batch: int, batches: int, n_accounts: int) -> dict:

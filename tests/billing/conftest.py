@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import billing.accounts as accounts
-from store.db import create_schema, make_engine
+import staffetta.billing.accounts as accounts
+from staffetta.store.db import create_schema, make_engine
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.web import resource, server
 
-from billing import wallet
-from billing.alerts import DELIVERED, EMITTED, FAILED, RETRIED, LowCreditAlerter, alert_document
-from billing.wallet import Crossing, Debit, Report
+from staffetta.billing import wallet
+from staffetta.billing.alerts import DELIVERED, EMITTED, FAILED, RETRIED, LowCreditAlerter, alert_document
+from staffetta.billing.wallet import Crossing, Debit, Report
 from tests.billing.conftest import new_account
 
 inline = pytest_twisted.inlineCallbacks

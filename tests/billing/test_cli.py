@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from billing.cli import register
-from store.db import make_engine
+from staffetta.billing.cli import register
+from staffetta.store.db import make_engine
 
 
 @pytest.fixture

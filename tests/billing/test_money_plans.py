@@ -9,8 +9,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.money import format_credits, parse_credits
-from billing.plans import (
+from staffetta.billing.money import format_credits, parse_credits
+from staffetta.billing.plans import (
     NO_RATE_STATUS,
     BillingConfig,
     PlanError,
@@ -25,10 +25,10 @@ from billing.plans import (
     segments_left,
     trial_amount,
 )
-from conf.settings import ConfigError
-from pdu import gsm
-from pdu.constants import Tag
-from pdu.message import AccountPolicy, assess_submit
+from staffetta.conf.settings import ConfigError
+from staffetta.pdu import gsm
+from staffetta.pdu.constants import Tag
+from staffetta.pdu.message import AccountPolicy, assess_submit
 from tests.builders import submit_fields
 
 # ----------------------------------------------------------------------- money

@@ -18,10 +18,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-import billing.accounts as accounts
-from billing import wallet
-from billing.ledger import ledger
-from store.db import create_schema, make_engine
+import staffetta.billing.accounts as accounts
+from staffetta.billing import wallet
+from staffetta.billing.ledger import ledger
+from staffetta.store.db import create_schema, make_engine
 
 PG_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 pytestmark = pytest.mark.services
@@ -168,7 +168,7 @@ def test_concurrent_topups_with_one_reference_credit_once(pg_url) -> None:
 
 
 def test_cli_verbs_on_postgresql(pg_url, capsys) -> None:
-    from billing.cli import register
+    from staffetta.billing.cli import register
 
     parser = argparse.ArgumentParser(prog="staffetta")
     register(parser.add_subparsers(dest="verb", required=True), lambda args: make_engine(pg_url))

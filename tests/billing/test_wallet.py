@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
-from billing import accounts, wallet
-from billing.ledger import balances, credit_alerts, ledger, lots
-from billing.plans import PricePlan
-from billing.wallet import Debit, Report
+from staffetta.billing import accounts, wallet
+from staffetta.billing.ledger import balances, credit_alerts, ledger, lots
+from staffetta.billing.plans import PricePlan
+from staffetta.billing.wallet import Debit, Report
 from tests.billing.conftest import new_account
 
 T0 = 1_700_000_000
@@ -350,7 +350,7 @@ def test_upgrade_a_store_made_before_billing(tmp_path) -> None:
     """A data dir from before this issue gets the new columns and a balance row per account."""
     import sqlite3
 
-    from store.db import create_schema, make_engine
+    from staffetta.store.db import create_schema, make_engine
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import func, select
 
-from billing import wallet
-from billing.accounts import accounts
-from billing.ledger import balances, credit_alerts, lots
-from billing.wallet import Debit
-from store.db import create_schema, make_engine
+from staffetta.billing import wallet
+from staffetta.billing.accounts import accounts
+from staffetta.billing.ledger import balances, credit_alerts, lots
+from staffetta.billing.wallet import Debit
+from staffetta.store.db import create_schema, make_engine
 
 T0 = 1_700_000_000
 N_ACCOUNTS = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conf.settings import ConfigError, Settings, from_dict, load
+from staffetta.conf.settings import ConfigError, Settings, from_dict, load
 
 GOOD_UPSTREAM = {"name": "sim", "host": "127.0.0.1", "port": 2776, "system_id": "a", "password": "b"}
 

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 from twisted.internet import defer, reactor, task
 
-from billing.accounts import create_account, upgrade
-from billing.wallet import topup
-from conf.settings import HlrSettings, SessionSettings, Settings, UpstreamSettings
-from simulator.carrier import Carrier
-from smsc.app import Hub
-from store.db import create_schema, make_engine
+from staffetta.billing.accounts import create_account, upgrade
+from staffetta.billing.wallet import topup
+from staffetta.conf.settings import HlrSettings, SessionSettings, Settings, UpstreamSettings
+from staffetta.simulator.carrier import Carrier
+from staffetta.smsc.app import Hub
+from staffetta.store.db import create_schema, make_engine
 
 SIM_USER, SIM_PASS = "hubuser", "hubpass"
 
@@ -74,7 +74,7 @@ def make_env(data_dir: str, *, dlr_delay: float = 0.01, accounts=(("demo", "demo
         ),
     )
     engine = make_engine(settings.db_url)
-    import router.messages  # noqa: F401
+    import staffetta.router.messages  # noqa: F401
 
     create_schema(engine)
     upgrade(engine)

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from twisted.internet import defer, reactor
 from twisted.web import resource, server
 
-from billing.accounts import accounts, get_account, update_account
-from billing.ledger import ledger
-from billing.wallet import balance, check, set_threshold
-from pdu.constants import MessageState, Status, Tag
-from store.db import make_engine
+from staffetta.billing.accounts import accounts, get_account, update_account
+from staffetta.billing.ledger import ledger
+from staffetta.billing.wallet import balance, check, set_threshold
+from staffetta.pdu.constants import MessageState, Status, Tag
+from staffetta.store.db import make_engine
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.esme import connect_esme
 

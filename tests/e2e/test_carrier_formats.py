@@ -6,9 +6,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from pdu.codec import tlv_cstr
-from pdu.constants import MessageState, Tag
-from pdu.receipt import parse_receipt
+from staffetta.pdu.codec import tlv_cstr
+from staffetta.pdu.constants import MessageState, Tag
+from staffetta.pdu.receipt import parse_receipt
 from tests.e2e.harness import make_env, with_timeout
 from tests.esme import connect_esme
 

@@ -6,14 +6,14 @@ import pytest_twisted
 from sqlalchemy import select
 from twisted.internet import defer, reactor
 
-from billing.accounts import get_account
-from billing.ledger import ledger
-from billing.wallet import balance
-from conf.settings import HlrSettings
-from pdu.constants import Command, Status
-from router.messages import messages
-from simulator.hlr import listen_hlr
-from store.db import make_engine
+from staffetta.billing.accounts import get_account
+from staffetta.billing.ledger import ledger
+from staffetta.billing.wallet import balance
+from staffetta.conf.settings import HlrSettings
+from staffetta.pdu.constants import Command, Status
+from staffetta.router.messages import messages
+from staffetta.simulator.hlr import listen_hlr
+from staffetta.store.db import make_engine
 from tests.e2e.harness import make_env, with_timeout
 from tests.esme import connect_esme
 

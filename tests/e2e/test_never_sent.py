@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import reactor
 
-from pdu.codec import tlv_cstr
-from pdu.constants import Command, MessageState, Status, Tag
+from staffetta.pdu.codec import tlv_cstr
+from staffetta.pdu.constants import Command, MessageState, Status, Tag
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.e2e.test_billing_smpp import _balance, _ledger_kinds
 from tests.esme import connect_esme
@@ -81,8 +81,8 @@ def test_cancel_sm_withdraws_a_pending_message_and_refunds_it(data_dir):
 def test_validity_defaults_to_72_hours_and_is_clamped_to_7_days(data_dir):
     from sqlalchemy import select
 
-    from router.messages import messages
-    from store.db import make_engine
+    from staffetta.router.messages import messages
+    from staffetta.store.db import make_engine
 
     env = make_env(data_dir)
     try:

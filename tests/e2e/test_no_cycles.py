@@ -13,7 +13,7 @@ import gc
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from pdu.constants import Status
+from staffetta.pdu.constants import Status
 from tests.e2e.harness import make_env, with_timeout
 from tests.esme import connect_esme
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 
-from pdu.constants import Status
+from staffetta.pdu.constants import Status
 from tests.syncesme import CLI, SyncEsme, free_port, start
 
 ADMIN_URL = os.environ.get("STAFFETTA_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

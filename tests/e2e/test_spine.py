@@ -7,9 +7,9 @@ import urllib.request
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from pdu.codec import tlv_cstr
-from pdu.constants import ESM_RECEIPT, Command, MessageState, Status, Tag
-from pdu.receipt import parse_receipt
+from staffetta.pdu.codec import tlv_cstr
+from staffetta.pdu.constants import ESM_RECEIPT, Command, MessageState, Status, Tag
+from staffetta.pdu.receipt import parse_receipt
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.esme import connect_esme, connect_raw
 
@@ -145,7 +145,7 @@ def test_malformed_input_is_answered_and_other_sessions_keep_working(data_dir):
                 raw.transport.loseConnection()
         # A bound raw peer sending a truncated submit_sm and garbage after a valid PDU.
         raw = yield connect_raw(reactor, env.port)
-        from pdu.codec import Pdu, encode
+        from staffetta.pdu.codec import Pdu, encode
 
         raw.transport.write(encode(Pdu(Command.BIND_TRANSCEIVER, 1, 0, {"system_id": b"demo", "password": b"demo"})))
         [bind] = yield with_timeout(raw.wait_frames(1))
@@ -193,7 +193,7 @@ def test_receipt_waits_for_an_unbound_client_and_arrives_on_bind(data_dir):
 
 @pytest_twisted.inlineCallbacks
 def test_unanswered_deliver_sm_is_retried_never_lost(data_dir):
-    from conf.settings import SessionSettings
+    from staffetta.conf.settings import SessionSettings
 
     env = make_env(data_dir, session=SessionSettings(response=0.3))
     env.hub.outbox.retry_delay = 0.05

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import reactor
 
-from pdu.codec import tlv_cstr
-from pdu.constants import MessageState, Status, Tag
+from staffetta.pdu.codec import tlv_cstr
+from staffetta.pdu.constants import MessageState, Status, Tag
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.esme import connect_esme
 

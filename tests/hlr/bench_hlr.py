@@ -8,7 +8,7 @@
 
     # an N-number job against the simulator's HLR: in this process, or a separate one
     python -m tests.hlr.bench_hlr job [-n 100000] [--concurrency 50] [--latency 0]
-    python -m simulator.cli simulator --control off --listen 127.0.0.1:0 --hlr 127.0.0.1:2778 &
+    python -m staffetta.simulator.cli simulator --control off --listen 127.0.0.1:0 --hlr 127.0.0.1:2778 &
     python -m tests.hlr.bench_hlr job -n 100000 --sim-url http://127.0.0.1:2778
 
 The job bench times the two phases separately: creating the job (reading,
@@ -28,10 +28,10 @@ from twisted.internet import defer
 
 
 def _store(url: str | None, tmp: str):
-    import billing.accounts as accounts
-    import billing.wallet as wallet
-    import hlr  # noqa: F401
-    from store.db import create_schema, make_engine
+    import staffetta.billing.accounts as accounts
+    import staffetta.billing.wallet as wallet
+    from staffetta import hlr  # noqa: F401
+    from staffetta.store.db import create_schema, make_engine
 
     engine = make_engine(url or f"sqlite:///{tmp}/bench.db")
     create_schema(engine)
@@ -44,8 +44,8 @@ def _store(url: str | None, tmp: str):
 async def bench_cached(reactor, args) -> dict:
     from prometheus_client import CollectorRegistry
 
-    from hlr.model import HlrMetrics, HlrResult
-    from hlr.service import HlrService
+    from staffetta.hlr.model import HlrMetrics, HlrResult
+    from staffetta.hlr.service import HlrService
 
     class NoProvider:
         name = "none"
@@ -78,9 +78,9 @@ async def bench_cached(reactor, args) -> dict:
 
 
 async def bench_sql(reactor, args) -> dict:
-    from hlr.cache import upsert_results
-    from hlr.model import HlrResult
-    from hlr.service import HlrService
+    from staffetta.hlr.cache import upsert_results
+    from staffetta.hlr.model import HlrResult
+    from staffetta.hlr.service import HlrService
 
     class NoProvider:
         name = "none"
@@ -106,15 +106,15 @@ async def bench_sql(reactor, args) -> dict:
 
 
 async def bench_job(reactor, args) -> dict:
-    from hlr.jobs import JobRunner, create_job, prepare_items
-    from hlr.providers import simulator_provider
-    from smsc.hlr_billing import billing_charge_tx
-    from store.writer import GroupCommitWriter
+    from staffetta.hlr.jobs import JobRunner, create_job, prepare_items
+    from staffetta.hlr.providers import simulator_provider
+    from staffetta.smsc.hlr_billing import billing_charge_tx
+    from staffetta.store.writer import GroupCommitWriter
 
     sim = None
     url = args.sim_url
     if url is None:
-        from simulator.hlr import HlrSimulator
+        from staffetta.simulator.hlr import HlrSimulator
 
         sim = HlrSimulator(reactor, seed=1, latency=args.latency)
         sim.listen(0)

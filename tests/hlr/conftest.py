@@ -15,16 +15,16 @@ import pytest_twisted
 from sqlalchemy import func, select
 from twisted.internet import reactor
 
-import billing.accounts as accounts
-import billing.wallet as wallet
-import hlr  # noqa: F401 - registers the hlr tables
-from billing.ledger import ledger
-from hlr.providers import simulator_provider
-from hlr.service import HlrService, writer_charge
-from simulator.hlr import HlrSimulator
-from smsc.hlr_cli import billing_charge_tx
-from store.db import create_schema, make_engine
-from store.writer import GroupCommitWriter
+import staffetta.billing.accounts as accounts
+import staffetta.billing.wallet as wallet
+from staffetta import hlr  # noqa: F401 - registers the hlr tables
+from staffetta.billing.ledger import ledger
+from staffetta.hlr.providers import simulator_provider
+from staffetta.hlr.service import HlrService, writer_charge
+from staffetta.simulator.hlr import HlrSimulator
+from staffetta.smsc.hlr_cli import billing_charge_tx
+from staffetta.store.db import create_schema, make_engine
+from staffetta.store.writer import GroupCommitWriter
 
 TIMEOUT = 20.0
 

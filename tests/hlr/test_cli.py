@@ -13,11 +13,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-import billing.accounts as accounts
-import billing.wallet as wallet
-from hlr.jobs import list_jobs
-from smsc.hlr_cli import register
-from store.db import create_schema, make_engine
+import staffetta.billing.accounts as accounts
+import staffetta.billing.wallet as wallet
+from staffetta.hlr.jobs import list_jobs
+from staffetta.smsc.hlr_cli import register
+from staffetta.store.db import create_schema, make_engine
 from tests.hlr.conftest import balance, hlr_charges
 
 ensure = pytest_twisted.ensureDeferred
@@ -37,7 +37,7 @@ def store(tmp_path):
 
 
 def hlr_cmd(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "smsc.hlr_cli", "hlr", *argv]
+    return [sys.executable, "-m", "staffetta.smsc.hlr_cli", "hlr", *argv]
 
 
 async def run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -96,7 +96,7 @@ async def test_verify_lookup_jobs_and_stale_after(tmp_path, store, sim) -> None:
 ])
 def test_errors_are_one_line_exit_2(tmp_path, store, capsys, argv, needle) -> None:
     """Refused before any reactor or job: in-process, through the stand-alone entry point."""
-    from smsc.hlr_cli import main
+    from staffetta.smsc.hlr_cli import main
 
     data, engine, _a = store
     numbers = tmp_path / "n.txt"

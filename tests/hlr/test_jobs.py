@@ -11,11 +11,11 @@ import pytest_twisted
 from sqlalchemy import func, select
 from twisted.internet import defer, reactor
 
-import billing.accounts as accounts
-import billing.wallet as wallet
-from billing.ledger import ledger
-from hlr.cache import hlr_cache, upsert_results
-from hlr.jobs import (
+import staffetta.billing.accounts as accounts
+import staffetta.billing.wallet as wallet
+from staffetta.billing.ledger import ledger
+from staffetta.hlr.cache import hlr_cache, upsert_results
+from staffetta.hlr.jobs import (
     DONE,
     ERRORED,
     FINISHED,
@@ -40,8 +40,8 @@ from hlr.jobs import (
     read_numbers,
     write_results,
 )
-from hlr.model import DAY, HlrResult
-from smsc.hlr_billing import billing_charge_tx
+from staffetta.hlr.model import DAY, HlrResult
+from staffetta.smsc.hlr_billing import billing_charge_tx
 from tests.hlr.conftest import balance, hlr_charges, within
 
 ensure = pytest_twisted.ensureDeferred

@@ -6,9 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import task
 
-from conf.settings import ConfigError
-from hlr.model import HlrMetrics, HlrResult, parse_age
-from hlr.providers import (
+from staffetta.conf.settings import ConfigError
+from staffetta.hlr.model import HlrMetrics, HlrResult, parse_age
+from staffetta.hlr.providers import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -19,7 +19,7 @@ from hlr.providers import (
     dig,
     provider_from_config,
 )
-from hlr.service import (
+from staffetta.hlr.service import (
     FAIL_CLOSED,
     FAIL_OPEN,
     REFUSE_DEST,
@@ -28,7 +28,7 @@ from hlr.service import (
     decide,
     decision_status,
 )
-from pdu.constants import Status
+from staffetta.pdu.constants import Status
 
 
 def r(status: str, **kw) -> HlrResult:

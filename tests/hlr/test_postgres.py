@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from store.db import create_schema, make_engine
+from staffetta.store.db import create_schema, make_engine
 from tests.hlr.test_jobs import (  # noqa: F401 - collected again with the PostgreSQL engine
     test_out_of_credit_stops_and_resumes_after_a_top_up,
     test_results_files,

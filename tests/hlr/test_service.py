@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select
 from twisted.internet import defer, reactor, task
 
-import billing.accounts as accounts
-from billing.ledger import ledger
-from hlr.cache import HlrCache, hlr_cache
-from hlr.model import HlrMetrics
-from hlr.providers import CLOSED, OPEN
-from hlr.service import FAIL_CLOSED, FAIL_OPEN, REFUSE_DEST, REFUSE_SYSERR, SEND, ChargeRefused
-from store.db import create_schema, make_engine
+import staffetta.billing.accounts as accounts
+from staffetta.billing.ledger import ledger
+from staffetta.hlr.cache import HlrCache, hlr_cache
+from staffetta.hlr.model import HlrMetrics
+from staffetta.hlr.providers import CLOSED, OPEN
+from staffetta.hlr.service import FAIL_CLOSED, FAIL_OPEN, REFUSE_DEST, REFUSE_SYSERR, SEND, ChargeRefused
+from staffetta.store.db import create_schema, make_engine
 from tests.conftest import port_open, require_service
 from tests.hlr.conftest import balance, count, hlr_charges, within
 
@@ -185,8 +185,8 @@ async def test_price_per_account(engine, account, sim, make_service) -> None:
 @ensure
 async def test_auth_header_post_body_and_4xx_not_retried(engine, account, make_service) -> None:
     """A generic vendor: POST with a body template and a bearer token; a 401 is not retried."""
-    from hlr.providers import SIMULATOR_MAPPING, HttpJsonProvider
-    from simulator.hlr import HlrSimulator
+    from staffetta.hlr.providers import SIMULATOR_MAPPING, HttpJsonProvider
+    from staffetta.simulator.hlr import HlrSimulator
 
     s = HlrSimulator(reactor, token="t0k")
     s.listen(0)

@@ -13,8 +13,8 @@ from twisted.internet import reactor, threads
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from hlr.providers import _read_body as readBody
-from simulator.hlr import ABSENT, DELIVERED, NOT_MOBILE, UNKNOWN, HlrSimulator
+from staffetta.hlr.providers import _read_body as readBody
+from staffetta.simulator.hlr import ABSENT, DELIVERED, NOT_MOBILE, UNKNOWN, HlrSimulator
 from tests.hlr.conftest import within
 
 ensure = pytest_twisted.ensureDeferred
@@ -133,7 +133,7 @@ async def test_staffetta_simulator_serves_the_hlr(tmp_path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator.cli", "simulator", "--listen", "127.0.0.1:0", "--control", "off",
+        [sys.executable, "-m", "staffetta.simulator.cli", "simulator", "--listen", "127.0.0.1:0", "--control", "off",
          "--hlr", f"127.0.0.1:{port}", "--seed", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -155,7 +155,7 @@ async def test_staffetta_simulator_serves_the_hlr(tmp_path) -> None:
 def test_simulator_cli_bad_hlr_option(capsys) -> None:
     import argparse
 
-    from simulator import cli
+    from staffetta.simulator import cli
 
     parser = argparse.ArgumentParser()
     cli.add_simulator_arguments(parser)

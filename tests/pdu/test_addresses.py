@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pdu.addresses import (
+from staffetta.pdu.addresses import (
     Destination,
     Sender,
     SenderRules,
     check_sender,
     normalize_destination,
 )
-from pdu.constants import Status
-from pdu.errors import SubmitRejected
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
 
 
 def _status(fn, *args) -> int:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pdu import codec
-from pdu.codec import (
+from staffetta.pdu import codec
+from staffetta.pdu.codec import (
     HEADER_LEN,
     LAYOUTS,
     TLV_SIZES,
@@ -32,7 +32,7 @@ from pdu.codec import (
     u8,
     u16,
 )
-from pdu.constants import RESPONSE_BIT, Command, Status, Tag
+from staffetta.pdu.constants import RESPONSE_BIT, Command, Status, Tag
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

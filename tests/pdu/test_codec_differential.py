@@ -55,8 +55,8 @@ from smpp.pdu import constants as sconst
 from smpp.pdu import operations as sops
 from smpp.pdu import pdu_encoding as senc
 
-from pdu.codec import _C, _SM, _U8, LAYOUTS, TLV_SIZES, Pdu, decode, encode
-from pdu.constants import RESPONSE_BIT, Command, Tag
+from staffetta.pdu.codec import _C, _SM, _U8, LAYOUTS, TLV_SIZES, Pdu, decode, encode
+from staffetta.pdu.constants import RESPONSE_BIT, Command, Tag
 
 SETTINGS = settings(
     max_examples=40,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdu.codec import Pdu, encode
-from pdu.constants import Command
-from pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
+from staffetta.pdu.codec import Pdu, encode
+from staffetta.pdu.constants import Command
+from staffetta.pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
 
 
 def pdu_bytes(sequence: int, text: bytes = b"hi") -> bytes:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdu import gsm
+from staffetta.pdu import gsm
 
 GSM_ALPHABET = "".join(sorted(gsm.GSM_CHARS))
 gsm_text = st.text(alphabet=GSM_ALPHABET, max_size=400)

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdu import gsm
-from pdu.addresses import Destination, Sender
-from pdu.constants import Status, Tag
-from pdu.errors import SubmitRejected
-from pdu.message import AccountPolicy, Assessment, assess_submit
-from pdu.segments import choose_encoding, split, split_sar, udh_concat
+from staffetta.pdu import gsm
+from staffetta.pdu.addresses import Destination, Sender
+from staffetta.pdu.constants import Status, Tag
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
+from staffetta.pdu.segments import choose_encoding, split, split_sar, udh_concat
 from tests.builders import submit_fields
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pdu.constants import MessageState
-from pdu.receipt import (
+from staffetta.pdu.constants import MessageState
+from staffetta.pdu.receipt import (
     STAT_TO_STATE,
     STATE_TO_STAT,
     Receipt,

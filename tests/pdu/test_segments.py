@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdu import gsm
-from pdu.constants import Status
-from pdu.errors import SubmitRejected
-from pdu.segments import (
+from staffetta.pdu import gsm
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.segments import (
     Reassembler,
     SegmentCount,
     Udh,
@@ -22,7 +22,7 @@ from pdu.segments import (
     split_sar,
     udh_concat,
 )
-from pdu.text import BINARY, GSM, LATIN1, UCS2, decode
+from staffetta.pdu.text import BINARY, GSM, LATIN1, UCS2, decode
 
 GSM_ALPHABET = "".join(sorted(gsm.GSM_CHARS))
 # Texts biased towards the interesting characters: extension pairs and emoji.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pdu.codec import Pdu, decode, encode
-from pdu.constants import Command, Status, Tag
-from pdu.session import (
+from staffetta.pdu.codec import Pdu, decode, encode
+from staffetta.pdu.constants import Command, Status, Tag
+from staffetta.pdu.session import (
     MAX_SEQUENCE,
     Closing,
     ProtocolViolation,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pdu.smpptime import SmppTimeError, format_smpp_time, parse_smpp_time
+from staffetta.pdu.smpptime import SmppTimeError, format_smpp_time, parse_smpp_time
 
 NOW = datetime(2024, 1, 31, 12, 0, 0, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pdu.constants import Status
-from pdu.errors import SubmitRejected
-from pdu.text import (
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.text import (
     BINARY,
     GSM,
     LATIN1,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdu.codec import decode, encode
-from pdu.constants import ESM_RECEIPT, MessageState, Tag
-from pdu.receipt import STATE_TO_STAT, format_receipt, parse_receipt
-from router.router import Tracked, client_receipt, receipt_pdu
+from staffetta.pdu.codec import decode, encode
+from staffetta.pdu.constants import ESM_RECEIPT, MessageState, Tag
+from staffetta.pdu.receipt import STATE_TO_STAT, format_receipt, parse_receipt
+from staffetta.router.router import Tracked, client_receipt, receipt_pdu
 
 addresses = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=24)
 trackeds = st.builds(

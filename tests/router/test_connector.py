@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.internet import task
 
-from conf.settings import UpstreamSettings
-from router.upstream import Connector, Forward
+from staffetta.conf.settings import UpstreamSettings
+from staffetta.router.upstream import Connector, Forward
 
 
 class Session:

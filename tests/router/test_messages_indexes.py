@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, inspect, text
 
-import billing.accounts  # noqa: F401 - registers its tables
-from router import messages as M
-from store.db import create_schema, make_engine
+import staffetta.billing.accounts  # noqa: F401 - registers its tables
+from staffetta.router import messages as M
+from staffetta.store.db import create_schema, make_engine
 
 OLD_DDL = (
     "CREATE INDEX ix_messages_upstream ON messages (connector, upstream_id)",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.internet import defer, task
 
-from pdu.constants import Status
-from router.messages import Delivery
-from router.outbox import Outbox
+from staffetta.pdu.constants import Status
+from staffetta.router.messages import Delivery
+from staffetta.router.outbox import Outbox
 
 
 class Writer:

@@ -15,11 +15,11 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from pdu.codec import Pdu
-from pdu.constants import Command, Status
-from pdu.protocol import SessionProtocol
-from pdu.session import Outstanding, ProtocolViolation, Side, Timers
-from simulator.carrier import Carrier
+from staffetta.pdu.codec import Pdu
+from staffetta.pdu.constants import Command, Status
+from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.session import Outstanding, ProtocolViolation, Side, Timers
+from staffetta.simulator.carrier import Carrier
 
 TIMEOUT = 5.0
 

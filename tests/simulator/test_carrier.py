@@ -21,13 +21,13 @@ from twisted.internet.testing import StringTransport
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http_headers import Headers
 
-from pdu.codec import Pdu, decode, encode, tlv_cstr, tlv_int, u16
-from pdu.constants import Command, MessageState, Status, Tag
-from pdu.framing import Framer
-from pdu.receipt import STAT_TO_STATE, parse_receipt
-from pdu.session import Timers
-from simulator import cli
-from simulator.carrier import (
+from staffetta.pdu.codec import Pdu, decode, encode, tlv_cstr, tlv_int, u16
+from staffetta.pdu.constants import Command, MessageState, Status, Tag
+from staffetta.pdu.framing import Framer
+from staffetta.pdu.receipt import STAT_TO_STATE, parse_receipt
+from staffetta.pdu.session import Timers
+from staffetta.simulator import cli
+from staffetta.simulator.carrier import (
     DEFAULT_ERR,
     FAULT_KINDS,
     FAULT_SEQUENCE,
@@ -35,7 +35,7 @@ from simulator.carrier import (
     CarrierProtocol,
     fault_bytes,
 )
-from simulator.control import listen_control
+from staffetta.simulator.control import listen_control
 from tests.simulator.conftest import within
 
 inline = pytest_twisted.inlineCallbacks

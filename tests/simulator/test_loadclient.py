@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionRefusedError
 
-from pdu.codec import Pdu, decode, encode
-from pdu.constants import Command, Status, Tag
-from simulator import cli, loadclient
-from simulator.loadclient import (
+from staffetta.pdu.codec import Pdu, decode, encode
+from staffetta.pdu.constants import Command, Status, Tag
+from staffetta.simulator import cli, loadclient
+from staffetta.simulator.loadclient import (
     SEQ_BASE,
     BindError,
     LoadResult,

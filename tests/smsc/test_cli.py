@@ -7,11 +7,11 @@ import socket
 import subprocess
 import sys
 
-from pdu.codec import Pdu
-from pdu.constants import Command, Status
+from staffetta.pdu.codec import Pdu
+from staffetta.pdu.constants import Command, Status
 from tests.syncesme import SyncEsme
 
-CLI = [sys.executable, "-m", "smsc.cli"]
+CLI = [sys.executable, "-m", "staffetta.smsc.cli"]
 
 
 def run(*args, **kw):

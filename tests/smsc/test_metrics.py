@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from smsc.metrics import _LATENCY_BUCKETS, HubMetrics
+from staffetta.smsc.metrics import _LATENCY_BUCKETS, HubMetrics
 
 # Values around and on every bucket bound: a value equal to a bound counts in it (le).
 latencies = st.lists(

@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 
-from billing.accounts import credentials
-from pdu.constants import Status
-from smsc.throttle import TokenBucket
-from store.db import make_engine
+from staffetta.billing.accounts import credentials
+from staffetta.pdu.constants import Status
+from staffetta.smsc.throttle import TokenBucket
+from staffetta.store.db import make_engine
 from tests.e2e.harness import make_env
 from tests.esme import connect_esme
 

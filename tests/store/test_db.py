@@ -7,7 +7,7 @@ import sqlite3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.db import make_engine
+from staffetta.store.db import make_engine
 
 _BASE_TYPES = (int, float, str, bytearray)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from store.db import make_engine
-from store.sql import executemany, fetchall, fetchone
+from staffetta.store.db import make_engine
+from staffetta.store.sql import executemany, fetchall, fetchone
 
 
 @pytest.fixture

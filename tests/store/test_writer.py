@@ -9,8 +9,8 @@ import pytest_twisted
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from twisted.internet import defer, reactor, task
 
-from store.db import make_engine
-from store.writer import GroupCommitWriter, WriterStopped
+from staffetta.store.db import make_engine
+from staffetta.store.writer import GroupCommitWriter, WriterStopped
 
 ensure = pytest_twisted.ensureDeferred
 meta = MetaData()
