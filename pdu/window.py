@@ -195,8 +195,9 @@ class Window(Generic[T]):
     """One connection's slots: at most ``size`` items outstanding, taken from a :class:`Line`.
 
     ``send(item) -> sequence`` puts the request on the wire (it is called
-    only while the window is open); ``flush()`` (optional) is called once
-    after a burst of sends. The owner reports what happened to each sequence
+    only while the window is open and ``ready()``, when given, is true: a
+    session that is unbinding takes nothing new); ``flush()`` (optional) is
+    called once after a burst of sends. The owner reports what happened to each sequence
     number: :meth:`done` (answered: the item is the owner's to finish),
     :meth:`retry` (not processed, e.g. a time-out: back to the head),
     :meth:`throttled` (the peer said slow down: back to the head, and this
@@ -209,7 +210,8 @@ class Window(Generic[T]):
     ``seconds()`` and ``callLater()`` (a reactor, or ``task.Clock`` in tests).
     """
 
-    __slots__ = ("line", "size", "outstanding", "_send", "_flush", "clock", "is_open", "paused_until", "_resume")
+    __slots__ = ("line", "size", "outstanding", "_send", "_flush", "_ready", "clock", "is_open", "paused_until",
+                 "_resume")
 
     def __init__(
         self,
@@ -218,6 +220,7 @@ class Window(Generic[T]):
         send: Send,
         *,
         flush: Callable[[], None] | None = None,
+        ready: Callable[[], bool] | None = None,
         clock: Any = None,
     ) -> None:
         if size < 1:
@@ -228,6 +231,7 @@ class Window(Generic[T]):
         self.outstanding: dict[int, tuple[int, T]] = {}
         self._send = send
         self._flush = flush
+        self._ready = ready
         self.clock = clock
         self.is_open = False
         self.paused_until = 0.0
@@ -236,7 +240,7 @@ class Window(Generic[T]):
     @property
     def free(self) -> int:
         """Slots this window can fill now (0 while closed or paused)."""
-        if not self.is_open or self.paused_until:
+        if not self.is_open or self.paused_until or (self._ready is not None and not self._ready()):
             return 0
         return self.size - len(self.outstanding)
 

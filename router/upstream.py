@@ -207,8 +207,9 @@ class Connector:
         log.info("connector %s bound to %s:%d (window %d)", self.config.name, self.config.host,
                  self.config.port, self.config.window)
         self.protocol = proto
+        session = proto.session
         proto.window = Window(self.line, self.config.window, proto.send_submit, flush=proto.flush,
-                              clock=self.reactor)
+                              ready=lambda: session.bound, clock=self.reactor)
         if self.listener is not None:
             self.listener.connector_state(self, True, "bound")
         proto.window.open()
