@@ -111,6 +111,10 @@ class Line(Generic[T]):
         if self.windows:
             self.pump()
 
+    def drop(self) -> T | None:
+        """Remove and return the oldest waiting item (a bounded queue that must shed load)."""
+        return self._q.popleft()[1] if self._q else None
+
     def take(self, match: Callable[[T], bool]) -> list[T]:
         """Remove and return the waiting items for which ``match(item)`` holds (cancel, expiry)."""
         kept: deque[tuple[int, T]] = deque()
