@@ -144,7 +144,8 @@ class Line(Generic[T]):
 
         With several windows the head goes round them in turn (one item each
         while all have room), so a route spreads over its connectors and an
-        account over its receivers.
+        account over its receivers. With one window (the common case, and the
+        hot path) its room is asked once per pump, not once per item.
         """
         if self._pumping:  # a send that answers at once must not recurse into us
             return
@@ -152,43 +153,52 @@ class Line(Generic[T]):
         windows = self.windows
         if not q or not windows:
             return
-        self._pumping = True
-        touched: list[Window[T]] = []
         expired = self._expired
         now = self._clock.seconds() if expired is not None else 0.0
+        self._pumping = True
         try:
             if len(windows) == 1:
                 w = windows[0]
-                while q and w.free > 0:
+                room = w.room()
+                if room <= 0:
+                    return
+                out = w.outstanding
+                send = w._send
+                sent = False
+                while q and room > 0:
                     entry = q.popleft()
-                    if expired is not None and entry[1].expires_at <= now:
-                        expired(entry[1])
+                    item = entry[1]
+                    if expired is not None and item.expires_at <= now:
+                        expired(item)
                         continue
-                    w._send_entry(entry)
-                    if not touched:
-                        touched.append(w)
-            else:
-                n = len(windows)
-                while q:
-                    for i in range(n):
-                        w = windows[(self._rr + i) % n]
-                        if w.free > 0:
-                            self._rr = (self._rr + i + 1) % n
-                            break
-                    else:
+                    out[send(item)] = entry
+                    room -= 1
+                    sent = True
+                if sent and w._flush is not None:
+                    w._flush()
+                return
+            touched: list[Window[T]] = []
+            n = len(windows)
+            while q:
+                for i in range(n):
+                    w = windows[(self._rr + i) % n]
+                    if w.room() > 0:
+                        self._rr = (self._rr + i + 1) % n
                         break
-                    entry = q.popleft()
-                    if expired is not None and entry[1].expires_at <= now:
-                        expired(entry[1])
-                        continue
-                    w._send_entry(entry)
-                    if w not in touched:
-                        touched.append(w)
-        finally:
-            self._pumping = False
+                else:
+                    break
+                entry = q.popleft()
+                if expired is not None and entry[1].expires_at <= now:
+                    expired(entry[1])
+                    continue
+                w.outstanding[w._send(entry[1])] = entry
+                if w not in touched:
+                    touched.append(w)
             for w in touched:
                 if w._flush is not None:
                     w._flush()
+        finally:
+            self._pumping = False
 
 
 def _place(entry: tuple[int, Any]) -> int:
@@ -199,9 +209,11 @@ class Window(Generic[T]):
     """One connection's slots: at most ``size`` items outstanding, taken from a :class:`Line`.
 
     ``send(item) -> sequence`` puts the request on the wire (it is called
-    only while the window is open and ``ready()``, when given, is true: a
-    session that is unbinding takes nothing new); ``flush()`` (optional) is
-    called once after a burst of sends. The owner reports what happened to each sequence
+    only while the window is open and has room); ``flush()`` (optional) is
+    called once after a burst of sends. ``ready()`` (optional) says how many
+    more requests the connection takes now: 0 for a session that is
+    unbinding (it takes nothing new), or the session's own free count when
+    several windows share one session (the simulator's). The owner reports what happened to each sequence
     number: :meth:`done` (answered: the item is the owner's to finish),
     :meth:`retry` (not processed, e.g. a time-out: back to the head),
     :meth:`throttled` (the peer said slow down: back to the head, and this
@@ -224,7 +236,7 @@ class Window(Generic[T]):
         send: Send,
         *,
         flush: Callable[[], None] | None = None,
-        ready: Callable[[], bool] | None = None,
+        ready: Callable[[], int] | None = None,
         clock: Any = None,
     ) -> None:
         if size < 1:
@@ -241,18 +253,22 @@ class Window(Generic[T]):
         self.paused_until = 0.0
         self._resume: Any = None
 
-    @property
-    def free(self) -> int:
-        """Slots this window can fill now (0 while closed or paused)."""
-        if not self.is_open or self.paused_until or (self._ready is not None and not self._ready()):
+    def room(self) -> int:
+        """Items this window can send now (0 while closed or paused)."""
+        if not self.is_open or self.paused_until:
             return 0
-        return self.size - len(self.outstanding)
+        free = self.size - len(self.outstanding)
+        ready = self._ready
+        if ready is not None:
+            allowed = ready()
+            if allowed < free:
+                return allowed
+        return free
+
+    free = property(room, doc="Slots this window can fill now (0 while closed or paused).")
 
     def __len__(self) -> int:
         return len(self.outstanding)
-
-    def _send_entry(self, entry: tuple[int, T]) -> None:
-        self.outstanding[self._send(entry[1])] = entry
 
     # -------------------------------------------------------------- lifecycle
 

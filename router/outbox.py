@@ -46,8 +46,8 @@ class Sink(Protocol):
 
     window_size: int
 
-    def receiving(self) -> bool:
-        """Whether the session takes new deliver_sm now (bound RX/TRX, not unbinding)."""
+    def receiving(self) -> int:
+        """How many new deliver_sm the session takes now (0 once unbinding or closed)."""
         ...
 
     def send_delivery(self, delivery: Delivery) -> int:

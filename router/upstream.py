@@ -209,7 +209,7 @@ class Connector:
         self.protocol = proto
         session = proto.session
         proto.window = Window(self.line, self.config.window, proto.send_submit, flush=proto.flush,
-                              ready=lambda: session.bound, clock=self.reactor)
+                              ready=lambda: session.window_free if session.bound else 0, clock=self.reactor)
         if self.listener is not None:
             self.listener.connector_state(self, True, "bound")
         proto.window.open()

@@ -307,10 +307,10 @@ class CarrierProtocol(SessionProtocol):
             self.carrier.stats["mo_sent"] += 1
         return seq
 
-    def receiving(self) -> bool:
-        """Room for one more deliver_sm (the session's window is shared by both lines)."""
+    def receiving(self) -> int:
+        """Room for deliver_sm: the session's window is shared by this session's two windows."""
         s = self.session
-        return s.can_receive and s.window_free > 0
+        return s.window_free if s.can_receive else 0
 
     def on_response(self, pdu: Pdu, request: Outstanding) -> None:
         item = request.context

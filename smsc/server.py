@@ -373,9 +373,10 @@ class HubProtocol(SessionProtocol):
         """deliver_sm this session may have unanswered (``session.window`` in the config)."""
         return self.session.window
 
-    def receiving(self) -> bool:
-        """No new deliver_sm once unbinding (either side) or closed; answers still count."""
-        return self.session.can_receive and not self._closed
+    def receiving(self) -> int:
+        """Room for new deliver_sm: none once unbinding (either side) or closed; answers still count."""
+        s = self.session
+        return s.window_free if s.can_receive and not self._closed else 0
 
     def send_delivery(self, delivery: Delivery) -> int:
         """The outbox window's send; it flushes once per burst."""

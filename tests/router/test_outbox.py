@@ -40,8 +40,8 @@ class Sink:
         self.sent: list[Delivery] = []
         self.open = True
 
-    def receiving(self) -> bool:
-        return self.open
+    def receiving(self) -> int:
+        return self.window_size if self.open else 0
 
     def send_delivery(self, d: Delivery) -> int:
         self.sent.append(d)
