@@ -7,6 +7,7 @@ the submit_sm it receives (recorded by wrapping its submit handler).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest_twisted
@@ -40,9 +41,10 @@ def restart_with(env, **upstream):
 
 
 @pytest_twisted.inlineCallbacks
-def test_throttled_messages_are_sent_again_in_the_order_they_were_accepted(data_dir):
+def test_throttled_messages_are_sent_again_in_the_order_they_were_accepted(data_dir, caplog):
     # The defect of issue 10: each ESME_RTHROTTLED answer put its message back at the
     # head on its own, so a round of throttled messages went out again reversed.
+    caplog.set_level(logging.INFO, logger="staffetta.router.upstream")
     env = make_env(data_dir)
     try:
         yield env.stop_hub()
@@ -65,6 +67,7 @@ def test_throttled_messages_are_sent_again_in_the_order_they_were_accepted(data_
         env.carrier.clear_scripts()  # during the second pause
         yield wait_until(lambda: sum(ok for _, ok in seen) == 7, timeout=5)
         assert [d for d, ok in seen if ok] == dests
+        assert "connector sim throttled by its carrier (0x00000058): pausing 2.0 s" in caplog.text
     finally:
         yield env.stop()
 
