@@ -213,9 +213,11 @@ class Window(Generic[T]):
     called once after a burst of sends. ``ready()`` (optional) says how many
     more requests the connection takes now: 0 for a session that is
     unbinding (it takes nothing new), or the session's own free count when
-    several windows share one session (the simulator's). The owner reports what happened to each sequence
-    number: :meth:`done` (answered: the item is the owner's to finish),
-    :meth:`retry` (not processed, e.g. a time-out: back to the head),
+    several windows share one session (the simulator's).
+
+    The owner reports what happened to each sequence number: :meth:`done`
+    (answered: the item is the owner's to finish), :meth:`retry` (not
+    processed, e.g. a time-out: back to the head),
     :meth:`throttled` (the peer said slow down: back to the head, and this
     window takes nothing for ``backoff`` seconds while other windows of the
     line go on), :meth:`close` (the link is gone: everything outstanding back
