@@ -51,6 +51,10 @@ class State(IntEnum):
     BOUND_TRX = 3
     UNBINDING = 4  # we sent unbind and wait for unbind_resp
     CLOSED = 5
+    #: The peer unbound and we answered, but it still owes responses to our
+    #: requests: they are honoured until the last one comes, times out, or the
+    #: peer closes (3.4 §2.9: an unbind ends the session, not what was in flight).
+    UNBOUND = 6
 
 
 BIND_STATE = {
@@ -66,6 +70,7 @@ _CAN_RECEIVE = frozenset({State.BOUND_RX, State.BOUND_TRX})
 # hook (~120 ns, a global ~10 ns). At ~60 such reads a message that was 6% of
 # the hub's reactor thread (docs/benchmarks.md); 3.12 dropped the hook.
 _CLOSED = State.CLOSED
+_UNBOUND = State.UNBOUND
 _SMSC = Side.SMSC
 _ENQUIRE_LINK = Command.ENQUIRE_LINK
 _UNBIND = Command.UNBIND
@@ -460,7 +465,10 @@ class Session:
         if command_id == _UNBIND:
             if state in _BOUND or state == State.UNBINDING:
                 self._emit(Pdu(Command.UNBIND_RESP, sequence))
-                events.append(self._close("unbound by peer"))
+                if self._windowed:
+                    self.state = _UNBOUND  # accept nothing new; wait for what we are owed
+                else:
+                    events.append(self._close("unbound by peer"))
             else:
                 self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
             return
@@ -532,6 +540,10 @@ class Session:
         del self.outstanding[request.sequence]
         if request.command_id not in _UNWINDOWED:
             self._windowed -= 1
+            if self.state == _UNBOUND and not self._windowed:
+                events.append(ResponseReceived(pdu, request))
+                events.append(self._close("unbound by peer"))
+                return
         if request.command_id == _ENQUIRE_LINK:
             if self._enquire_seq == request.sequence:
                 self._enquire_seq = None
@@ -577,6 +589,9 @@ class Session:
                 del self.outstanding[req.sequence]
                 self._windowed -= 1
                 events.append(RequestTimedOut(req))
+            if self.state == _UNBOUND and not self._windowed:
+                events.append(self._close("unbound by peer"))
+                return events
         if self.state in _BOUND:
             if now - self.last_transaction >= t.inactivity:
                 self.unbind()

@@ -6,21 +6,29 @@ bounded: an account with no bound receiver keeps nothing in memory (the table
 holds it); one that is bound keeps at most ``max_queued`` waiting, the rest is
 read back from the table as the queue drains.
 
-A *sink* is a bound client session seen from here: anything with a
-``window_free`` int and a ``send_delivery(delivery)`` method; it reports back
-with :meth:`Outbox.acknowledged` or :meth:`Outbox.failed`.
+Each account has one :class:`pdu.window.Line`; each of its bound receivers
+(a *sink*) has a :class:`pdu.window.Window` on that line, so a free slot on
+any receiver takes the head, and what a receiver did not process (no answer
+in time, a temporary refusal, a session that closed) goes back to the head in
+its original order. A temporary refusal (``ESME_RX_T_APPN``,
+``ESME_RTHROTTLED``...) pauses that receiver for ``retry_delay``; a permanent
+one (``ESME_RX_P_APPN``, ``ESME_RX_R_APPN``) ends the delivery.
+
+A *sink* is a bound client session seen from here (:class:`Sink`); it reports
+back with :meth:`Outbox.answered`, :meth:`Outbox.timed_out` and
+:meth:`Outbox.detach`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet import defer
 
 from staffetta.pdu.constants import Status
+from staffetta.pdu.window import Line, Window
 from staffetta.router.messages import Delivery
 
 log = logging.getLogger(__name__)
@@ -34,21 +42,30 @@ PERMANENT = frozenset({Status.ESME_RX_P_APPN, Status.ESME_RX_R_APPN})
 
 
 class Sink(Protocol):
-    window_free: int
+    """A bound receiver: how many deliver_sm it may have unanswered, and how to send one."""
 
-    def send_delivery(self, delivery: Delivery) -> None: ...
+    window_size: int
+
+    def receiving(self) -> int:
+        """How many new deliver_sm the session takes now (0 once unbinding or closed)."""
+        ...
+
+    def send_delivery(self, delivery: Delivery) -> int:
+        """Put the deliver_sm on the session; returns its sequence number."""
+        ...
+
+    def flush(self) -> None: ...
 
 
 class _Account:
-    __slots__ = ("queue", "known", "sinks", "spilled", "loading", "rr", "done_while_loading")
+    __slots__ = ("line", "known", "windows", "spilled", "loading", "done_while_loading")
 
-    def __init__(self) -> None:
-        self.queue: deque[Delivery] = deque()
-        self.known: set[int] = set()  # ids queued here or in flight
-        self.sinks: list[Sink] = []
+    def __init__(self, line: Line[Delivery]) -> None:
+        self.line = line
+        self.known: set[int] = set()  # ids queued here, in flight, or acknowledged and not yet deleted
+        self.windows: dict[Sink, Window[Delivery]] = {}
         self.spilled = True  # the table may hold rows that are not in memory
         self.loading = False
-        self.rr = 0
         #: Ids deleted while a table read is in flight: its snapshot may still hold them.
         self.done_while_loading: set[int] = set()
 
@@ -75,7 +92,11 @@ class Outbox:
     def _acct(self, account_id: int) -> _Account:
         a = self._accounts.get(account_id)
         if a is None:
-            a = self._accounts[account_id] = _Account()
+            def expired(d: Delivery) -> None:
+                self._forget_when_deleted(a, d.id)
+                self._event("expired", account_id)
+
+            a = self._accounts[account_id] = _Account(Line(expired=expired, clock=self.reactor))
         return a
 
     def _event(self, name: str, account_id: int) -> None:
@@ -87,43 +108,66 @@ class Outbox:
     def add(self, delivery: Delivery) -> None:
         """A delivery whose outbox row is committed."""
         a = self._acct(delivery.account_id)
-        if not a.sinks or len(a.queue) >= self.max_queued:
+        if not a.windows or len(a.line) >= self.max_queued:
             a.spilled = True  # stays in the table until a receiver can take it
             self._event("queued", delivery.account_id)
             return
-        a.queue.append(delivery)
         a.known.add(delivery.id)
-        self.pump(delivery.account_id)
+        a.line.put(delivery)
 
     def attach(self, account_id: int, sink: Sink) -> None:
+        """A receiver of this account is bound: it takes from the account's line."""
         a = self._acct(account_id)
-        a.sinks.append(sink)
+        if sink in a.windows:
+            return
+        w = a.windows[sink] = Window(a.line, sink.window_size, sink.send_delivery, flush=sink.flush,
+                                     ready=sink.receiving, clock=self.reactor)
+        w.open()
         self._refill(account_id)
-        self.pump(account_id)
 
     def detach(self, account_id: int, sink: Sink) -> None:
+        """A receiver is gone: what it had in flight goes back to the head, in order."""
         a = self._accounts.get(account_id)
         if a is None:
             return
-        if sink in a.sinks:
-            a.sinks.remove(sink)
-        if not a.sinks:
-            # Forget what is merely queued; in-flight ones come back via failed().
-            for d in a.queue:
+        w = a.windows.pop(sink, None)
+        if w is not None:
+            w.close()
+        if not a.windows:
+            # Nobody to send to: forget what is merely queued, the table keeps it.
+            for d in a.line.take(lambda _: True):
                 a.known.discard(d.id)
-            a.queue.clear()
             a.spilled = True
 
-    def acknowledged(self, delivery: Delivery, status: int) -> None:
-        a = self._acct(delivery.account_id)
+    def answered(self, account_id: int, sink: Sink, sequence: int, status: int) -> None:
+        """The client answered a deliver_sm."""
+        a = self._acct(account_id)
+        w = a.windows.get(sink)
+        if w is None:
+            return
         if status == _ROK or status in PERMANENT:
+            d = w.done(sequence)
+            if d is None:
+                return
             if status:
-                log.warning("client refused delivery %d permanently: 0x%08x", delivery.id, status)
-            self._forget_when_deleted(a, delivery.id)
-            self._event("delivered", delivery.account_id)
+                log.warning("client refused delivery %d permanently: 0x%08x", d.id, status)
+            self._forget_when_deleted(a, d.id)
+            self._event("delivered", account_id)
+            if a.spilled:
+                self._refill(account_id)
         else:
-            self._retry_later(delivery)
-        self.pump(delivery.account_id)
+            d = w.throttled(sequence, self.retry_delay)
+            if d is not None:
+                d.attempts += 1
+
+    def timed_out(self, account_id: int, sink: Sink, sequence: int) -> None:
+        """No answer in time: back to the head of the line, in order."""
+        a = self._accounts.get(account_id)
+        w = a.windows.get(sink) if a is not None else None
+        if w is not None:
+            d = w.retry(sequence)
+            if d is not None:
+                d.attempts += 1
 
     def _forget_when_deleted(self, a: _Account, delivery_id: int) -> None:
         """Delete the row; keep the id as known until the delete commits, so that
@@ -135,54 +179,20 @@ class Outbox:
 
         self.writer.submit_then("delivered", delivery_id, deleted, deleted)
 
-    def failed(self, delivery: Delivery) -> None:
-        """No answer (timeout, connection lost): try again later."""
-        self._retry_later(delivery)
-
-    def _retry_later(self, delivery: Delivery) -> None:
-        delivery.attempts += 1
-        a = self._acct(delivery.account_id)
-
-        def again() -> None:
-            if a.sinks:
-                a.queue.appendleft(delivery)
-                self.pump(delivery.account_id)
-            else:
-                a.known.discard(delivery.id)
-                a.spilled = True
-
-        self.reactor.callLater(min(self.retry_delay * delivery.attempts, 300.0), again)
-
     # ------------------------------------------------------------------ output
 
     def pump(self, account_id: int) -> None:
+        """Fill the receivers' free slots; read the table again when it holds more."""
         a = self._accounts.get(account_id)
-        if a is None or not a.sinks:
+        if a is None or not a.windows:
             return
-        now = self.reactor.seconds()
-        sinks = a.sinks
-        while a.queue:
-            sink = None
-            for i in range(len(sinks)):
-                s = sinks[(a.rr + i) % len(sinks)]
-                if s.window_free > 0:
-                    sink = s
-                    a.rr = (a.rr + i + 1) % len(sinks)
-                    break
-            if sink is None:
-                return
-            d = a.queue.popleft()
-            if d.expires_at <= now:
-                self._forget_when_deleted(a, d.id)
-                self._event("expired", account_id)
-                continue
-            sink.send_delivery(d)
+        a.line.pump()
         if a.spilled:
             self._refill(account_id)
 
     def _refill(self, account_id: int) -> None:
         a = self._acct(account_id)
-        if a.loading or not a.spilled or not a.sinks:
+        if a.loading or not a.spilled or not a.windows:
             return
         a.loading = True
         a.spilled = False
@@ -192,14 +202,17 @@ class Outbox:
         def loaded(rows: list[Delivery]) -> None:
             a.loading = False
             done, a.done_while_loading = a.done_while_loading, set()
-            fresh = [r for r in rows if r.id not in a.known and r.id not in done]
-            for r in fresh:
-                a.known.add(r.id)
-                a.queue.append(r)
+            if not a.windows:  # the receivers left meanwhile: the table keeps it all
+                a.spilled = True
+                return
             if len(rows) >= self.max_queued:
                 a.spilled = True  # more in the table than we loaded
-            if fresh:
-                self.pump(account_id)
+            known = a.known
+            put = a.line.put
+            for r in rows:
+                if r.id not in known and r.id not in done:
+                    known.add(r.id)
+                    put(r)
 
         def failed(f) -> None:
             a.loading = False
@@ -211,4 +224,4 @@ class Outbox:
 
     def queued(self, account_id: int) -> int:
         a = self._accounts.get(account_id)
-        return len(a.queue) if a else 0
+        return len(a.line) if a else 0

@@ -28,6 +28,7 @@ from staffetta.pdu.receipt import (
 )
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
+from staffetta.router.routes import Route
 from staffetta.router.upstream import Connector, Forward
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 # Enum members read per message, as globals (an Enum class attribute costs ~120 ns
 # on Python 3.11: see pdu/session.py).
 _ROK = Status.ESME_ROK
-_SUBMIT_SM_RESP = Command.SUBMIT_SM_RESP
 _DELIVER_SM = Command.DELIVER_SM
 _ENROUTE = MessageState.ENROUTE
 _DELIVERED = MessageState.DELIVERED
@@ -43,8 +43,6 @@ _RECEIPTED_MESSAGE_ID = Tag.receipted_message_id
 _MESSAGE_STATE = Tag.message_state
 _NETWORK_ERROR_CODE = Tag.network_error_code
 
-#: Carrier statuses that mean "slow down", not "no".
-_BACKOFF = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
 RECEIPT_TTL = 3 * 86400.0
 
 
@@ -123,6 +121,9 @@ class Router:
         self.read = read  # read(fn, *args) -> Deferred: runs a blocking DB read in a thread
         self.outbox_ids = outbox_ids
         self.connectors: dict[str, Connector] = {}
+        #: Route name -> route. For now one route, "default", with every connector
+        #: in config order; the route table comes with issue 13.
+        self.routes: dict[str, Route] = {}
         self.max_tracked = max_tracked
         self.unknown_receipt_retries = unknown_receipt_retries
         self.metrics = metrics
@@ -132,26 +133,38 @@ class Router:
     # ---------------------------------------------------------------- routing
 
     def add_connector(self, connector: Connector) -> None:
+        """A configured connector: its events come here, it serves the "default" route."""
         self.connectors[connector.config.name] = connector
+        connector.listener = self
+        route = self.routes.get("default")
+        if route is None:
+            route = self.routes["default"] = Route(
+                "default", limit=connector.max_queue, expired=self.expired_in_queue, clock=self.reactor
+            )
+        route.add(connector)
 
     def pick(self, destination: str) -> Connector | None:
-        """One upstream in this version; routing rules come with their issue."""
-        for c in self.connectors.values():
-            return c
-        return None
+        """The first connector of the default route (kept for callers that want one connector)."""
+        route = self.routes.get("default")
+        return route.connectors[0] if route is not None and route.connectors else None
 
-    def can_accept(self) -> bool:
-        c = self.pick("")
-        return c is not None and not c.full
+    def can_accept(self, route_name: str = "default") -> bool:
+        """Whether the route exists and its queue has room (else the submit gets ESME_RMSGQFUL)."""
+        route = self.routes.get(route_name)
+        return route is not None and not route.line.full
+
+    def enqueue(self, route_name: str, item: Forward) -> None:
+        """Hand an accepted, committed message to its route's queue."""
+        route = self.routes.get(route_name)
+        if route is None:  # pragma: no cover - choose_route only names routes that exist
+            log.error("no route %r for message %d", route_name, item.message_id)
+            return
+        route.line.put(item)
 
     def forward(self, tracked: Tracked, fields: dict, tlvs: dict[int, bytes], expires_at: float) -> None:
         """A message is committed: track it and send it upstream before ``expires_at``."""
         self._track(tracked)
-        connector = self.pick(tracked.destination)
-        if connector is None:  # pragma: no cover - config requires one connector
-            log.error("no connector for message %d", tracked.message_id)
-            return
-        connector.enqueue(Forward(tracked.message_id, fields, tlvs, expires_at))
+        self.enqueue("default", Forward(tracked.message_id, fields, tlvs, expires_at))
 
     def _track(self, t: Tracked) -> None:
         by_message = self._by_message
@@ -192,8 +205,8 @@ class Router:
         """Expire what waits in the queues (a carrier that is down never pops them)."""
         now = self.reactor.seconds()
         n = 0
-        for c in self.connectors.values():
-            for item in c.take(lambda i: i.expires_at <= now):
+        for route in self.routes.values():
+            for item in route.take(lambda i: i.expires_at <= now):
                 self.expired_in_queue(item)
                 n += 1
         return n
@@ -216,8 +229,8 @@ class Router:
             return t.source == source and (destination is None or t.destination == destination)
 
         n = 0
-        for c in self.connectors.values():
-            for item in c.take(match):
+        for route in self.routes.values():
+            for item in route.take(match):
                 t = by_message.pop(item.message_id)
                 self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
                 n += 1
@@ -225,20 +238,14 @@ class Router:
 
     # ------------------------------------------------------- upstream answers
 
-    def submit_answered(self, connector: Connector, item: Forward, pdu: Pdu) -> None:
-        status = pdu.status
+    def submit_answered(self, connector: Connector, item: Forward, status: int, carrier_id: str | None) -> None:
+        """A carrier answered a submit (throttles and time-outs stay with the connector)."""
         mid = item.message_id
-        if status == _ROK and pdu.command_id == _SUBMIT_SM_RESP:
-            raw = pdu.fields.get("message_id", b"").decode("ascii", "replace")
-            uid = normalize_message_id(raw, connector.config.id_format)
+        if carrier_id is not None:
             t = self._by_message.get(mid)
             if t is not None:
-                self._by_upstream[(connector.config.name, uid)] = t
-            self.writer.enqueue("upstream", (mid, connector.config.name, uid, _ENROUTE))
-            return
-        if status in _BACKOFF:
-            connector.throttled()
-            connector.requeue([item])
+                self._by_upstream[(connector.config.name, carrier_id)] = t
+            self.writer.enqueue("upstream", (mid, connector.config.name, carrier_id, _ENROUTE))
             return
         # Refused by the carrier: a final failure the client hears about as a receipt.
         log.info("message %d refused upstream with 0x%08x", mid, status)
@@ -247,24 +254,24 @@ class Router:
             return
         self._finish(t, MessageState.REJECTED, status & 0xFF, None, refund="refused_upstream")
 
-    def connector_state(self, connector: Connector, up: bool) -> None:
+    def connector_state(self, connector: Connector, up: bool, reason: str = "") -> None:
         if self.metrics is not None:
             self.metrics.connector_up(connector.config.name, up)
 
     # ------------------------------------------------------ carrier deliver_sm
 
-    def carrier_pdu(self, connector: Connector, proto, pdu: Pdu) -> None:
+    def carrier_pdu(self, connector: Connector, pdu: Pdu, ack: Callable[[int], None]) -> None:
+        """A deliver_sm / data_sm from a carrier; ``ack(status)`` answers it."""
         esm = pdu.fields.get("esm_class", 0)
         if pdu.command_id == _DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
-            self._receipt(connector, proto, pdu, 0)
+            self._receipt(connector, pdu, ack, 0)
             return
         # MO ownership (reply window, keywords, dedicated numbers) is its own issue:
         # refuse rather than acknowledge and drop.
         log.warning("MO from %s refused: no MO routing configured", connector.config.name)
-        proto.session.respond(pdu, Status.ESME_RX_R_APPN)
-        proto.flush()
+        ack(Status.ESME_RX_R_APPN)
 
-    def _receipt(self, connector: Connector, proto, pdu: Pdu, attempt: int) -> None:
+    def _receipt(self, connector: Connector, pdu: Pdu, ack: Callable[[int], None], attempt: int) -> None:
         try:
             uid, raw, state, err = _read_receipt(pdu, connector.config.id_format)
         except ValueError as exc:
@@ -272,46 +279,43 @@ class Router:
             log.warning("unreadable receipt from %s: %s", connector.config.name, exc)
             if self.metrics is not None:
                 self.metrics.receipt_unknown(connector.config.name)
-            proto.session.respond(pdu, Status.ESME_ROK)
-            proto.flush()
+            ack(_ROK)
             return
         if state not in FINAL_STATES:
-            proto.session.respond(pdu, Status.ESME_ROK)  # intermediate notice: nothing to store
-            proto.flush()
+            ack(_ROK)  # intermediate notice: nothing to store
             return
         key = (connector.config.name, uid)
         t = self._by_upstream.pop(key, None)
         if t is not None:
             self._by_message.pop(t.message_id, None)
-            self._finish(t, state, err, (proto, pdu))
+            self._finish(t, state, err, ack)
             return
 
         def found(row):
             if row is None:
                 if attempt < self.unknown_receipt_retries:
                     # The submit_sm_resp may still be on its way: try again shortly.
-                    self.reactor.callLater(0.2 * (attempt + 1), self._receipt, connector, proto, pdu, attempt + 1)
+                    self.reactor.callLater(0.2 * (attempt + 1), self._receipt, connector, pdu, ack, attempt + 1)
                 else:
                     log.warning("receipt for unknown carrier id %r on %s: dropped", raw, connector.config.name)
                     if self.metrics is not None:
                         self.metrics.receipt_unknown(connector.config.name)
-                    proto.session.respond(pdu, Status.ESME_ROK)
-                    proto.flush()
+                    ack(_ROK)
                 return
             if row["phase"] == store.FINAL:  # a duplicate receipt
-                proto.session.respond(pdu, Status.ESME_ROK)
-                proto.flush()
+                ack(_ROK)
                 return
             tracked = Tracked.from_row(row)
             self._by_message.pop(tracked.message_id, None)
-            self._finish(tracked, state, err, (proto, pdu))
+            self._finish(tracked, state, err, ack)
 
         self.read(store.message_by_upstream, connector.config.name, uid).addCallbacks(
             found, lambda f: log.error("receipt lookup failed: %s", f.getErrorMessage())
         )
 
-    def _finish(self, t: Tracked, state: int, err: int, carrier, refund: str | None = None) -> None:
-        """Record a final state (and any refund) durably, then ack the carrier and queue the receipt."""
+    def _finish(self, t: Tracked, state: int, err: int, ack: Callable[[int], None] | None,
+                refund: str | None = None) -> None:
+        """Record a final state (and any refund) durably, then ``ack`` the carrier and queue the receipt."""
         now = self.reactor.seconds()
         if refund is None and state != _DELIVERED and self.refund_network_failures(t.account_id):
             refund = "network_failure"
@@ -324,19 +328,15 @@ class Router:
         def committed(refunded):
             if refunded and self.metrics is not None:
                 self.metrics.refunded(t.account_id, refunded)
-            if carrier is not None:
-                proto, pdu = carrier
-                proto.session.respond(pdu, _ROK)
-                proto.flush()
+            if ack is not None:
+                ack(_ROK)
             if delivery is not None:
                 self.outbox.add(delivery)
 
         def failed(exc):
             log.error("recording outcome of %d failed: %s", t.message_id, exc)
-            if carrier is not None:  # the carrier will retry its receipt
-                proto, pdu = carrier
-                proto.session.respond(pdu, Status.ESME_RX_T_APPN)
-                proto.flush()
+            if ack is not None:  # the carrier will retry its receipt
+                ack(Status.ESME_RX_T_APPN)
 
         self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund), committed, failed)
 

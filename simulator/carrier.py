@@ -18,7 +18,10 @@ Why it is built the way it is:
 * Nothing is lost while the simulator runs: a receipt or MO for a system_id
   with no RX/TRX bind waits in a bounded in-memory queue and goes out when one
   binds; deliver_sm left unanswered by a session that drops or times out is
-  queued again.
+  queued again, at the head, in order. The queues are :class:`pdu.window.Line`
+  (one per system_id, one for MO to anyone) and every receiving session has a
+  :class:`pdu.window.Window` on its system_id's line and on the anyone line:
+  the same window object as the hub's.
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ import random
 import struct
 import uuid
 from bisect import bisect_right
-from collections import deque
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +51,8 @@ from staffetta.pdu.constants import (
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt
-from staffetta.pdu.session import Outstanding, Side, State, Timers
+from staffetta.pdu.session import Outstanding, Side, Timers
+from staffetta.pdu.window import Line, Window
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ _T_NETWORK_ERROR = int(Tag.network_error_code)
 _T_UMR = int(Tag.user_message_reference)
 _T_PAYLOAD = int(Tag.message_payload)
 _STATE_VALUE = {stat: u8(state) for stat, state in STAT_TO_STATE.items()}
-_BOUND_TRX = State.BOUND_TRX
+_DELIVER_SM = Command.DELIVER_SM
 
 #: Every mandatory field of a deliver_sm, NULL. The codec's fast encoder wants
 #: them all present (a missing one sends it down the slow, checking path), and
@@ -205,7 +207,6 @@ class _Outbound:
 
     __slots__ = (
         "key",
-        "prefer",
         "fields",
         "tlvs",
         "deferred",
@@ -228,10 +229,9 @@ class _Outbound:
     umr: bytes | None
     text: bytes  # the original's first octets, for the receipt's text:
 
-    def __init__(self, key: bytes | None, prefer: CarrierProtocol | None,
+    def __init__(self, key: bytes | None,
                  fields: dict[str, Any] | None = None, tlvs: dict[int, bytes] | None = None) -> None:
         self.key = key  # system_id of the owner, None = any receiving session
-        self.prefer = prefer  # the submitting TRX session, if any
         self.fields = fields  # None until a receipt is built
         self.tlvs = tlvs
         self.deferred: defer.Deferred[int] | None = None  # MO only
@@ -249,6 +249,9 @@ class CarrierProtocol(SessionProtocol):
         self.key: bytes | None = None
         #: Fires once the connection is gone (stop_sessions/close wait on it).
         self.lost: defer.Deferred[None] = defer.Deferred()
+        #: Once bound to receive: owner key -> this session's window on that key's
+        #: line (its own system_id's, and None: MO for any receiving session).
+        self.windows: dict[bytes | None, Window[_Outbound]] = {}
 
     # ----------------------------------------------------------- transport side
 
@@ -295,20 +298,36 @@ class CarrierProtocol(SessionProtocol):
         else:
             self.session.respond(pdu, Status.ESME_RINVCMDID)
 
+    def send_deliver(self, item: _Outbound) -> int:
+        """A window's send: one deliver_sm on the session (flushed once per burst)."""
+        seq = self.session.send_request(_DELIVER_SM, item.fields, item.tlvs, item)
+        if item.deferred is None:
+            self.carrier.stats["receipts_sent"] += 1
+        else:
+            self.carrier.stats["mo_sent"] += 1
+        return seq
+
+    def receiving(self) -> int:
+        """Room for deliver_sm: the session's window is shared by this session's two windows."""
+        s = self.session
+        return s.window_free if s.can_receive else 0
+
     def on_response(self, pdu: Pdu, request: Outstanding) -> None:
         item = request.context
         if item is not None:
             status = pdu.status
             if pdu.command_id == Command.GENERIC_NACK and not status:
                 status = Status.ESME_RUNKNOWNERR
-            self.carrier._answered(self, item, status)
+            self.carrier._answered(self, request.sequence, item, status)
 
     def on_timeout(self, request: Outstanding) -> None:
-        if request.context is not None:
-            self.carrier._requeue([request.context])
+        item = request.context
+        w = self.windows.get(item.key) if item is not None else None
+        if w is not None:
+            w.retry(request.sequence)  # back to the head of its line, in order
 
     def on_closed(self, reason: str, pending: list[Outstanding]) -> None:
-        self.carrier._closed(self, reason, [p.context for p in pending if p.context is not None])
+        self.carrier._closed(self, reason)
 
 
 class Carrier(protocol.ServerFactory):
@@ -382,12 +401,8 @@ class Carrier(protocol.ServerFactory):
         }
         self._rules: dict[str, Rule] = {}
         self._rule_lengths: list[int] = []
-        # Receiving (RX/TRX) sessions per system_id.
-        self._rx: dict[bytes, list[CarrierProtocol]] = {}
-        self._rr = 0
-        # Deliver_sm waiting for a session or a window, per owner key.
-        self._queues: dict[bytes | None, deque[_Outbound]] = {}
-        self._queued = 0
+        # Deliver_sm waiting for a session or a window slot, per owner key (None: any).
+        self._lines: dict[bytes | None, Line[_Outbound]] = {}
         # The receipt timer: one heap of (due, n, item), one DelayedCall.
         self._heap: list[tuple[float, int, _Outbound]] = []
         self._tie = itertools.count()
@@ -555,9 +570,10 @@ class Carrier(protocol.ServerFactory):
         proto.key = proto.session.system_id
         self.stats["binds"] += 1
         if proto.session.can_receive:
-            self._rx.setdefault(proto.key, []).append(proto)
-            if self._queued:
-                self._drain(proto)
+            for key in (proto.key, None):
+                w = proto.windows[key] = Window(self._line(key), self.window, proto.send_deliver,
+                                                flush=proto.flush, ready=proto.receiving, clock=self.reactor)
+                w.open()
 
     # ---------------------------------------------------------------- submits
 
@@ -628,8 +644,7 @@ class Carrier(protocol.ServerFactory):
             return
         outcomes = self.stats["outcomes"]
         outcomes[stat] = outcomes.get(stat, 0) + 1
-        session = proto.session
-        item = _Outbound(proto.key, proto if session.state == _BOUND_TRX else None)
+        item = _Outbound(proto.key)
         item.message_id = mid
         item.orig = fields
         item.stat = stat
@@ -673,7 +688,6 @@ class Carrier(protocol.ServerFactory):
         self._timer = None
         now = self.reactor.seconds()
         heap = self._heap
-        touched: set[CarrierProtocol] = set()
         pop = heapq.heappop
         try:
             while heap and heap[0][0] <= now:
@@ -681,15 +695,11 @@ class Carrier(protocol.ServerFactory):
                 try:
                     if item.fields is None:
                         self._build_receipt(item, now)
-                    p = self._deliver(item)
+                    self._deliver(item)
                 except Exception:  # one bad item must not stop every later receipt
                     log.exception("could not deliver %r", item.message_id)
                     continue
-                if p is not None:
-                    touched.add(p)
         finally:
-            for p in touched:
-                p.flush()
             if heap and self._timer is None:
                 due = max(heap[0][0], now + _GRAIN)
                 self._timer_due = due
@@ -776,86 +786,37 @@ class Carrier(protocol.ServerFactory):
 
     # ------------------------------------------------------------ delivering
 
-    def _pick(self, item: _Outbound) -> CarrierProtocol | None:
-        """A receiving session of the item's owner with a free window slot."""
-        p = item.prefer
-        if p is not None:
-            s = p.session
-            if s.can_receive and s.window_free > 0:
-                return p
-        if item.key is None:
-            candidates: list[CarrierProtocol] = [q for lst in self._rx.values() for q in lst]
-        else:
-            candidates = self._rx.get(item.key) or []
-        n = len(candidates)
-        if not n:
-            return None
-        self._rr += 1
-        start = self._rr % n
-        for i in range(n):
-            q = candidates[(start + i) % n]
-            s = q.session
-            if s.can_receive and s.window_free > 0:
-                return q
-        return None
+    def _line(self, key: bytes | None) -> Line[_Outbound]:
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = Line()
+        return line
 
-    def _deliver(self, item: _Outbound) -> CarrierProtocol | None:
-        """Send now if a session has room, else queue (behind anything already queued)."""
-        q = self._queues.get(item.key)
-        if not q:
-            p = self._pick(item)
-            if p is not None:
-                self._send(p, item)
-                return p
-        self._enqueue(item, front=False)
-        return None
+    def _deliver(self, item: _Outbound) -> None:
+        """Queue at the back of its owner's line: a receiving session with a free slot takes it."""
+        line = self._line(item.key)
+        line.put(item)
+        if len(line) > self.queue_limit:
+            self._dropped(line.drop())
 
-    def _enqueue(self, item: _Outbound, front: bool) -> None:
-        q = self._queues.get(item.key)
-        if q is None:
-            q = self._queues[item.key] = deque()
-        if front:
-            q.appendleft(item)
-        else:
-            q.append(item)
-        self._queued += 1
-        if len(q) > self.queue_limit:
-            dropped = q.popleft() if not front else q.pop()
-            self._queued -= 1
-            self.stats["queue_dropped"] += 1
-            if dropped.deferred is not None:
-                d, dropped.deferred = dropped.deferred, None
-                d.errback(QueueFull("MO dropped: queue full"))
+    def _dropped(self, item: _Outbound | None) -> None:
+        if item is None:
+            return
+        self.stats["queue_dropped"] += 1
+        if item.deferred is not None:
+            d, item.deferred = item.deferred, None
+            d.errback(QueueFull("MO dropped: queue full"))
 
-    def _send(self, proto: CarrierProtocol, item: _Outbound) -> None:
-        proto.session.send_request(Command.DELIVER_SM, item.fields, item.tlvs, item)
-        if item.deferred is None:
-            self.stats["receipts_sent"] += 1
-        else:
-            self.stats["mo_sent"] += 1
-
-    def _drain(self, proto: CarrierProtocol) -> bool:
-        """Move queued deliver_sm for this session's owner into its free window."""
-        s = proto.session
-        if not s.can_receive:
-            return False
-        sent = False
-        for key in (proto.key, None):
-            q = self._queues.get(key)
-            while q and s.window_free > 0:
-                self._send(proto, q.popleft())
-                self._queued -= 1
-                sent = True
-        return sent
-
-    def _answered(self, proto: CarrierProtocol, item: _Outbound, status: int) -> None:
+    def _answered(self, proto: CarrierProtocol, sequence: int, item: _Outbound, status: int) -> None:
+        w = proto.windows.get(item.key)
+        if w is not None:
+            w.done(sequence)
         stats = self.stats
         if item.deferred is None:
             if status == 0:
                 stats["receipts_acked"] += 1
             elif status in RETRY_STATUSES:
                 stats["receipts_retried"] += 1
-                item.prefer = None
                 self._schedule(self.reactor.seconds() + self.retry_delay, item)
             else:
                 stats["receipts_refused"] += 1
@@ -863,31 +824,16 @@ class Carrier(protocol.ServerFactory):
             stats["mo_acked"] += 1
             d, item.deferred = item.deferred, None
             d.callback(status)
-        if self._queued:
-            self._drain(proto)
+        # The slot freed is the session's: the other line may use it too.
+        other = self._lines.get(None if item.key is not None else proto.key)
+        if other:
+            other.pump()
 
-    def _requeue(self, items: Iterable[_Outbound]) -> None:
-        """Deliver_sm that were not answered go back to the head of their queue."""
-        keys: set[bytes | None] = set()
-        for item in reversed(list(items)):
-            item.prefer = None
-            self._enqueue(item, front=True)
-            keys.add(item.key)
-        for key in keys:
-            lst = [q for lst in self._rx.values() for q in lst] if key is None else self._rx.get(key, [])
-            for p in list(lst):
-                if self._drain(p):
-                    p.flush()
-
-    def _closed(self, proto: CarrierProtocol, reason: str, pending: list[_Outbound]) -> None:
-        if proto.key is not None:
-            lst = self._rx.get(proto.key)
-            if lst and proto in lst:
-                lst.remove(proto)
-                if not lst:
-                    del self._rx[proto.key]
-        if pending:
-            self._requeue(pending)
+    def _closed(self, proto: CarrierProtocol, reason: str) -> None:
+        """Deliver_sm the session left unanswered go back to the head of their lines, in order."""
+        windows, proto.windows = proto.windows, {}
+        for w in windows.values():
+            w.close()
 
     # -------------------------------------------------------------------- MO
 
@@ -931,12 +877,10 @@ class Carrier(protocol.ServerFactory):
             fields["short_message"] = b""
         else:
             fields["short_message"] = text
-        item = _Outbound(None if system_id is None else _b(system_id), None, fields, all_tlvs)
+        item = _Outbound(None if system_id is None else _b(system_id), fields, all_tlvs)
         d: defer.Deferred[int] = defer.Deferred()
         item.deferred = d
-        p = self._deliver(item)
-        if p is not None:
-            p.flush()
+        self._deliver(item)
         return d
 
     # ------------------------------------------------------------------ faults
@@ -968,7 +912,7 @@ class Carrier(protocol.ServerFactory):
     @property
     def queued(self) -> int:
         """Deliver_sm waiting for a session or a window slot."""
-        return self._queued
+        return sum(len(line) for line in self._lines.values())
 
     @property
     def scheduled(self) -> int:
@@ -979,7 +923,7 @@ class Carrier(protocol.ServerFactory):
         """Counters plus the current queue sizes and sessions, for /stats."""
         out = dict(self.stats)
         out["outcomes"] = dict(self.stats["outcomes"])
-        out["queued"] = self._queued
+        out["queued"] = self.queued
         out["scheduled"] = len(self._heap)
         out["sessions"] = [
             {

@@ -87,10 +87,8 @@ class HubProtocol(SessionProtocol):
         c = self.credential
         if c is None:
             return
-        hub.outbox.detach(c.account.id, self)  # a no-op for a session that never received
-        for p in pending:
-            if p.command_id == Command.DELIVER_SM and isinstance(p.context, Delivery):
-                hub.outbox.failed(p.context)
+        # A no-op for a session that never received; else what was in flight goes back in order.
+        hub.outbox.detach(c.account.id, self)
         if self._bind_type:
             hub.metrics.session_bound(c.account.name, self._bind_type, -1)
             self._bind_type = None
@@ -371,21 +369,26 @@ class HubProtocol(SessionProtocol):
     # --------------------------------------------------------- outbox sink
 
     @property
-    def window_free(self) -> int:
+    def window_size(self) -> int:
+        """deliver_sm this session may have unanswered (``session.window`` in the config)."""
+        return self.session.window
+
+    def receiving(self) -> int:
+        """Room for new deliver_sm: none once unbinding (either side) or closed; answers still count."""
         s = self.session
         return s.window_free if s.can_receive and not self._closed else 0
 
-    def send_delivery(self, delivery: Delivery) -> None:
-        self.session.send_encoded(delivery.pdu, delivery)
-        self.flush()
+    def send_delivery(self, delivery: Delivery) -> int:
+        """The outbox window's send; it flushes once per burst."""
+        return self.session.send_encoded(delivery.pdu, delivery)
 
     def on_response(self, pdu: Pdu, request: Outstanding) -> None:
         if request.command_id == _DELIVER_SM and isinstance(request.context, Delivery):
-            self.hub.outbox.acknowledged(request.context, pdu.status)
+            self.hub.outbox.answered(self.credential.account.id, self, request.sequence, pdu.status)
 
     def on_timeout(self, request: Outstanding) -> None:
         if isinstance(request.context, Delivery):
-            self.hub.outbox.failed(request.context)
+            self.hub.outbox.timed_out(self.credential.account.id, self, request.sequence)
 
 
 def smpp_absolute(ts: float) -> bytes:

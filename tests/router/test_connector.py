@@ -1,43 +1,92 @@
-"""Connector back-off on a Clock: a later throttle extends the pause, never strands the queue."""
+"""Connectors under one route, over real sockets: a lost link hands its messages to the other connector in order."""
 
 from __future__ import annotations
 
-from twisted.internet import task
+import logging
+from dataclasses import replace
 
-from staffetta.conf.settings import UpstreamSettings
+import pytest_twisted
+from twisted.internet import reactor
+
+from staffetta.pdu.constants import MessageState, Tag
+from staffetta.router.routes import Route
 from staffetta.router.upstream import Connector, Forward
+from staffetta.simulator.carrier import Carrier
+from tests.e2e.harness import SIM_PASS, SIM_USER, make_env, wait_until, with_timeout
+from tests.esme import connect_esme
+from tests.router.test_order import record_submits
 
 
-class Session:
-    bound = True
-    window = 10
+@pytest_twisted.inlineCallbacks
+def test_a_lost_connector_hands_its_window_to_the_other_connector_of_the_route_in_order(data_dir, caplog):
+    caplog.set_level(logging.INFO, logger="staffetta.router.upstream")
+    env = make_env(data_dir)
+    other = Carrier(reactor, dlr_delay=0.01, credentials={SIM_USER.encode(): SIM_PASS.encode()})
+    other_port = other.listen(0)
+    try:
+        yield env.stop_hub()
+        first = env.settings.upstreams[0]
+        second = replace(first, name="sim2", port=other_port.getHost().port)
+        env.settings = replace(env.settings, upstreams=(first, second))
+        env.start_hub()
+        router = env.hub.router
+        assert list(router.routes) == ["default"]
+        assert [c.config.name for c in router.routes["default"].connectors] == ["sim", "sim2"]
+        yield wait_until(lambda: all(c.up for c in router.connectors.values()))
+        silent = record_submits(env.carrier)
+        taken = record_submits(other)
+        env.carrier.script("", respond=False)  # the first carrier takes submits and never answers
+        c = yield connect_esme(reactor, env.port)
+        yield c.bind("demo", "demo")
+        dests = [b"3933300000%02d" % i for i in range(8)]
+        ids = []
+        for d in dests:
+            r = yield with_timeout(c.submit(destination=d))
+            ids.append(r.fields["message_id"])
+        yield wait_until(lambda: len(silent) + len(taken) == 8)
+        held = [d for d, _ in silent]
+        assert held and len(taken) < 8  # the route spread them over both connectors
+        # The first carrier goes away: what it held goes to the head of the route's
+        # line and the second connector sends it, in the order it was accepted.
+        yield env.carrier_port.stopListening()
+        yield env.carrier.stop_sessions()
+        yield wait_until(lambda: len(taken) == 8)
+        assert [d for d, _ in taken][-len(held):] == held
+        states = []
+        for _ in dests:
+            dlr = yield with_timeout(c.delivered.get())
+            states.append(dlr.tlvs[Tag.message_state])
+        assert states == [bytes([MessageState.DELIVERED])] * 8
+        logged = caplog.text
+        assert "connector sim bound" in logged and "connector sim2 bound" in logged
+        assert "connector sim lost" in logged
+    finally:
+        yield env.stop_hub()
+        yield other.close()
+        yield env.carrier.close()
+
+
+class _Listener:
+    """A listener that records what a connector hands up."""
 
     def __init__(self) -> None:
-        self.sent: list[int] = []
-        self.window_free = 10
+        self.events: list = []
 
-    def send_request(self, command_id, fields, tlvs, item) -> int:
-        self.sent.append(item.message_id)
-        return len(self.sent)
+    def connector_state(self, connector, up, reason) -> None:
+        self.events.append(("state", up, reason))
 
 
-class Proto:
-    def __init__(self) -> None:
-        self.session = Session()
+def test_a_connector_joining_a_route_brings_what_waited_on_it_in_order():
+    from staffetta.conf.settings import UpstreamSettings
 
-    def flush(self) -> None:
-        pass
+    c = Connector(UpstreamSettings("a", "h", 1, "s", "p"), _Listener(), reactor=None)
+    for i in range(3):
+        c.line.put(Forward(i, {}, {}, 1e18))
+    route = Route("r", limit=2)
+    route.enqueue(Forward(9, {}, {}, 1e18))
+    route.add(c)
+    assert c.queue is route.line
+    assert [f.message_id for f in route.line] == [9, 0, 1, 2]
+    assert route.full and not route.up
+    assert [f.message_id for f in route.take(lambda f: f.message_id < 2)] == [0, 1]
 
-
-def test_second_throttle_during_a_pause_does_not_strand_the_queue():
-    clock = task.Clock()
-    c = Connector(UpstreamSettings("sim", "h", 1, "s", "p", throttle_backoff=1.0), router=None, reactor=clock)
-    c.protocol = Proto()
-    c.throttled()  # t=0: paused until 1.0, resume at 1.0
-    clock.advance(0.5)
-    c.throttled()  # t=0.5: paused until 1.5
-    c.queue.append(Forward(7, {}, {}, expires_at=1e9))
-    clock.advance(0.5)  # t=1.0: still paused
-    assert c.protocol.session.sent == []
-    clock.advance(0.6)  # t=1.6: the pause is over and something must have resumed it
-    assert c.protocol.session.sent == [7]

@@ -33,13 +33,25 @@ class Writer:
 
 
 class Sink:
-    def __init__(self, window: int = 10) -> None:
-        self.window_free = window
-        self.sent: list[Delivery] = []
+    """A receiver session: sequence numbers are positions in ``sent`` (1-based)."""
 
-    def send_delivery(self, d: Delivery) -> None:
-        self.window_free -= 1
+    def __init__(self, window: int = 10) -> None:
+        self.window_size = window
+        self.sent: list[Delivery] = []
+        self.open = True
+
+    def receiving(self) -> int:
+        return self.window_size if self.open else 0
+
+    def send_delivery(self, d: Delivery) -> int:
         self.sent.append(d)
+        return len(self.sent)
+
+    def flush(self) -> None:
+        pass
+
+    def seq(self, d: Delivery) -> int:
+        return max(i for i, x in enumerate(self.sent, 1) if x is d)
 
 
 def make(n_rows: int = 0, max_queued: int = 5000):
@@ -71,14 +83,13 @@ def test_an_acked_row_is_not_reloaded_before_its_delete_commits():
     sink = Sink(window=1)
     box.attach(1, sink)
     assert [d.id for d in sink.sent] == [1]
-    sink.window_free = 1
-    box.acknowledged(sink.sent[0], Status.ESME_ROK)  # delete queued, not committed
+    box.answered(1, sink, 1, Status.ESME_ROK)  # delete queued, not committed
     ids = [d.id for d in sink.sent]
     assert ids.count(1) == 1, ids
     writer.commit()
-    sink.window_free = 1
     box.pump(1)
-    assert ids.count(1) == 1
+    ids = [d.id for d in sink.sent]
+    assert ids.count(1) == 1 and 2 in ids
 
 
 def test_temporary_refusal_retries_and_permanent_refusal_ends():
@@ -90,12 +101,14 @@ def test_temporary_refusal_retries_and_permanent_refusal_ends():
     writer.table.update({1: d1, 2: d2})
     box.add(d1)
     box.add(d2)
-    box.acknowledged(d1, Status.ESME_RX_T_APPN)
-    box.acknowledged(d2, Status.ESME_RX_P_APPN)
+    box.answered(1, sink, sink.seq(d1), Status.ESME_RX_T_APPN)  # this receiver pauses 1 s
+    box.answered(1, sink, sink.seq(d2), Status.ESME_RX_P_APPN)
     writer.commit()
     assert 2 not in writer.table
+    assert [d.id for d in sink.sent] == [1, 2]
     clock.advance(1.0)
     assert [d.id for d in sink.sent] == [1, 2, 1]
+    assert d1.attempts == 1
 
 
 def test_expired_delivery_is_dropped_not_sent():
@@ -133,7 +146,42 @@ def test_a_row_deleted_while_a_load_is_in_flight_is_not_delivered_again():
     box._acct(1).spilled = True
     box._refill(1)  # a read starts: its snapshot holds row 7
     load_d, snapshot = pending_loads.pop()
-    box.acknowledged(sink.sent[0], Status.ESME_ROK)
+    box.answered(1, sink, 1, Status.ESME_ROK)
     writer.commit()  # the delete of 7 commits before the read's answer arrives
     load_d.callback(snapshot)
     assert [d.id for d in sink.sent] == [7]
+
+
+def test_a_receiver_that_leaves_hands_its_deliveries_to_the_other_receiver_in_order():
+    clock, writer, box = make(n_rows=5)
+    a, b = Sink(window=3), Sink(window=1)
+    box.attach(1, a)
+    assert [d.id for d in a.sent] == [1, 2, 3]
+    box.attach(1, b)
+    assert [d.id for d in b.sent] == [4]
+    box.detach(1, a)  # 1, 2, 3 unanswered: back to the head, ahead of 5
+    box.answered(1, b, 1, Status.ESME_ROK)
+    assert [d.id for d in b.sent] == [4, 1]
+    for seq in (2, 3, 4, 5):
+        box.answered(1, b, seq, Status.ESME_ROK)
+    assert [d.id for d in b.sent] == [4, 1, 2, 3, 5]
+
+
+def test_timed_out_deliveries_go_again_ahead_of_later_ones():
+    clock, writer, box = make(n_rows=3)
+    sink = Sink(window=2)
+    box.attach(1, sink)
+    box.timed_out(1, sink, 1)  # 1 goes again at once, ahead of 3
+    box.timed_out(1, sink, 2)
+    assert [d.id for d in sink.sent] == [1, 2, 1, 2]
+    box.answered(1, sink, 3, Status.ESME_ROK)
+    assert [d.id for d in sink.sent] == [1, 2, 1, 2, 3]
+
+
+def test_a_receiver_that_is_unbinding_gets_nothing_new():
+    clock, writer, box = make(n_rows=2)
+    sink = Sink(window=1)
+    box.attach(1, sink)
+    sink.open = False  # the client unbound; its answer may still come
+    box.answered(1, sink, 1, Status.ESME_ROK)
+    assert [d.id for d in sink.sent] == [1]

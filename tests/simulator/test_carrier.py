@@ -703,3 +703,31 @@ def test_v33_peer_gets_receipt_text_without_tlvs():
     [receipt] = _read(ta)
     assert receipt.tlvs == {}
     assert parse_receipt(receipt.fields["short_message"]).id == mid.decode()
+
+
+def test_two_receivers_share_one_line_and_a_dropped_ones_receipts_go_first_in_order():
+    clock = task.Clock()
+    carrier = Carrier(clock, dlr_delay=1.0, window=2)
+    tx, ttx = _proto(carrier)
+    _bind(tx, ttx, Command.BIND_TRANSMITTER)
+    a, ta = _proto(carrier)
+    _bind(a, ta, Command.BIND_RECEIVER)
+    b, tb = _proto(carrier)
+    _bind(b, tb, Command.BIND_RECEIVER)
+    ids = [_submit(tx, ttx, 10 + i) for i in range(6)]
+    clock.advance(1.0)
+    to_a, to_b = _receipt_ids(_read(ta)), _receipt_ids(_read(tb))
+    assert sorted(to_a + to_b) == sorted(ids[:4]) and len(to_a) == len(to_b) == 2
+    assert carrier.queued == 2
+    a.connectionLost(None)  # a's two come back ahead of the two that never left
+    assert carrier.queued == 4
+    assert _read(tb) == []  # b is full
+    # b answers its two: a's go next, in the order they were submitted, then the rest.
+    pending = list(b.session.outstanding.values())
+    for req in pending:
+        _send(b, Command.DELIVER_SM_RESP, req.sequence, {"message_id": b""})
+    got = _receipt_ids(_read(tb))
+    for req in list(b.session.outstanding.values()):
+        _send(b, Command.DELIVER_SM_RESP, req.sequence, {"message_id": b""})
+    got += _receipt_ids(_read(tb))
+    assert got == sorted(to_a, key=ids.index) + ids[4:]
