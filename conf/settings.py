@@ -37,6 +37,9 @@ class UpstreamSettings:
     password: str
     system_type: str = ""
     window: int = 50
+    #: Carrier requests (receipts, MO) awaiting our answer; when full we stop
+    #: reading the carrier's socket (TCP back-pressure), never refuse them.
+    inbound_window: int = 100
     id_format: str = "auto"
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0

@@ -45,6 +45,7 @@ class SessionProtocol(protocol.Protocol):
         window: int = 10,
         inbound_window: int = 100,
         pdu_counts: MutableMapping[tuple[bool, int, int], int] | None = None,
+        hold_when_full: bool = False,
     ) -> None:
         self.clock = clock
         self.session = Session(
@@ -54,7 +55,10 @@ class SessionProtocol(protocol.Protocol):
             window=window,
             inbound_window=inbound_window,
             pdu_counts=pdu_counts,
+            hold_when_full=hold_when_full,
         )
+        #: Reading paused because the session holds frames for a free inbound slot.
+        self.reading_paused = False
         self._ticker: task.LoopingCall | None = None
         self._closed = False
         self._in_batch = False
@@ -76,6 +80,10 @@ class SessionProtocol(protocol.Protocol):
         finally:
             self._in_batch = False
         self.flush_now()
+        if self.session.holding and not self.reading_paused and self.transport is not None:
+            # TCP back-pressure: the peer is slowed by its full send buffer, not refused.
+            self.reading_paused = True
+            self.transport.pauseProducing()
 
     def connectionLost(self, reason=None) -> None:  # noqa: N802
         if self._ticker is not None and self._ticker.running:
@@ -99,6 +107,24 @@ class SessionProtocol(protocol.Protocol):
         out = self.session.data_to_send()
         if out and self.transport is not None:
             self.transport.write(out)
+        if self.reading_paused:
+            self._release()
+
+    def _release(self) -> None:
+        """Our answers freed inbound slots: handle what was held, read again once it is all in."""
+        session = self.session
+        self._in_batch = True
+        try:
+            self._dispatch(session.release())
+        finally:
+            self._in_batch = False
+        out = session.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if not session.holding and self.reading_paused:
+            self.reading_paused = False
+            if self.transport is not None and not self._closed:
+                self.transport.resumeProducing()
 
     def _tick(self) -> None:
         try:

@@ -21,6 +21,7 @@ and the load client.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
@@ -232,12 +233,19 @@ class Session:
         inbound_window: int = 100,
         max_length: int = DEFAULT_MAX_LENGTH,
         pdu_counts: MutableMapping[tuple[bool, int, int], int] | None = None,
+        hold_when_full: bool = False,
     ) -> None:
         self.side = side
         self.clock = clock
         self.timers = timers or Timers()
         self.window = window
         self.inbound_window = inbound_window
+        #: A request that finds the inbound window full: answered ESME_RTHROTTLED
+        #: (False), or held with everything after it until a slot frees (True),
+        #: while the Twisted edge stops reading the socket (TCP back-pressure).
+        #: Carriers get the second: many treat a refused deliver_sm as final.
+        self.hold_when_full = hold_when_full
+        self._held: deque[bytes] = deque()
         self.state = State.OPEN
         self.interface_version = 0x34
         self.system_id: bytes = b""
@@ -416,6 +424,7 @@ class Session:
         self.outstanding.clear()
         self._windowed = 0
         self._inbound.clear()
+        self._held.clear()
         self.state = State.CLOSED
         return Closing(reason, [p for p in pending if p.command_id not in _UNWINDOWED])
 
@@ -438,13 +447,39 @@ class Session:
             )
             events.append(self._close(f"framing: {exc}"))
             return events
+        held = self._held
         for frame in frames:
-            self._handle_frame(frame, events)
-            if self.state == _CLOSED:
+            if held:  # holding: what follows waits behind it, in stream order
+                held.append(frame)
+            elif self._handle_frame(frame, events):
+                held.append(frame)
+            elif self.state == _CLOSED:
                 break
         return events
 
-    def _handle_frame(self, frame: bytes, events: list[Event]) -> None:
+    @property
+    def holding(self) -> bool:
+        """Frames wait for a free inbound slot (``hold_when_full``): stop reading the peer."""
+        return bool(self._held)
+
+    def release(self) -> list[Event]:
+        """Handle held frames while the inbound window has room; call it after answering.
+
+        Returns the events of the frames it handled; :attr:`holding` stays true
+        while the head still finds the window full.
+        """
+        events: list[Event] = []
+        held = self._held
+        while held and self.state != _CLOSED:
+            if self._handle_frame(held[0], events):
+                break
+            held.popleft()
+        if self.state == _CLOSED:
+            held.clear()
+        return events
+
+    def _handle_frame(self, frame: bytes, events: list[Event]) -> bool | None:
+        """Handle one whole frame; True when it must be held for a free inbound slot."""
         now = self.clock()
         self.last_received = now
         _, command_id, status, sequence = unpack_header(frame)
@@ -503,8 +538,12 @@ class Session:
                 self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
                 return
             if len(self._inbound) >= self.inbound_window:
+                if self.hold_when_full:
+                    if self._pdu_counts is not None:  # counted again when it is handled
+                        self._pdu_counts[(True, command_id, 0)] -= 1
+                    return True
                 self._reject(command_id, sequence, Status.ESME_RTHROTTLED, events, "inbound window full")
-                return
+                return False
         try:
             pdu = decode_frame(frame, command_id, status, sequence)
         except DecodeError as exc:

@@ -144,7 +144,9 @@ class _Factory(protocol.ReconnectingClientFactory):
             clock=self.owner.reactor,
             timers=self.owner.timers,
             window=self.owner.config.window,
+            inbound_window=self.owner.config.inbound_window,
             pdu_counts=self.owner.pdu_counts,
+            hold_when_full=True,  # a full window slows the carrier by TCP, never refuses it
         )
 
 
