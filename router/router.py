@@ -71,6 +71,10 @@ class UpstreamIndex(dict):
     __slots__ = ()
 
     def __setitem__(self, key: tuple[str, str], record: MessageRecord) -> None:
+        if record.upstream_id is not None:  # sent again (after a drop): the newest id wins, as on the row
+            old = (record.connector, record.upstream_id)
+            if old != key and dict.get(self, old) is record:
+                dict.__delitem__(self, old)
         record.connector, record.upstream_id = key
         dict.__setitem__(self, key, record)
 
