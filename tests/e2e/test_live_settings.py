@@ -6,10 +6,20 @@ import os
 import sys
 import time
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, utils
 
+from staffetta.billing.accounts import (
+    add_credential,
+    create_account,
+    current_settings_version,
+    revoke_credential,
+    update_account,
+    upgrade,
+)
 from staffetta.pdu.constants import MessageState, Status, Tag
+from staffetta.store.db import create_schema, make_engine
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.e2e.test_billing_smpp import _balance
 from tests.esme import connect_esme
@@ -91,3 +101,30 @@ def test_a_topup_made_while_bound_is_spent_at_once(data_dir):
         assert r.status == Status.ESME_ROK
     finally:
         yield env.stop()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_every_settings_change_bumps_the_version_hubs_poll(store, tmp_path, request):
+    """What several hubs on one PostgreSQL watch: one number, moved in the change's own transaction."""
+    url = f"sqlite:///{tmp_path / 's.db'}" if store == "sqlite" else request.getfixturevalue("pg_schema_url")
+    engine = make_engine(url)
+    try:
+        create_schema(engine)
+        upgrade(engine)
+        seen = []
+        with engine.begin() as conn:
+            seen.append(current_settings_version(conn))
+            a = create_account(conn, "acme", "pw")
+            seen.append(current_settings_version(conn))
+            update_account(conn, a.id, refund_on_network_failure=True)
+            seen.append(current_settings_version(conn))
+            add_credential(conn, a.id, "acme2", "pw", max_rate=5)
+            seen.append(current_settings_version(conn))
+            revoke_credential(conn, "acme2")
+            seen.append(current_settings_version(conn))
+        with engine.begin() as conn:
+            update_account(conn, a.id)  # nothing changed: nothing to reload
+            seen.append(current_settings_version(conn))
+        assert seen == [0, 1, 2, 3, 4, 4]
+    finally:
+        engine.dispose()

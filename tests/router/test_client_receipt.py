@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from staffetta.pdu.codec import decode, encode
-from staffetta.pdu.constants import ESM_RECEIPT, MessageState, Tag
-from staffetta.pdu.receipt import STATE_TO_STAT, format_receipt, parse_receipt
+from staffetta.pdu.codec import Pdu, decode, encode
+from staffetta.pdu.constants import ESM_RECEIPT, Command, MessageState, Tag
+from staffetta.pdu.receipt import STATE_TO_STAT, format_receipt, parse_receipt, receipt_fields, receipt_octets
 from staffetta.router.record import MessageRecord
 from staffetta.router.router import client_receipt, receipt_pdu
 
@@ -71,3 +71,24 @@ def test_reads_back_as_a_receipt_for_our_id():
     r = parse_receipt(pdu.fields["short_message"])
     assert (r.id, r.stat, r.err, r.text) == ("4242", "UNDELIV", "027", "hello")
     assert r.submit_date == datetime(2023, 11, 14, 22, 13) and r.done_date == datetime(2023, 11, 14, 22, 15)
+
+
+octets = st.binary(min_size=1, max_size=24).filter(lambda b: 0 not in b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=66).filter(lambda b: 0 not in b), octets, st.integers(0, 300),
+       st.integers(0, 300), octets, st.integers(0, 300), st.integers(0, 300),
+       st.sampled_from(sorted(STATE_TO_STAT)), st.binary(max_size=256),
+       st.none() | st.integers(0, 0x1FFFF), st.none() | st.binary(min_size=1, max_size=3))
+def test_one_receipt_builder_fast_form_equals_its_fields(mid, handset, hton, hnpi, owner, oton, onpi,
+                                                         state, text, nec, umr):
+    """pdu.receipt: the octets the hub stores equal the (fields, tlvs) the simulator sends, encoded."""
+    args = (mid, handset, hton, hnpi, owner, oton, onpi, state, text, nec, umr)
+    try:
+        want = encode(Pdu(Command.DELIVER_SM, 0, 0, *receipt_fields(*args)))
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            receipt_octets(*args)
+        return
+    assert receipt_octets(*args) == want
