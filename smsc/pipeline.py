@@ -184,6 +184,7 @@ class SubmitPipeline:
         account = need._who.account
         if charge_refused:
             return self.refuse(account, account.nocredit_status, "no credit for the HLR lookup")
+        log.error("HLR lookup failed: %s", error)  # not the client's doing: said louder than a refusal
         return self.refuse(account, _RSYSERR, f"HLR lookup failed: {error}")
 
     def refuse(self, account: Account, status: int, reason: str) -> Refused:
