@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from twisted.internet import task
 
 from staffetta.router.record import MessageRecord
-from staffetta.router.router import Router
+from staffetta.router.router import Router, UpstreamIndex
 
 
 def _router(max_tracked: int) -> Router:
@@ -50,19 +48,25 @@ def test_a_message_sent_again_keeps_only_its_newest_carrier_key():
     assert router._by_upstream == {}
 
 
-def test_cost_per_message_does_not_grow_with_the_table():
-    """A carrier that never sends receipts: every message evicts one; time stays linear in messages."""
+class NeverScanned(UpstreamIndex):
+    """The carrier-key index, refusing every whole-table walk: eviction must go to its key."""
 
-    def run(max_tracked: int, n: int) -> float:
-        router = _router(max_tracked)
-        started = time.perf_counter()
-        for i in range(n):
-            r = _record(i)
-            router._track(r)
-            _answered(router, r, str(i))
-        assert len(router._by_upstream) == max_tracked
-        return time.perf_counter() - started
+    __slots__ = ()
 
-    small = run(100, 30_000)
-    large = run(10_000, 30_000)  # the old rebuild: 20,000 evictions x 10,000 keys
-    assert large < max(5 * small, 0.5)
+    def _scan(self, *args):
+        raise AssertionError("the whole index was walked")
+
+    __iter__ = items = keys = values = copy = _scan
+
+
+def test_eviction_never_walks_the_index():
+    """A carrier that never sends receipts: every message evicts one, and costs the same as the first."""
+    router = _router(1000)
+    router._by_upstream = NeverScanned()
+    for i in range(5000):
+        r = _record(i)
+        router._track(r)
+        _answered(router, r, str(i))
+    assert len(router._by_upstream) == len(router._by_message) == 1000
+    assert dict.get(router._by_upstream, ("sim", "3999")) is None
+    assert dict.get(router._by_upstream, ("sim", "4000")) is router._by_message[4000]
