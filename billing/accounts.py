@@ -98,8 +98,12 @@ def bump_settings_version(conn: Connection) -> None:
 
 
 def current_settings_version(conn: Connection) -> int:
-    """The number :func:`bump_settings_version` moves (0 before any change)."""
-    v = conn.execute(select(settings_version.c.version).where(settings_version.c.id == 1)).scalar()
+    """The number :func:`bump_settings_version` moves (0 before any change).
+
+    Every hub runs this every second: plain SQL, without SQLAlchemy's statement
+    handling (half the cost).
+    """
+    v = conn.exec_driver_sql("SELECT version FROM settings_version WHERE id = 1").scalar()
     return int(v or 0)
 
 
