@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -73,6 +74,38 @@ credentials = Table(
     Column("revoked", Boolean, nullable=False, default=False),
     Column("max_rate", Integer, nullable=True),  # submits per second; NULL: no per-credential limit
 )
+
+#: One row: a number every change of an account or credential setting bumps, in the
+#: change's transaction. Each hub polls it (one indexed read a second) and reloads
+#: the settings when it moved, so a change made with the command line reaches every
+#: hub on the store within seconds, without a rebind (issue 10 item 5).
+settings_version = Table(
+    "settings_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+
+
+def bump_settings_version(conn: Connection) -> None:
+    """Tell the running hubs that account or credential settings changed (call in the change's transaction)."""
+    n = conn.execute(
+        settings_version.update().where(settings_version.c.id == 1)
+        .values(version=settings_version.c.version + 1)
+    ).rowcount
+    if n == 0:
+        conn.execute(settings_version.insert().values(id=1, version=1))
+
+
+def current_settings_version(conn: Connection) -> int:
+    """The number :func:`bump_settings_version` moves (0 before any change).
+
+    Every hub runs this every second: plain SQL, without SQLAlchemy's statement
+    handling (half the cost).
+    """
+    v = conn.exec_driver_sql("SELECT version FROM settings_version WHERE id = 1").scalar()
+    return int(v or 0)
+
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -199,6 +232,7 @@ def create_account(
             account_id=account_id, balance=0, low_credit_threshold=None, alert_armed=True
         )
     )
+    bump_settings_version(conn)
     return Account(
         account_id, name, True, default_type, default_country_code, default_sender,
         alert_url, nocredit_status, refund_on_network_failure, price_plan,
@@ -255,6 +289,7 @@ def update_account(
         n = conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values)).rowcount
         if n != 1:
             raise AccountError(f"account: no account with id {account_id}")
+        bump_settings_version(conn)
 
 
 def add_credential(
@@ -280,6 +315,7 @@ def add_credential(
         raise AccountError("max_rate: must be a positive number of submits per second")
     if conn.execute(select(credentials.c.id).where(credentials.c.system_id == system_id)).first():
         raise AccountError(f"system_id: {system_id!r} is taken")
+    bump_settings_version(conn)
     return conn.execute(
         credentials.insert().values(
             account_id=account_id,
@@ -295,9 +331,12 @@ def add_credential(
 
 def revoke_credential(conn: Connection, system_id: str) -> bool:
     """Refuse new binds with this system_id (live sessions are the server's to unbind)."""
-    return conn.execute(
+    done = conn.execute(
         credentials.update().where(credentials.c.system_id == system_id).values(revoked=True)
     ).rowcount == 1
+    if done:
+        bump_settings_version(conn)
+    return done
 
 
 _ACCOUNT_COLUMNS = (
@@ -322,6 +361,21 @@ def get_account_by_id(conn: Connection, account_id: int) -> Account | None:
     return _account_from(row._mapping) if row else None
 
 
+def all_accounts(conn: Connection) -> dict[int, Account]:
+    """Every account by id: what a hub holds of their settings (reloaded when the version moves)."""
+    return {a.id: a for a in (_account_from(r._mapping) for r in conn.execute(select(*_ACCOUNT_COLUMNS)))}
+
+
+def credentials_by_id(conn: Connection, ids: list[int]) -> dict[int, Credential]:
+    """These credentials as they are now (the ones a hub has bound sessions of)."""
+    rows = conn.execute(
+        select(credentials, *_ACCOUNT_COLUMNS)
+        .join(accounts, accounts.c.id == credentials.c.account_id)
+        .where(credentials.c.id.in_(ids))
+    )
+    return {c.id: c for c in (_credential_from(r._mapping) for r in rows)}
+
+
 def find_credential(conn: Connection, system_id: str) -> Credential | None:
     row = conn.execute(
         select(credentials, *_ACCOUNT_COLUMNS)
@@ -330,7 +384,10 @@ def find_credential(conn: Connection, system_id: str) -> Credential | None:
     ).first()
     if row is None:
         return None
-    m = row._mapping
+    return _credential_from(row._mapping)
+
+
+def _credential_from(m) -> Credential:
     account = _account_from(m)
     nets = tuple(n.strip() for n in (m[credentials.c.allowed_networks] or "").split(",") if n.strip())
     return Credential(

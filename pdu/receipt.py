@@ -14,11 +14,14 @@ turns an upstream id into the canonical form the correlation table stores.
 from __future__ import annotations
 
 import re
+import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from staffetta.pdu import gsm
+from staffetta.pdu.codec import Pdu, encode
 from staffetta.pdu.constants import MessageState
 
 STATE_TO_STAT: dict[MessageState, str] = {
@@ -231,3 +234,96 @@ def normalize_message_id(s: str | bytes, style: str = "auto") -> str:
     if style == "auto":
         return t.lower().lstrip("0") or "0"
     raise ValueError(f"unknown style {style!r}")
+
+
+# ------------------------------------------------------------ the receipt deliver_sm
+
+_DELIVER_SM = 0x00000005
+_ESM_RECEIPT = 0x04
+_T_RECEIPTED_ID = 0x001E
+_T_MESSAGE_STATE = 0x0427
+_T_NETWORK_ERROR = 0x0423
+_T_UMR = 0x0204
+
+
+def receipt_fields(message_id: bytes, handset: bytes, handset_ton: int, handset_npi: int,
+                   owner: bytes, owner_ton: int, owner_npi: int, state: int, text: bytes,
+                   network_error: int | None = None,
+                   umr: bytes | None = None) -> tuple[dict[str, Any], dict[int, bytes]]:
+    """A receipt deliver_sm's (fields, tlvs): the one definition of what a receipt carries.
+
+    It comes from the handset (``handset``, the original's destination) to the
+    original's sender (``owner``); esm_class 0x04, the Appendix B ``text``,
+    ``receipted_message_id`` and ``message_state``, plus ``network_error_code``
+    (GSM type 3) when given and the original's ``user_message_reference``.
+    The hub's client receipts and the simulator's carrier receipts both come
+    from here (:func:`receipt_octets` is the hub's fast form of the same).
+    """
+    tlvs = {_T_RECEIPTED_ID: message_id + b"\x00", _T_MESSAGE_STATE: bytes((state,))}
+    if network_error is not None:
+        tlvs[_T_NETWORK_ERROR] = b"\x03" + (network_error & 0xFFFF).to_bytes(2, "big")
+    if umr is not None:
+        tlvs[_T_UMR] = umr
+    fields = {
+        "service_type": b"",
+        "source_addr_ton": handset_ton,
+        "source_addr_npi": handset_npi,
+        "source_addr": handset,
+        "dest_addr_ton": owner_ton,
+        "dest_addr_npi": owner_npi,
+        "destination_addr": owner,
+        "esm_class": _ESM_RECEIPT,
+        "protocol_id": 0,
+        "priority_flag": 0,
+        "schedule_delivery_time": b"",
+        "validity_period": b"",
+        "registered_delivery": 0,
+        "replace_if_present_flag": 0,
+        "data_coding": 0,
+        "sm_default_msg_id": 0,
+        "short_message": text,
+    }
+    return fields, tlvs
+
+
+def receipt_octets(message_id: bytes, handset: bytes, handset_ton: int, handset_npi: int,
+                   owner: bytes, owner_ton: int, owner_npi: int, state: int, text: bytes,
+                   network_error: int | None = None, umr: bytes | None = None) -> bytes:
+    """:func:`receipt_fields` encoded as a whole deliver_sm with sequence 0 (the outbox's form).
+
+    Put together as octets in one formatting step, since the hub runs it once
+    per message: no Pdu, no field dict, no generic encoder (~2x faster). It
+    equals the general encoder's output octet for octet
+    (tests/router/test_client_receipt.py); what does not fit the short form
+    (an address over 20 octets, say) takes the general path, which refuses it
+    precisely.
+    """
+    if (len(handset) > 20 or len(owner) > 20 or len(text) > 254 or len(message_id) > 64
+            or 0 in handset or 0 in owner or 0 in message_id or (umr is not None and len(umr) != 2)):
+        return _general_receipt(message_id, handset, handset_ton, handset_npi, owner, owner_ton,
+                                owner_npi, state, text, network_error, umr)
+    try:
+        body = _RECEIPT_BODY % (handset_ton, handset_npi, handset, owner_ton, owner_npi, owner,
+                                len(text), text, len(message_id) + 1, message_id, state)
+    except (OverflowError, TypeError):  # a ton/npi/state outside a byte
+        return _general_receipt(message_id, handset, handset_ton, handset_npi, owner, owner_ton,
+                                owner_npi, state, text, network_error, umr)
+    if network_error is not None:
+        body += b"\x04\x23\x00\x03\x03" + (network_error & 0xFFFF).to_bytes(2, "big")
+    if umr is not None:
+        body += b"\x02\x04\x00\x02" + umr
+    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+
+
+def _general_receipt(*args: Any) -> bytes:
+    return encode(Pdu(_DELIVER_SM, 0, 0, *receipt_fields(*args)))
+
+
+#: deliver_sm body of a receipt: service_type "", source ton/npi + address, destination
+#: ton/npi + address, esm_class 0x04, then NULL fields, sm_length, the text; then
+#: receipted_message_id (0x001E) and message_state (0x0427) TLVs.
+_RECEIPT_BODY = (
+    b"\x00%c%c%b\x00%c%c%b\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00%c%b"
+    b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
+)
+_pack_header = struct.Struct(">IIII").pack

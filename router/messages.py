@@ -14,16 +14,13 @@ statement per kind, not one per row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import itemgetter
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Float,
-    Index,
     Integer,
     LargeBinary,
-    SmallInteger,
     String,
     Table,
     inspect,
@@ -34,49 +31,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex
 
 from staffetta.billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
+
+# The message row (its table, columns and phases) is defined once, with its record.
+from staffetta.router.record import (  # noqa: F401 - the phases are read as messages.QUEUED ...
+    FINAL,
+    FORWARDED,
+    MESSAGE_COLUMNS,
+    QUEUED,
+    MessageRecord,
+    messages,
+    row_tuple,
+)
 from staffetta.store.db import add_missing_columns, metadata
 from staffetta.store.sql import executemany, insert_sql
-
-QUEUED, FORWARDED, FINAL = 0, 1, 2
-
-messages = Table(
-    "messages",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
-    Column("account_id", Integer, nullable=False),
-    Column("source_addr", String(21), nullable=False),
-    Column("source_ton", SmallInteger, nullable=False),
-    Column("source_npi", SmallInteger, nullable=False),
-    Column("destination", String(21), nullable=False),
-    Column("service_type", String(6), nullable=False),
-    Column("msg_type", String(8), nullable=False),
-    Column("esm_class", SmallInteger, nullable=False),
-    Column("protocol_id", SmallInteger, nullable=False),
-    Column("priority", SmallInteger, nullable=False),
-    Column("registered_delivery", SmallInteger, nullable=False),
-    Column("data_coding", SmallInteger, nullable=False),
-    Column("short_message", LargeBinary, nullable=False),
-    Column("tlvs", LargeBinary, nullable=False),  # encoded TLV stream passed upstream
-    Column("segments", SmallInteger, nullable=False),
-    Column("submitted_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("phase", SmallInteger, nullable=False),
-    Column("state", SmallInteger, nullable=False),  # SMPP message_state
-    Column("err", SmallInteger, nullable=False, default=0),
-    Column("done_at", Float, nullable=True),
-    Column("connector", String(32), nullable=True),
-    Column("upstream_id", String(65), nullable=True),
-    Column("mccmnc", String(6), nullable=True),  # serving network from the HLR, when looked up
-    # Partial indexes: a message enters each once and leaves the queued one once.
-    # Full indexes on (phase) and (connector, upstream_id) moved an entry at every
-    # phase change: 5 more b-tree writes per message, 7% of the writer's
-    # instructions (callgrind, docs/benchmarks.md).
-    Index(
-        "ix_messages_upstream_id", "connector", "upstream_id",
-        sqlite_where=text("upstream_id IS NOT NULL"), postgresql_where=text("upstream_id IS NOT NULL"),
-    ),
-    Index("ix_messages_queued", "id", sqlite_where=text("phase = 0"), postgresql_where=text("phase = 0")),
-)
 
 #: Indexes of earlier versions, replaced by the partial ones above.
 _OLD_INDEXES = ("ix_messages_upstream", "ix_messages_phase")
@@ -97,7 +64,7 @@ outbox = Table(
 def upgrade(engine) -> list[str]:
     """Columns and indexes changed since a store was made (``create_all`` never alters a table)."""
     with engine.begin() as conn:
-        done = add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)")])
+        done = add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)"), ("route", "VARCHAR(32)")])
         have = {i["name"] for i in inspect(conn).get_indexes("messages")}
         # IF [NOT] EXISTS: several hubs may start on one PostgreSQL at once.
         for index in messages.indexes:
@@ -131,9 +98,7 @@ class Delivery:
 # holds the GIL for every line of Python, and SQLAlchemy's statement handling
 # per batch cost more than the SQLite work itself.
 
-_MESSAGE_COLUMNS = [c.name for c in messages.columns]
-_message_tuple = itemgetter(*_MESSAGE_COLUMNS)
-_INSERT_MESSAGES = insert_sql("messages", _MESSAGE_COLUMNS)
+_INSERT_MESSAGES = insert_sql("messages", list(MESSAGE_COLUMNS))
 _OUTBOX_COLUMNS = ("id", "account_id", "message_id", "kind", "pdu", "created_at", "expires_at")
 _INSERT_OUTBOX = insert_sql("outbox", _OUTBOX_COLUMNS)
 _SET_UPSTREAM = "UPDATE messages SET phase = 1, connector = ?, upstream_id = ?, state = ? WHERE id = ?"
@@ -141,21 +106,21 @@ _SET_FINAL = "UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ? WHE
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
 
 
-def insert_messages(conn: Connection, rows: list[dict]) -> None:
-    executemany(conn, _INSERT_MESSAGES, [_message_tuple(r) for r in rows])
+def insert_messages(conn: Connection, records: list[MessageRecord]) -> None:
+    executemany(conn, _INSERT_MESSAGES, [row_tuple(r) for r in records])
 
 
-def insert_paid_messages(conn: Connection, items: list[tuple[dict, int]]) -> list[tuple]:
+def insert_paid_messages(conn: Connection, items: list[tuple[MessageRecord, int]]) -> list[tuple]:
     """Debit, then store only what was paid, in the group commit's transaction.
 
-    Items: (message row, price in centi-credits). Each result is
+    Items: (message record, price in centi-credits). Each result is
     ``(paid, report)`` where ``report`` (crossings, balances after) rides on
     the first item of the batch only, so the caller acts on it once.
     """
     report = Report()
     paid = debit_batch(
-        conn, [Debit(row["account_id"], price, row["id"]) for row, price in items],
-        now=items[0][0]["submitted_at"], report=report,
+        conn, [Debit(r.account_id, price, r.id) for r, price in items],
+        now=items[0][0].submitted_at, report=report,
     )
     rows = [row for (row, _), ok in zip(items, paid, strict=True) if ok]
     if rows:
@@ -212,11 +177,12 @@ def max_ids(conn: Connection) -> tuple[int, int]:
     return int(m), int(o)
 
 
-def queued_messages(conn: Connection, limit: int = 10000) -> list[dict]:
+def queued_messages(conn: Connection, limit: int = 10000) -> list[MessageRecord]:
+    """Acknowledged to their client, never accepted upstream: what a restart resumes, in order."""
     rows = conn.execute(
         select(messages).where(messages.c.phase == QUEUED).order_by(messages.c.id).limit(limit)
     )
-    return [dict(r._mapping) for r in rows]
+    return [MessageRecord.from_row(r._mapping) for r in rows]
 
 
 def message_by_upstream(conn: Connection, connector: str, upstream_id: str) -> dict | None:
@@ -228,12 +194,12 @@ def message_by_upstream(conn: Connection, connector: str, upstream_id: str) -> d
     return dict(row._mapping) if row else None
 
 
-def message_for_account(conn: Connection, message_id: int, account_id: int) -> dict | None:
+def message_for_account(conn: Connection, message_id: int, account_id: int) -> MessageRecord | None:
     """query_sm's read: a client only ever sees its own messages."""
     row = conn.execute(
         select(messages).where(messages.c.id == message_id, messages.c.account_id == account_id)
     ).first()
-    return dict(row._mapping) if row else None
+    return MessageRecord.from_row(row._mapping) if row else None
 
 
 def pending_deliveries(

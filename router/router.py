@@ -11,23 +11,29 @@ never loses the receipt.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 
 from twisted.internet import defer
 
-from staffetta.pdu import text as pdutext
-from staffetta.pdu.codec import Pdu, cstr, encode, tlv_cstr, tlv_int, u8
+from staffetta.pdu.codec import Pdu, tlv_cstr, tlv_int
 from staffetta.pdu.constants import ESM_RECEIPT, FINAL_STATES, Command, MessageState, Status, Tag
 from staffetta.pdu.receipt import (
     STATE_TO_STAT,
     format_receipt,
     normalize_message_id,
     parse_receipt,
+    receipt_fields,
+    receipt_octets,
     stat_to_state,
 )
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
+from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are read from here too
+    MessageRecord,
+    decode_tlv_stream,
+    encode_tlv_stream,
+    text20_of,
+)
 from staffetta.router.routes import Route
 from staffetta.router.upstream import Connector, Forward
 
@@ -46,48 +52,29 @@ _NETWORK_ERROR_CODE = Tag.network_error_code
 RECEIPT_TTL = 3 * 86400.0
 
 
-class Tracked:
-    """What a receipt needs to know about a message in flight."""
+#: What the router keeps of a message in flight is its record (the name its callers use).
+Tracked = MessageRecord
 
-    __slots__ = (
-        "message_id", "account_id", "source", "source_ton", "source_npi", "destination",
-        "registered_delivery", "submitted_at", "text20", "umr",
-    )
-
-    def __init__(self, message_id, account_id, source, source_ton, source_npi, destination,
-                 registered_delivery, submitted_at, text20, umr=None) -> None:
-        self.message_id = message_id
-        self.account_id = account_id
-        self.source = source
-        self.source_ton = source_ton
-        self.source_npi = source_npi
-        self.destination = destination
-        self.registered_delivery = registered_delivery
-        self.submitted_at = submitted_at
-        self.text20 = text20
-        self.umr = umr
-
-    @classmethod
-    def from_row(cls, row: dict) -> Tracked:
-        tlvs = row.get("tlvs") or b""
-        return cls(
-            row["id"], row["account_id"], row["source_addr"], row["source_ton"], row["source_npi"],
-            row["destination"], row["registered_delivery"], row["submitted_at"],
-            text20_of(row["short_message"], row["data_coding"]), _umr_of(tlvs),
-        )
+#: The route every message takes until the route table (issue 13) exists.
+DEFAULT_ROUTE = "default"
 
 
-def text20_of(short_message: bytes, data_coding: int) -> str:
-    try:
-        alphabet = pdutext.parse_data_coding(data_coding).alphabet
-        text = pdutext.decode(short_message, alphabet, strict=False)
-    except Exception:
-        return ""
-    return (text or "")[:20]
+class UpstreamIndex(dict):
+    """Carrier key (connector, carrier id) -> record, filing the key on the record.
 
+    So that evicting a record from memory deletes its carrier key directly
+    (O(1)), without a scan of this index.
+    """
 
-def _umr_of(tlv_stream: bytes) -> bytes | None:
-    return decode_tlv_stream(tlv_stream).get(Tag.user_message_reference) if tlv_stream else None
+    __slots__ = ()
+
+    def __setitem__(self, key: tuple[str, str], record: MessageRecord) -> None:
+        if record.upstream_id is not None:  # sent again (after a drop): the newest id wins, as on the row
+            old = (record.connector, record.upstream_id)
+            if old != key and dict.get(self, old) is record:
+                dict.__delitem__(self, old)
+        record.connector, record.upstream_id = key
+        dict.__setitem__(self, key, record)
 
 
 def wants_receipt(registered_delivery: int, state: int) -> bool:
@@ -127,8 +114,9 @@ class Router:
         self.max_tracked = max_tracked
         self.unknown_receipt_retries = unknown_receipt_retries
         self.metrics = metrics
-        self._by_message: dict[int, Tracked] = {}
-        self._by_upstream: dict[tuple[str, str], Tracked] = {}
+        #: Messages in flight by our id, oldest first (dicts keep insertion order).
+        self._by_message: dict[int, MessageRecord] = {}
+        self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
 
     # ---------------------------------------------------------------- routing
 
@@ -161,37 +149,48 @@ class Router:
             return
         route.line.put(item)
 
-    def forward(self, tracked: Tracked, fields: dict, tlvs: dict[int, bytes], expires_at: float) -> None:
-        """A message is committed: track it and send it upstream before ``expires_at``."""
-        self._track(tracked)
-        self.enqueue("default", Forward(tracked.message_id, fields, tlvs, expires_at))
+    def choose_route(self, account_id: int, destination: str, msg_type: str) -> str | None:
+        """The route a new message takes, decided before its durable write (None: no route).
 
-    def _track(self, t: Tracked) -> None:
+        One route, "default", over every configured connector, until the
+        route table (issue 13) matches on account, destination and type.
+        """
+        return DEFAULT_ROUTE if self.connectors else None
+
+    def forward(self, record: MessageRecord, tlvs: dict[int, bytes] | None = None) -> None:
+        """A message is committed: track it and hand it to its route.
+
+        ``tlvs``: the submit's TLV dict when the caller has it (see
+        :meth:`MessageRecord.forward`); a resumed message decodes its row's.
+        """
+        self._track(record)
+        self.enqueue(record.route or DEFAULT_ROUTE, record.forward(tlvs))
+
+    def _track(self, record: MessageRecord) -> None:
+        """Remember a message in flight; past ``max_tracked``, forget the oldest in O(1).
+
+        A forgotten message is still correlated from the table (indexed on
+        connector + carrier id) when its receipt comes.
+        """
         by_message = self._by_message
-        if len(by_message) >= self.max_tracked:  # bounded: the table still has it
+        if len(by_message) >= self.max_tracked:
             old = by_message.pop(next(iter(by_message)))
-            self._by_upstream = {k: v for k, v in self._by_upstream.items() if v is not old}
-        by_message[t.message_id] = t
+            if old.upstream_id is not None:
+                key = (old.connector, old.upstream_id)
+                if self._by_upstream.get(key) is old:
+                    del self._by_upstream[key]
+        by_message[record.id] = record
 
-    def resume(self, rows: list[dict]) -> None:
-        """After a restart: forward what was acknowledged but never sent upstream."""
-        for row in rows:
-            fields = {
-                "service_type": b"",
-                "source_addr_ton": row["source_ton"],
-                "source_addr_npi": row["source_npi"],
-                "source_addr": row["source_addr"].encode(),
-                "dest_addr_ton": 1,
-                "dest_addr_npi": 1,
-                "destination_addr": row["destination"].encode(),
-                "esm_class": row["esm_class"],
-                "protocol_id": row["protocol_id"],
-                "priority_flag": row["priority"],
-                "registered_delivery": 1,
-                "data_coding": row["data_coding"],
-                "short_message": row["short_message"],
-            }
-            self.forward(Tracked.from_row(row), fields, decode_tlv_stream(row["tlvs"]), row["expires_at"])
+    def resume(self, records: list[MessageRecord]) -> None:
+        """After a restart: forward what was acknowledged but never sent upstream, in id order.
+
+        Built by the same :meth:`MessageRecord.forward` as a first send, so the
+        carrier sees the same octets.
+        """
+        for record in records:
+            if record.route is None:  # a row written before routes were stored
+                record.route = self.choose_route(record.account_id, record.destination, record.msg_type)
+            self.forward(record)
 
     # ------------------------------------------------- never sent: expiry, cancel
 
@@ -313,9 +312,13 @@ class Router:
             found, lambda f: log.error("receipt lookup failed: %s", f.getErrorMessage())
         )
 
-    def _finish(self, t: Tracked, state: int, err: int, ack: Callable[[int], None] | None,
+    def _finish(self, t: MessageRecord, state: int, err: int, ack: Callable[[int], None] | None,
                 refund: str | None = None) -> None:
-        """Record a final state (and any refund) durably, then ``ack`` the carrier and queue the receipt."""
+        """Record a final state (and any refund) durably, then ``ack`` the carrier and queue the receipt.
+
+        The refund policy is read per outcome from the account's live settings
+        (``refund_network_failures``), never from what was known at bind.
+        """
         now = self.reactor.seconds()
         if refund is None and state != _DELIVERED and self.refund_network_failures(t.account_id):
             refund = "network_failure"
@@ -378,81 +381,23 @@ def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:
     return uid, raw, state, err
 
 
-def client_receipt(t: Tracked, state: int, err: int, now: float) -> bytes:
-    """The deliver_sm a client gets: our id, exactly as submit_sm_resp gave it.
+def client_receipt(t: MessageRecord, state: int, err: int, now: float) -> bytes:
+    """The deliver_sm a client gets, as outbox octets: our id, exactly as submit_sm_resp gave it.
 
-    Put together as octets in one formatting step, since it runs once per
-    message: no Pdu, no field dict, no generic encoder (~2x faster). It equals
-    ``encode(receipt_pdu(...))`` octet for octet (tests/router/test_client_receipt.py);
-    what does not fit the short form (an address over 20 octets, say) takes
-    that general path, which refuses it precisely.
+    From the handset (TON/NPI 1/1) to the message's sender, built by
+    :func:`pdu.receipt.receipt_octets` (the simulator's carrier receipts use
+    the same builder).
     """
-    mid = str(t.message_id)
+    mid = str(t.id)
     text = format_receipt(mid, 1, 1 if state == _DELIVERED else 0, t.submitted_at, now,
                           STATE_TO_STAT[state], err, t.text20)
-    source = t.destination.encode()  # the receipt comes from the handset
-    dest = t.source.encode()
-    umr = t.umr
-    if (len(source) > 20 or len(dest) > 20 or len(text) > 254 or len(mid) > 64
-            or 0 in source or 0 in dest or (umr is not None and len(umr) != 2)):
-        return encode(receipt_pdu(t, state, err, text))
-    try:
-        body = _RECEIPT_BODY % (source, t.source_ton, t.source_npi, dest, len(text), text,
-                                len(mid) + 1, mid.encode(), state)
-    except (OverflowError, TypeError):  # a ton/npi/state outside a byte
-        return encode(receipt_pdu(t, state, err, text))
-    if err:
-        body += b"\x04\x23\x00\x03\x03" + (err & 0xFFFF).to_bytes(2, "big")
-    if umr is not None:
-        body += b"\x02\x04\x00\x02" + umr
-    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+    return receipt_octets(mid.encode(), t.destination.encode(), 1, 1, t.source_addr.encode(),
+                          t.source_ton, t.source_npi, state, text, err or None, t.umr)
 
 
-#: deliver_sm body of a receipt: service_type "", source 1/1 + address, destination
-#: ton/npi + address, esm_class 0x04, then NULL fields, sm_length, the text; then
-#: receipted_message_id (0x001E) and message_state (0x0427) TLVs.
-_RECEIPT_BODY = (
-    b"\x00\x01\x01%b\x00%c%c%b\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00%c%b"
-    b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
-)
-_pack_header = struct.Struct(">IIII").pack
-
-
-def receipt_pdu(t: Tracked, state: int, err: int, text: bytes) -> Pdu:
-    """The client's receipt as a Pdu, for the general encoder."""
-    tlvs = {Tag.receipted_message_id: cstr(str(t.message_id)), Tag.message_state: u8(state)}
-    if err:
-        tlvs[Tag.network_error_code] = b"\x03" + (err & 0xFFFF).to_bytes(2, "big")
-    if t.umr is not None:
-        tlvs[Tag.user_message_reference] = t.umr
-    return Pdu(
-        Command.DELIVER_SM,
-        0,
-        0,
-        {
-            "source_addr_ton": 1,
-            "source_addr_npi": 1,
-            "source_addr": t.destination.encode(),
-            "dest_addr_ton": t.source_ton,
-            "dest_addr_npi": t.source_npi,
-            "destination_addr": t.source.encode(),
-            "esm_class": ESM_RECEIPT,
-            "short_message": text,
-        },
-        tlvs,
-    )
-
-
-def encode_tlv_stream(tlvs: dict[int, bytes]) -> bytes:
-    return b"".join(((t << 16) | len(v)).to_bytes(4, "big") + v for t, v in tlvs.items())
-
-
-def decode_tlv_stream(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        tag = int.from_bytes(data[pos:pos + 2], "big")
-        ln = int.from_bytes(data[pos + 2:pos + 4], "big")
-        out[tag] = data[pos + 4:pos + 4 + ln]
-        pos += 4 + ln
-    return out
+def receipt_pdu(t: MessageRecord, state: int, err: int, text: bytes) -> Pdu:
+    """The client's receipt as a Pdu (the general encoder's input; tests compare the two)."""
+    fields, tlvs = receipt_fields(str(t.id).encode(), t.destination.encode(), 1, 1,
+                                  t.source_addr.encode(), t.source_ton, t.source_npi, state, text,
+                                  err or None, t.umr)
+    return Pdu(Command.DELIVER_SM, 0, 0, fields, tlvs)

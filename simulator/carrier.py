@@ -40,17 +40,16 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IListeningPort
 
 from staffetta.pdu import text as textmod
-from staffetta.pdu.codec import Pdu, u8, u16
+from staffetta.pdu.codec import Pdu
 from staffetta.pdu.constants import (
     BIND_COMMANDS,
-    ESM_RECEIPT,
     Command,
     Status,
     Tag,
 )
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.protocol import SessionProtocol
-from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt
+from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt, receipt_fields
 from staffetta.pdu.session import Outstanding, Side, Timers
 from staffetta.pdu.window import Line, Window
 
@@ -107,12 +106,8 @@ _GRAIN = 0.002
 _TEMPLATE_CACHE_MAX = 4096
 
 # Plain ints for the hot path: an IntEnum member costs a metaclass lookup per use.
-_T_RECEIPTED_ID = int(Tag.receipted_message_id)
-_T_MESSAGE_STATE = int(Tag.message_state)
-_T_NETWORK_ERROR = int(Tag.network_error_code)
 _T_UMR = int(Tag.user_message_reference)
 _T_PAYLOAD = int(Tag.message_payload)
-_STATE_VALUE = {stat: u8(state) for stat, state in STAT_TO_STATE.items()}
 _DELIVER_SM = Command.DELIVER_SM
 
 #: Every mandatory field of a deliver_sm, NULL. The codec's fast encoder wants
@@ -746,42 +741,16 @@ class Carrier(protocol.ServerFactory):
 
     def _build_receipt(self, item: _Outbound, now: float) -> None:
         stat = item.stat
-        tlvs: dict[int, bytes] = {
-            _T_RECEIPTED_ID: item.message_id + b"\x00",
-            _T_MESSAGE_STATE: _STATE_VALUE[stat],
-        }
-        if stat not in _SUCCESS_STATS and stat != "ACCEPTD":
-            tlvs[_T_NETWORK_ERROR] = b"\x03" + u16(item.err & 0xFFFF)
-        if item.umr is not None:
-            tlvs[_T_UMR] = item.umr
         sm = b"" if self.receipt_format == "tlv_only" else self._receipt_text(item, now)
         orig = item.orig or {}
-        if len(orig) >= 17:
-            # A decoded submit_sm: its fields dict is ours alone now, so turn it
-            # into the receipt in place (cheaper than building a new one).
-            f = orig
-            f["source_addr_ton"], f["dest_addr_ton"] = f["dest_addr_ton"], f["source_addr_ton"]
-            f["source_addr_npi"], f["dest_addr_npi"] = f["dest_addr_npi"], f["source_addr_npi"]
-            f["source_addr"], f["destination_addr"] = f["destination_addr"], f["source_addr"]
-            f["service_type"] = f["schedule_delivery_time"] = f["validity_period"] = b""
-            f["protocol_id"] = f["priority_flag"] = f["registered_delivery"] = 0
-            f["replace_if_present_flag"] = f["data_coding"] = f["sm_default_msg_id"] = 0
-            f["esm_class"] = ESM_RECEIPT
-            f["short_message"] = sm
-        else:  # data_sm (addresses up to 64 characters) or submit_multi's copy
-            f = {
-                **_DELIVER_SM_NULL,
-                "source_addr_ton": orig.get("dest_addr_ton", 0),
-                "source_addr_npi": orig.get("dest_addr_npi", 0),
-                "source_addr": orig.get("destination_addr", b"")[:20],
-                "dest_addr_ton": orig.get("source_addr_ton", 0),
-                "dest_addr_npi": orig.get("source_addr_npi", 0),
-                "destination_addr": orig.get("source_addr", b"")[:20],
-                "esm_class": ESM_RECEIPT,
-                "short_message": sm,
-            }
-        item.fields = f
-        item.tlvs = tlvs
+        # data_sm addresses may be up to 64 characters; a deliver_sm's are 20.
+        item.fields, item.tlvs = receipt_fields(
+            item.message_id,
+            orig.get("destination_addr", b"")[:20], orig.get("dest_addr_ton", 0), orig.get("dest_addr_npi", 0),
+            orig.get("source_addr", b"")[:20], orig.get("source_addr_ton", 0), orig.get("source_addr_npi", 0),
+            STAT_TO_STATE[stat], sm,
+            item.err if stat not in _SUCCESS_STATS and stat != "ACCEPTD" else None, item.umr,
+        )
         item.orig = None
 
     # ------------------------------------------------------------ delivering

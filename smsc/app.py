@@ -8,7 +8,18 @@ from sqlalchemy import select
 from twisted.internet import defer, task, threads
 from twisted.web import server as webserver
 
-from staffetta.billing.accounts import Account, accounts, credentials, hash_password, upgrade
+from staffetta.billing.accounts import (
+    Account,
+    Credential,
+    accounts,
+    all_accounts,
+    credentials,
+    credentials_by_id,
+    current_settings_version,
+    get_account_by_id,
+    hash_password,
+    upgrade,
+)
 from staffetta.billing.alerts import LowCreditAlerter
 from staffetta.billing.plans import PricePlan, billing_from_dict
 from staffetta.billing.wallet import Report, pending_alerts
@@ -26,6 +37,7 @@ from staffetta.router.router import Router
 from staffetta.router.upstream import Connector
 from staffetta.smsc.hlr_billing import billing_charge_tx
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
+from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import BindLimiter, HubFactory
 from staffetta.smsc.throttle import TokenBucket
 from staffetta.store.db import create_schema, make_engine
@@ -36,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VALIDITY = 72 * 3600.0  # the seed's "undelivered after 72 hours"
 MAX_VALIDITY = 7 * 86400.0  # a client's validity_period is clamped to this (conformance §11)
+#: How often each hub looks at the settings version (a change applies within about this).
+SETTINGS_POLL = 1.0
 
 
 class Hub:
@@ -67,8 +81,15 @@ class Hub:
             receipt_ttl=settings.outbox_ttl, refund_network_failures=self._refunds_network_failures,
         )
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
-        #: Accounts seen at bind, by id: their billing settings on the hot path.
+        #: Every account's settings, by id: loaded at start, reloaded whenever the
+        #: settings version moves (``_poll_settings``), so outcomes of accounts not
+        #: bound since a restart use their real settings too.
         self.accounts: dict[int, Account] = {}
+        #: The credentials of bound sessions as they are now, by id (reloaded with the accounts).
+        self._credentials: dict[int, Credential] = {}
+        self._submitters: dict[int, Submitter] = {}
+        self._settings_version = -1
+        self._reloading = False
         self.hlr = self._make_hlr()
         for u in settings.upstreams:
             self.router.add_connector(
@@ -81,6 +102,10 @@ class Hub:
         self.dummy_hash = hash_password("x")
         self.default_validity = DEFAULT_VALIDITY
         self.max_validity = MAX_VALIDITY
+        self.pipeline = SubmitPipeline(
+            choose_route=self.router.choose_route, can_accept=self.router.can_accept,
+            message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY, max_validity=MAX_VALIDITY,
+        )
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
         self._policies: dict[int, AccountPolicy] = {}
@@ -104,15 +129,82 @@ class Hub:
         return self.read(store.pending_deliveries, account_id, 0, limit)
 
     def policy_for(self, account: Account) -> AccountPolicy:
+        """At bind, with the account just read from the store: its submit policy.
+
+        That read is the freshest there is, so it replaces what the hub holds;
+        the next poll reloads everything (a reload may have landed between the
+        read and now, and must win over it).
+        """
+        if self.accounts.get(account.id) != account:
+            self.accounts[account.id] = account
+            self._policies.pop(account.id, None)
+            self._submitters.clear()
+            self._settings_version = -1
+        return self._policy(account)
+
+    def _policy(self, account: Account) -> AccountPolicy:
         p = self._policies.get(account.id)
         if p is None:
-            self.accounts[account.id] = account
             p = self._policies[account.id] = AccountPolicy(
                 default_type=account.default_type,
                 default_country_code=account.default_country_code,
                 default_sender=account.default_sender,
             )
         return p
+
+    def submitter(self, credential: Credential) -> Submitter:
+        """What the pipeline reads of a bound credential: its account's live settings.
+
+        Built on first use and again after every settings reload; ``credential``
+        is the one read at bind, used only until the reload knows it.
+        """
+        s = self._submitters.get(credential.id)
+        if s is None:
+            cred = self._credentials.setdefault(credential.id, credential)
+            account = self.accounts.setdefault(cred.account.id, cred.account)
+            s = self._submitters[credential.id] = Submitter(
+                account, self._policy(account), self.plan_for(account), self.bucket_for(cred),
+                self.hlr_mode(account),
+            )
+        return s
+
+    def _load_settings(self, conn, bound: list[int]) -> tuple[int, dict[int, Account], dict[int, Credential]]:
+        """The version, then every account and the bound credentials (a change in between is seen next poll)."""
+        version = current_settings_version(conn)
+        return version, all_accounts(conn), credentials_by_id(conn, bound) if bound else {}
+
+    def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential]]) -> None:
+        version, accts, creds = loaded
+        if version != self._settings_version:
+            log.debug("settings version %d: %d accounts reloaded", version, len(accts))
+        self._settings_version = version
+        self.accounts = accts
+        self._credentials.update(creds)
+        self._policies.clear()
+        self._submitters.clear()
+
+    def _poll_settings(self) -> defer.Deferred | None:
+        """Reload account and credential settings when a change bumped the version."""
+        if self._reloading:
+            return None
+        self._reloading = True
+        bound = sorted({p.credential.id for p in self.clients if p.credential is not None})
+
+        def read(conn):
+            if current_settings_version(conn) == self._settings_version:
+                return None
+            return self._load_settings(conn, bound)
+
+        def done(loaded):
+            self._reloading = False
+            if loaded is not None:
+                self._apply_settings(loaded)
+
+        def failed(f):
+            self._reloading = False
+            log.error("settings reload failed: %s", f.getErrorMessage())
+
+        return self.read(read).addCallbacks(done, failed)
 
     def _make_hlr(self) -> HlrService | None:
         """The HLR service when a provider is configured or lookups are on by default."""
@@ -150,8 +242,15 @@ class Hub:
         return self.billing.plan(account.price_plan)
 
     def _refunds_network_failures(self, account_id: int) -> bool:
+        """Read per outcome from the live settings (every account, bound or not)."""
         a = self.accounts.get(account_id)
-        return a is not None and a.refund_on_network_failure
+        if a is None:  # created after the last reload and not bound here: read it now
+            with self.engine.connect() as conn:
+                a = get_account_by_id(conn, account_id)
+            if a is None:
+                return False
+            self.accounts[account_id] = a
+        return a.refund_on_network_failure
 
     def billing_report(self, report: Report) -> None:
         """After a commit that moved money: balance gauges, and one alert per crossing."""
@@ -215,10 +314,11 @@ class Hub:
         with self.engine.connect() as conn:
             queued = store.queued_messages(conn, limit=self.settings.max_queue)
             alerts = pending_alerts(conn)
+            self._apply_settings(self._load_settings(conn, []))
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
-                          (self.router.sweep_expired, 5.0)):
+                          (self.router.sweep_expired, 5.0), (self._poll_settings, SETTINGS_POLL)):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -1,8 +1,9 @@
 """The ESME-facing SMPP server: bind, submit, query, and receipts to clients.
 
 Rules of the protocol are in :class:`pdu.session.Session`; this module holds
-the business of each request. The submit path is: assess (pdu.message) ->
-message row into the group commit -> submit_sm_resp with our id -> router.
+the business of each request. The submit path is: the pipeline's rules
+(smsc.pipeline, sans-IO) -> message record into the group commit ->
+submit_sm_resp with our id -> router (the route the pipeline chose).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from datetime import UTC, datetime
 from twisted.internet import protocol, threads
 
 from staffetta.billing.accounts import Credential, find_credential, verify_password
-from staffetta.billing.plans import quote
-from staffetta.hlr.service import REFUSE_DEST, REFUSE_SYSERR, ChargeRefused
+from staffetta.hlr.service import ChargeRefused
+from staffetta.pdu.addresses import check_sender, normalize_destination
 from staffetta.pdu.codec import Pdu
-from staffetta.pdu.constants import FINAL_STATES, Command, Status, Tag
+from staffetta.pdu.constants import FINAL_STATES, Command, Npi, Status, Ton
 from staffetta.pdu.errors import SubmitRejected
-from staffetta.pdu.message import AccountPolicy, assess_submit
+from staffetta.pdu.message import AccountPolicy
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.session import Outstanding, Side, State
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
-from staffetta.router.router import Tracked, encode_tlv_stream
+from staffetta.smsc.pipeline import Accepted, NeedsLookup, Refused
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 _SUBMIT_SM = Command.SUBMIT_SM
 _DELIVER_SM = Command.DELIVER_SM
 _ROK = Status.ESME_ROK
-_USER_MESSAGE_REFERENCE = Tag.user_message_reference
+_RNORATE = Status.STAFFETTA_RNORATE
 
 _BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX: "trx"}
 
@@ -175,116 +176,40 @@ class HubProtocol(SessionProtocol):
     # submit ------------------------------------------------------------------
 
     def _submit(self, pdu: Pdu) -> None:
+        """Every rule is the pipeline's; this only runs the HLR lookup it asks for, writes, answers."""
         hub = self.hub
         started = time.perf_counter()
-        account = self.credential.account
-        if not hub.router.can_accept():
-            self._answer_submit(pdu, Status.ESME_RMSGQFUL, started)
+        pipeline = hub.pipeline
+        outcome = pipeline.accept(pdu.fields, pdu.tlvs, hub.submitter(self.credential), hub.reactor.seconds())
+        if type(outcome) is NeedsLookup:
+            # The lookup runs while the session keeps serving other PDUs; this one
+            # keeps its inbound window slot until it is answered.
+            need = outcome
+            d = hub.hlr.check(need.number, need.account_id, mode=need.mode,
+                              failure_policy=hub.settings.hlr.failure_policy)
+            d.addCallbacks(
+                lambda r: self._decided(pdu, started, pipeline.looked_up(need, *r)),
+                lambda f: self._decided(pdu, started, pipeline.lookup_failed(
+                    need, f.check(ChargeRefused) is not None, f.getErrorMessage())),
+            )
             return
-        try:
-            a = assess_submit(pdu.fields, pdu.tlvs, self.policy)
-        except SubmitRejected as exc:
-            log.debug("submit refused for %s: %s", account.name, exc)
-            self._answer_submit(pdu, exc.status, started)
-            return
-        bucket = self.bucket
-        if bucket is not None and not bucket.take(a.segments, hub.reactor.seconds()):
-            self._answer_submit(pdu, Status.ESME_RTHROTTLED, started)
-            return
-        # The quote is the debit: the same Assessment priced by the account's plan.
-        price = quote(hub.plan_for(account), a)
-        if price is None:
-            hub.metrics.rejected_for_credit.labels(account.name, "no_rate").inc()
-            self._answer_submit(pdu, Status.STAFFETTA_RNORATE, started)
-            return
-        mode = hub.hlr_mode(account)
-        if mode == "off":
-            self._store(pdu, a, price, started, None)
-            return
-        # The lookup runs while the session keeps serving other PDUs; this one
-        # keeps its inbound window slot until it is answered.
-        d = hub.hlr.check(a.destination.e164, account.id, mode=mode,
-                          failure_policy=hub.settings.hlr.failure_policy)
-        d.addCallbacks(lambda r: self._after_hlr(pdu, a, price, started, *r),
-                       lambda f: self._hlr_failed(pdu, started, f))
+        self._decided(pdu, started, outcome)
 
-    def _after_hlr(self, pdu: Pdu, a, price: int, started: float, decision: str, result) -> None:
-        if decision == REFUSE_DEST:
-            self._answer_submit(pdu, Status.ESME_RINVDSTADR, started)
-        elif decision == REFUSE_SYSERR:
-            self._answer_submit(pdu, Status.ESME_RSYSERR, started)
-        else:
-            mccmnc = result.mccmnc if result is not None and result.status == "valid" else None
-            self._store(pdu, a, price, started, mccmnc)
-
-    def _hlr_failed(self, pdu: Pdu, started: float, failure) -> None:
-        if failure.check(ChargeRefused):
-            self._answer_submit(pdu, self.credential.account.nocredit_status, started)
+    def _decided(self, pdu: Pdu, started: float, outcome: Accepted | Refused) -> None:
+        if type(outcome) is Accepted:
+            self._store(pdu, outcome, started)
             return
-        log.error("HLR lookup failed: %s", failure.getErrorMessage())
-        self._answer_submit(pdu, Status.ESME_RSYSERR, started)
+        if outcome.status == _RNORATE:
+            self.hub.metrics.rejected_for_credit.labels(self.credential.account.name, "no_rate").inc()
+        self._answer_submit(pdu, outcome.status, started)
 
-    def _store(self, pdu: Pdu, a, price: int, started: float, mccmnc: str | None) -> None:
-        """Debit and store in one group commit; answer only after it."""
+    def _store(self, pdu: Pdu, accepted: Accepted, started: float) -> None:
+        """Debit and store in one group commit; answer only after it, then hand it to its route."""
         hub = self.hub
-        account = self.credential.account
-        f = pdu.fields
-        mid = hub.message_ids()
-        now = hub.reactor.seconds()
-        # NULL validity: the hub's default; a longer one is clamped, not refused.
-        validity = min(a.validity.timestamp(), now + hub.max_validity) if a.validity else now + hub.default_validity
-        sender = a.sender
-        dest = a.destination.e164
+        record = accepted.record
+        price = accepted.price
+        name = self.credential.account.name
         tlvs = pdu.tlvs
-        tlv_blob = encode_tlv_stream(tlvs) if tlvs else b""
-        row = {
-            "id": mid,
-            "account_id": account.id,
-            "source_addr": sender.addr,
-            "source_ton": sender.ton,
-            "source_npi": sender.npi,
-            "destination": dest,
-            "service_type": f["service_type"].decode("ascii", "replace"),
-            "msg_type": a.msg_type,
-            "esm_class": f["esm_class"],
-            "protocol_id": f["protocol_id"],
-            "priority": f["priority_flag"],
-            "registered_delivery": f["registered_delivery"],
-            "data_coding": f["data_coding"],
-            "short_message": f["short_message"],
-            "tlvs": tlv_blob,
-            "segments": a.segments,
-            "submitted_at": now,
-            "expires_at": validity,
-            "phase": store.QUEUED,
-            "state": 1,  # ENROUTE
-            "err": 0,
-            "done_at": None,
-            "connector": None,
-            "upstream_id": None,
-            "mccmnc": mccmnc,
-        }
-        up_fields = {
-            "service_type": b"",
-            "source_addr_ton": sender.ton,
-            "source_addr_npi": sender.npi,
-            "source_addr": sender.addr.encode(),
-            "dest_addr_ton": 1,
-            "dest_addr_npi": 1,
-            "destination_addr": dest.encode(),
-            "esm_class": f["esm_class"],
-            "protocol_id": f["protocol_id"],
-            "priority_flag": f["priority_flag"],
-            "validity_period": f["validity_period"],
-            "registered_delivery": 1,  # we always need the outcome
-            "data_coding": f["data_coding"],
-            "short_message": f["short_message"],
-        }
-        text20 = (a.text or "")[:20]
-        tracked = Tracked(
-            mid, account.id, sender.addr, sender.ton, sender.npi, dest,
-            f["registered_delivery"], now, text20, tlvs.get(_USER_MESSAGE_REFERENCE),
-        )
 
         def committed(result):
             paid, report = result
@@ -292,18 +217,20 @@ class HubProtocol(SessionProtocol):
                 hub.billing_report(report)
             if not paid:
                 # Nothing was stored and nothing will be sent.
-                hub.metrics.rejected_for_credit.labels(account.name, "no_credit").inc()
+                hub.metrics.rejected_for_credit.labels(name, "no_credit").inc()
+                account = hub.submitter(self.credential).account  # its status as set now
+                hub.pipeline.refuse(account, account.nocredit_status, "no credit")
                 self._answer_submit(pdu, account.nocredit_status, started)
                 return
-            self._answer_submit(pdu, _ROK, started, {"message_id": str(mid).encode()})
-            hub.metrics.debited(account.name, a.msg_type, price)
-            hub.router.forward(tracked, up_fields, tlvs, validity)
+            self._answer_submit(pdu, _ROK, started, {"message_id": str(record.id).encode()})
+            hub.metrics.debited(name, record.msg_type, price)
+            hub.router.forward(record, tlvs)
 
         def failed(exc):
             log.error("storing message failed: %s", exc)
             self._answer_submit(pdu, Status.ESME_RSYSERR, started)
 
-        hub.writer.submit_then("paid_messages", (row, price), committed, failed)
+        hub.writer.submit_then("paid_messages", (record, price), committed, failed)
 
     def _answer_submit(self, pdu: Pdu, status: int, started: float, fields=None) -> None:
         self.session.respond(pdu, status, fields)
@@ -313,21 +240,29 @@ class HubProtocol(SessionProtocol):
     # cancel ------------------------------------------------------------------
 
     def _cancel(self, pdu: Pdu) -> None:
-        """Withdraw messages still waiting for the carrier (3.4 §4.9); sent ones cannot be."""
+        """Withdraw messages still waiting for the carrier (3.4 §4.9); sent ones cannot be.
+
+        Addresses are read as the submit read them (:func:`_sender_of`,
+        :func:`_destination_of`), so a national or '+' form finds the message.
+        """
         f = pdu.fields
         raw = f["message_id"]
-        source = f["source_addr"].lstrip(b"+").decode("ascii", "replace")
+        policy = self.hub.submitter(self.credential).policy
+        source = _sender_of(f, policy)
+        if source is None:
+            self.session.respond(pdu, Status.ESME_RCANCELFAIL)
+            return
         if raw:
             if not raw.isdigit() or len(raw) > 18:
                 self.session.respond(pdu, Status.ESME_RCANCELFAIL)
                 return
             n = self.hub.router.cancel(self.credential.account.id, int(raw), source, None)
         else:
-            if not source:
+            dest = _destination_of(f, policy)
+            if not source or dest is None:
                 self.session.respond(pdu, Status.ESME_RCANCELFAIL)
                 return
-            dest = f["destination_addr"].lstrip(b"+").decode("ascii", "replace") or None
-            n = self.hub.router.cancel(self.credential.account.id, None, source, dest)
+            n = self.hub.router.cancel(self.credential.account.id, None, source, dest or None)
         self.session.respond(pdu, Status.ESME_ROK if n else Status.ESME_RCANCELFAIL)
 
     # query -------------------------------------------------------------------
@@ -338,23 +273,26 @@ class HubProtocol(SessionProtocol):
             self.session.respond(pdu, Status.ESME_RQUERYFAIL)
             return
         account_id = self.credential.account.id
-        src = pdu.fields["source_addr"].lstrip(b"+").decode("ascii", "replace")
+        src = _sender_of(pdu.fields, self.hub.submitter(self.credential).policy)
+        if src is None:
+            self.session.respond(pdu, Status.ESME_RQUERYFAIL)
+            return
 
-        def answer(row):
-            if row is None or (src and row["source_addr"] != src):
+        def answer(record):
+            if record is None or (src and record.source_addr != src):
                 self.session.respond(pdu, Status.ESME_RQUERYFAIL)
             else:
                 final = b""
-                if row["state"] in FINAL_STATES and row["done_at"]:
-                    final = smpp_absolute(row["done_at"])
+                if record.state in FINAL_STATES and record.done_at:
+                    final = smpp_absolute(record.done_at)
                 self.session.respond(
                     pdu,
                     Status.ESME_ROK,
                     {
                         "message_id": raw,
                         "final_date": final,
-                        "message_state": row["state"],
-                        "error_code": row["err"] & 0xFF,
+                        "message_state": record.state,
+                        "error_code": record.err & 0xFF,
                     },
                 )
             self.flush()
@@ -389,6 +327,34 @@ class HubProtocol(SessionProtocol):
     def on_timeout(self, request: Outstanding) -> None:
         if isinstance(request.context, Delivery):
             self.hub.outbox.timed_out(self.credential.account.id, self, request.sequence)
+
+
+def _sender_of(fields: dict, policy: AccountPolicy) -> str | None:
+    """A query/cancel source_addr as the submit path normalised it ('' if empty; None if unreadable)."""
+    addr = fields["source_addr"]
+    if not addr:
+        return ""
+    digits = addr[1:] if addr[:1] == b"+" else addr
+    # A lookup, not a submit: a name is read as alphanumeric whatever TON the
+    # client put in (many send 0/0 in query_sm); a number keeps its TON.
+    ton, npi = ((fields["source_addr_ton"], fields["source_addr_npi"]) if digits.isdigit()
+                else (Ton.ALPHANUMERIC, Npi.UNKNOWN))
+    try:
+        return check_sender(addr, ton, npi, policy.sender_rules).addr
+    except SubmitRejected:
+        return None
+
+
+def _destination_of(fields: dict, policy: AccountPolicy) -> str | None:
+    """A cancel_sm destination_addr as the submit path normalised it ('' if empty; None if unreadable)."""
+    addr = fields["destination_addr"]
+    if not addr:
+        return ""
+    try:
+        return normalize_destination(addr, fields["dest_addr_ton"], fields["dest_addr_npi"],
+                                     policy.default_country_code).e164
+    except SubmitRejected:
+        return None
 
 
 def smpp_absolute(ts: float) -> bytes:

@@ -15,15 +15,16 @@ OLD_DDL = (
 )
 
 
-def _row(mid: int, phase: int, upstream_id: str | None) -> dict:
-    return {
+def _row(mid: int, phase: int, upstream_id: str | None) -> M.MessageRecord:
+    return M.MessageRecord.from_row({
         "id": mid, "account_id": 1, "source_addr": "S", "source_ton": 5, "source_npi": 0,
         "destination": "393331234567", "service_type": "", "msg_type": "PRO", "esm_class": 0,
         "protocol_id": 0, "priority": 0, "registered_delivery": 1, "data_coding": 0,
         "short_message": b"hi", "tlvs": b"", "segments": 1, "submitted_at": 1.0, "expires_at": 2.0,
         "phase": phase, "state": 1, "err": 0, "done_at": None,
         "connector": "sim" if upstream_id else None, "upstream_id": upstream_id, "mccmnc": None,
-    }
+        "route": "default",
+    })
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -61,7 +62,7 @@ def test_reads_find_their_rows_through_the_partial_indexes(engine):
         M.insert_messages(conn, [_row(1, M.FINAL, "a1"), _row(2, M.QUEUED, None), _row(3, M.FORWARDED, "a3"),
                                  _row(4, M.QUEUED, None)])
     with engine.connect() as conn:
-        assert [r["id"] for r in M.queued_messages(conn)] == [2, 4]
+        assert [r.id for r in M.queued_messages(conn)] == [2, 4]
         assert M.message_by_upstream(conn, "sim", "a3")["id"] == 3
         assert M.message_by_upstream(conn, "sim", "zz") is None
 

@@ -1,0 +1,204 @@
+"""The submit pipeline: every rule a submit_sm passes before its durable write, without I/O.
+
+The model is h11's ``Connection``: :meth:`SubmitPipeline.accept` takes a
+decoded submit_sm, who sent it (:class:`Submitter`, the live settings of its
+account and credential) and the time, and returns what to do:
+
+* :class:`Refused` ``(status, reason)``: answer with that status, store nothing;
+* :class:`NeedsLookup`: the account wants an HLR lookup; the caller runs it
+  (asynchronously) and feeds the answer back with :meth:`SubmitPipeline.looked_up`
+  or :meth:`SubmitPipeline.lookup_failed`, which return one of the other two;
+* :class:`Accepted` ``(record, route, price, hlr)``: write ``record`` (debit
+  ``price``) in the group commit, then answer and hand it to ``route``.
+
+The rules, in order: validation, message type and sender policy
+(:func:`pdu.message.assess_submit`), the route (``choose_route``, then room in
+its queue), the credential's throughput (its token bucket), the price
+(:func:`billing.plans.quote`), the HLR decision. The route comes before the
+throttle and the lookup so that a message the hub cannot route spends neither
+tokens nor a charged lookup. The Twisted protocol (:mod:`smsc.server`) moves
+PDUs and calls this; every rule is tested here without a reactor
+(tests/smsc/test_pipeline.py). Every refusal is logged at INFO with its status
+and reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from staffetta.billing.accounts import Account
+from staffetta.billing.plans import PricePlan, quote
+from staffetta.hlr.service import REFUSE_DEST, REFUSE_SYSERR
+from staffetta.pdu.constants import Status
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
+from staffetta.router.record import MessageRecord
+from staffetta.smsc.throttle import TokenBucket
+
+log = logging.getLogger(__name__)
+
+#: A message no route takes is refused, never accepted and stranded (docs/configuration.md).
+NO_ROUTE_STATUS = int(Status.STAFFETTA_RNOROUTE)  # 0x403, vendor range: docs/conformance.md
+
+_RMSGQFUL = int(Status.ESME_RMSGQFUL)
+_RTHROTTLED = int(Status.ESME_RTHROTTLED)
+_RNORATE = int(Status.STAFFETTA_RNORATE)
+_RINVDSTADR = int(Status.ESME_RINVDSTADR)
+_RSYSERR = int(Status.ESME_RSYSERR)
+
+
+class Submitter:
+    """Who submits, as the pipeline reads them: the live settings of one credential and its account.
+
+    The hub builds one per credential and builds it again when a setting of
+    the account or credential changes (``billing.accounts`` settings version),
+    so a session bound before the change obeys it at its next message.
+    """
+
+    __slots__ = ("account", "policy", "plan", "bucket", "hlr_mode")
+
+    def __init__(self, account: Account, policy: AccountPolicy, plan: PricePlan,
+                 bucket: TokenBucket | None, hlr_mode: str) -> None:
+        self.account = account
+        self.policy = policy
+        self.plan = plan
+        self.bucket = bucket  # None: no throughput limit
+        self.hlr_mode = hlr_mode  # off | cached | always
+
+
+class Refused:
+    """Answer the submit with ``status``; nothing is stored or charged (but a lookup already made)."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Refused(0x{self.status:08X}, {self.reason!r})"
+
+
+class Accepted:
+    """Every rule passed: ``record`` is to be written with a debit of ``price``, then sent on ``route``.
+
+    ``hlr`` is the serving MCC-MNC when a lookup found one (also on the record).
+    """
+
+    __slots__ = ("record", "route", "price", "hlr")
+
+    def __init__(self, record: MessageRecord, route: str, price: int, hlr: str | None) -> None:
+        self.record = record
+        self.route = route
+        self.price = price
+        self.hlr = hlr
+
+
+class NeedsLookup:
+    """The account wants an HLR lookup of ``number`` before the message is accepted.
+
+    Run ``HlrService.check(number, account_id, mode=mode, ...)`` and give its
+    answer to :meth:`SubmitPipeline.looked_up` (or the failure to
+    :meth:`SubmitPipeline.lookup_failed`) with this object.
+    """
+
+    __slots__ = ("number", "account_id", "mode", "_fields", "_tlvs", "_assessment", "_who",
+                 "_route", "_price", "_now")
+
+    def __init__(self, number: str, account_id: int, mode: str, fields: dict, tlvs: dict,
+                 assessment: Assessment, who: Submitter, route: str, price: int, now: float) -> None:
+        self.number = number
+        self.account_id = account_id
+        self.mode = mode
+        self._fields = fields
+        self._tlvs = tlvs
+        self._assessment = assessment
+        self._who = who
+        self._route = route
+        self._price = price
+        self._now = now
+
+
+Outcome = Accepted | Refused | NeedsLookup
+
+
+class SubmitPipeline:
+    """The rules of the submit path; one per hub, shared by its sessions, holding no per-message state.
+
+    ``choose_route(account_id, destination, msg_type)`` and ``can_accept(route)``
+    are the router's; ``message_ids()`` gives the next message id (only an
+    accepted message takes one). Validity: a submit without one gets
+    ``default_validity`` seconds; a longer one is clamped to ``max_validity``
+    (conformance §11), not refused.
+    """
+
+    def __init__(self, *, choose_route: Callable[[int, str, str], str | None],
+                 can_accept: Callable[[str], bool], message_ids: Callable[[], int],
+                 default_validity: float, max_validity: float) -> None:
+        self.choose_route = choose_route
+        self.can_accept = can_accept
+        self.message_ids = message_ids
+        self.default_validity = default_validity
+        self.max_validity = max_validity
+
+    def accept(self, fields: dict, tlvs: dict[int, bytes], who: Submitter, now: float) -> Outcome:
+        """Judge one decoded submit_sm (``fields``, ``tlvs`` as the codec gives them) at ``now``."""
+        account = who.account
+        try:
+            a = assess_submit(fields, tlvs, who.policy)
+        except SubmitRejected as exc:
+            return self.refuse(account, exc.status, f"{exc.field}: {exc.reason}")
+        route = self.choose_route(account.id, a.destination.e164, a.msg_type)
+        if route is None:
+            return self.refuse(account, NO_ROUTE_STATUS, f"no route for {a.msg_type} to {a.destination.e164}")
+        if not self.can_accept(route):
+            return self.refuse(account, _RMSGQFUL, f"route {route}: queue full")
+        bucket = who.bucket
+        if bucket is not None and not bucket.take(a.segments, now):
+            return self.refuse(account, _RTHROTTLED, f"over {bucket.rate:g} segments/s")
+        # The quote is the debit: the same Assessment priced by the account's plan.
+        price = quote(who.plan, a)
+        if price is None:
+            return self.refuse(account, _RNORATE,
+                               f"plan {who.plan.name!r} has no {a.msg_type} rate for {a.destination.region}")
+        if who.hlr_mode != "off":
+            return NeedsLookup(a.destination.e164, account.id, who.hlr_mode, fields, tlvs, a, who,
+                               route, price, now)
+        return self._accepted(fields, tlvs, a, who, route, price, now, None)
+
+    def looked_up(self, need: NeedsLookup, decision: str, result: Any) -> Accepted | Refused:
+        """The HLR service's ``(decision, result)`` for ``need``."""
+        account = need._who.account
+        if decision == REFUSE_DEST:
+            return self.refuse(account, _RINVDSTADR, f"HLR: {need.number} is not reachable")
+        if decision == REFUSE_SYSERR:
+            return self.refuse(account, _RSYSERR, "HLR unavailable and failure_policy is closed")
+        mccmnc = result.mccmnc if result is not None and result.status == "valid" else None
+        return self._accepted(need._fields, need._tlvs, need._assessment, need._who, need._route,
+                              need._price, need._now, mccmnc)
+
+    def lookup_failed(self, need: NeedsLookup, charge_refused: bool, error: str) -> Refused:
+        """The lookup raised: its charge was refused (no credit), or it failed outright."""
+        account = need._who.account
+        if charge_refused:
+            return self.refuse(account, account.nocredit_status, "no credit for the HLR lookup")
+        log.error("HLR lookup failed: %s", error)  # not the client's doing: said louder than a refusal
+        return self.refuse(account, _RSYSERR, f"HLR lookup failed: {error}")
+
+    def refuse(self, account: Account, status: int, reason: str) -> Refused:
+        """A refusal, logged at INFO (``-v`` shows every one); also for the ones decided at commit."""
+        log.info("submit refused for %s: 0x%08X %s", account.name, status, reason)
+        return Refused(status, reason)
+
+    def _accepted(self, fields: dict, tlvs: dict[int, bytes], a: Assessment, who: Submitter,
+                  route: str, price: int, now: float, mccmnc: str | None) -> Accepted:
+        validity = a.validity
+        if validity is None:
+            expires_at = now + self.default_validity
+        else:
+            expires_at = min(validity.timestamp(), now + self.max_validity)
+        record = MessageRecord.from_submit(self.message_ids(), who.account.id, fields, tlvs, a, now,
+                                           expires_at, route, mccmnc)
+        return Accepted(record, route, price, mccmnc)
