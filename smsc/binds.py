@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,10 +103,10 @@ class BindLimiter:
 class CheckCache:
     """Recent successful password checks, as HMACs under a secret of this process.
 
-    An entry is ``HMAC(secret, credential id, stored hash, password)``: it
-    proves a password equal to one that passed scrypt against *this* stored
-    hash, and it is useless outside this process (the secret is never
-    written anywhere). No password is kept. An entry ends after ``ttl``
+    An entry, by system_id, is ``HMAC(secret, credential id, stored hash,
+    password)``: it proves a password equal to one that passed scrypt against
+    *this* stored hash, and it is useless outside this process (the secret is
+    never written anywhere). No password is kept. An entry ends after ``ttl``
     seconds, when the stored hash is no longer the one it was made for
     (password changed, rehashed), and when the credential is refused
     (revoked, disabled: :meth:`forget`). Only successes are cached: a wrong
@@ -118,8 +119,8 @@ class CheckCache:
         self.clock = clock
         self.max_entries = max_entries
         self._secret = os.urandom(32)
-        #: credential id -> (stored hash, digest, expiry)
-        self._entries: collections.OrderedDict[int, tuple[str, bytes, float]] = collections.OrderedDict()
+        #: system_id -> (credential id, stored hash, digest, expiry)
+        self._entries: collections.OrderedDict[str, tuple[int, str, bytes, float]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -128,28 +129,44 @@ class CheckCache:
         msg = b"%d\0%s\0%s" % (credential_id, stored.encode(), password)
         return hmac.new(self._secret, msg, hashlib.sha256).digest()
 
+    def _entry(self, system_id: str, password: bytes) -> tuple[int, str, bytes, float] | None:
+        entry = self._entries.get(system_id)
+        if entry is None:
+            return None
+        credential_id, stored, digest, expires = entry
+        if self.clock.seconds() >= expires:
+            del self._entries[system_id]
+            return None
+        if not hmac.compare_digest(digest, self._digest(credential_id, stored, password)):
+            return None
+        return entry
+
+    def candidate(self, system_id: str, password: bytes) -> bool:
+        """Whether this password passed recently (before the row is read: it may have changed since)."""
+        return self._entry(system_id, password) is not None
+
     def hit(self, cred: Credential, password: bytes) -> bool:
-        entry = self._entries.get(cred.id)
+        """Whether this password passed recently against the credential as it is stored now."""
+        entry = self._entry(cred.system_id, password)
         if entry is None:
             return False
-        stored, digest, expires = entry
-        if stored != cred.password_hash or self.clock.seconds() >= expires:
-            del self._entries[cred.id]  # the credential changed, or the entry is old
+        if entry[0] != cred.id or entry[1] != cred.password_hash:
+            del self._entries[cred.system_id]  # the credential changed since
             return False
-        return hmac.compare_digest(digest, self._digest(cred.id, stored, password))
+        return True
 
-    def remember(self, credential_id: int, stored: str, password: bytes) -> None:
+    def remember(self, cred: Credential, stored: str, password: bytes) -> None:
         if self.ttl <= 0:
             return
-        self._entries.pop(credential_id, None)
+        self._entries.pop(cred.system_id, None)
         while len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
-        self._entries[credential_id] = (
-            stored, self._digest(credential_id, stored, password), self.clock.seconds() + self.ttl,
+        self._entries[cred.system_id] = (
+            cred.id, stored, self._digest(cred.id, stored, password), self.clock.seconds() + self.ttl,
         )
 
-    def forget(self, credential_id: int) -> None:
-        self._entries.pop(credential_id, None)
+    def forget(self, system_id: str) -> None:
+        self._entries.pop(system_id, None)
 
 
 class _Job:
@@ -162,8 +179,27 @@ class _Job:
         self.d: defer.Deferred = defer.Deferred()
 
 
+#: Niceness added to a check thread: under a storm the kernel gives the CPU to
+#: the reactor and the writer first, and scrypt gets what is left.
+CHECK_NICENESS = 10
+_thread_state = threading.local()
+
+
+def _lower_priority() -> None:
+    """Make the calling thread nicer, once (Linux schedules threads one by one)."""
+    if getattr(_thread_state, "niced", False):
+        return
+    _thread_state.niced = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + CHECK_NICENESS))
+    except (AttributeError, OSError):  # not Linux-like: the pool's size still bounds the cost
+        pass
+
+
 def _verify(password: bytes, stored: str) -> tuple[bool, str | None]:
     """In a check thread: the scrypt, and today's hash of a password that passed with old parameters."""
+    _lower_priority()
     text = password.decode("ascii", "replace")
     if not verify_password(text, stored):
         return False, None
@@ -282,7 +318,7 @@ class Binds:
         """A Deferred firing a :class:`Verdict` (None: the connection closed before the check)."""
         if self.limiter.blocked(peer):
             return defer.succeed(Verdict(None, False, "rate_limited"))
-        if self.checks.full:  # nothing read, nothing computed
+        if self.checks.full and not self.cache.candidate(system_id, password):  # nothing read or computed
             self.metrics.checks.labels("busy").inc()
             return defer.succeed(Verdict(None, False, "busy"))
         d = self.read(find_credential, system_id)
@@ -318,7 +354,7 @@ class Binds:
         if new_hash is not None:
             self.writer.enqueue(REHASH, (cred.id, stored, new_hash))
             stored = new_hash
-        self.cache.remember(cred.id, stored, password)
+        self.cache.remember(cred, stored, password)
         return Verdict(cred, True, "", "scrypt")
 
     def stop(self) -> None:
@@ -376,7 +412,7 @@ class BindHandling:
                 why = "too_many_binds"
         if why:
             if cred is not None and why in ("disabled", "address_not_allowed"):
-                hub.binds.cache.forget(cred.id)
+                hub.binds.cache.forget(cred.system_id)
             # The hub collapses 0x0E/0x0F into 0x0D: no account enumeration.
             status = Status.ESME_RTHROTTLED if why == "busy" else Status.ESME_RBINDFAIL
             self._bind_refused(pdu, cred, why, status)
