@@ -168,6 +168,46 @@ def storm(port: int, binds: int, addresses: int, concurrency: int, system_id: st
     return results
 
 
+def _prepare_store(data_dir: Path, sessions: int, legacy: bool) -> None:
+    """Accounts demo/demo (room for ``sessions`` binds) and victim/victim, whose hash is made
+    with the old parameters (16 MiB a check) when ``legacy``."""
+    import base64
+    import hashlib
+
+    import staffetta.router.messages  # noqa: F401 - registers its tables
+    from staffetta.billing.accounts import create_account, credentials, upgrade
+    from staffetta.billing.wallet import topup
+    from staffetta.store.db import create_schema, make_engine
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(f"sqlite:///{data_dir / 'staffetta.db'}")
+    create_schema(engine)
+    upgrade(engine)
+    with engine.begin() as conn:
+        for name in ("demo", "victim"):
+            topup(conn, create_account(conn, name, name).id, 10_000_000, method="bench")
+        conn.execute(credentials.update().where(credentials.c.system_id == "demo")
+                     .values(max_binds=sessions // 4 + 10))
+        if legacy:
+            salt = os.urandom(16)
+            d = hashlib.scrypt(b"victim", salt=salt, n=2**14, r=8, p=1)
+            conn.execute(credentials.update().where(credentials.c.system_id == "victim").values(
+                password_hash=f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(d).decode()}"))
+    engine.dispose()
+
+
+def bound_sessions(port: int, n: int) -> list[socket.socket]:
+    """``n`` transmitter sessions of demo, bound and idle."""
+    out = []
+    for _ in range(n):
+        c = Client(port)
+        st, _ = c.bind("demo", "demo")
+        if st != Status.ESME_ROK:
+            raise SystemExit(f"session {len(out) + 1} could not bind: {status_name(st)}")
+        out.append(c.sock)
+    return out
+
+
 @dataclass
 class Figures:
     binds: int
@@ -187,6 +227,9 @@ class Figures:
     submit_max_ms_during: float = 0.0
     submits_during: dict = field(default_factory=dict)
     bind_checks: dict = field(default_factory=dict)  # staffetta_bind_checks_total by how
+    target: str = "demo"  # the system_id the storm guesses at
+    sessions: int = 0
+    session_kib: float = 0.0  # RSS per idle bound session
 
 
 def _submits(c: Client, n: int) -> tuple[collections.Counter, list[float]]:
@@ -212,13 +255,14 @@ def _metrics(port: int) -> dict:
 
 
 def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits: int = 20,
-        extra_config: str = "", workdir: Path | None = None) -> Figures:
+        extra_config: str = "", workdir: Path | None = None, sessions: int = 400,
+        legacy: bool = False) -> Figures:
     """Start a simulator and a hub, storm it, and return the figures (processes stopped)."""
     if not 1 <= addresses <= 249:
         raise SystemExit("--addresses: 1-249 (127.0.0.2 ... 127.0.0.250)")
     tmp = Path(tempfile.mkdtemp(prefix="staffetta-storm-", dir=workdir))
     procs: list[subprocess.Popen] = []
-    fig = Figures(binds, addresses)
+    fig = Figures(binds, addresses, target="victim" if legacy else "demo", sessions=sessions)
     ok = False
     try:
         sim_port, hub_port, metrics_port = free_port(), free_port(), free_port()
@@ -231,8 +275,7 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
             "upstreams:\n"
             f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub}}\n"
         )
-        subprocess.run([*CLI, "account", "create", "demo", "--password", "demo", "--credits", "100000",
-                        "--config", str(cfg)], check=True, stdout=subprocess.DEVNULL)
+        _prepare_store(tmp / "data", sessions, legacy)
         log = (tmp / "sim.log").open("w")
         procs.append(subprocess.Popen(pinned(1, [*CLI, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                        "--dlr-delay", "0.05", "--control", "off", "--hlr", "off"]),
@@ -272,7 +315,7 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
         # the GIL of this process may be what the good client waits for.
         cpu0, t0 = cpu_seconds(hub.pid), time.monotonic()
         attacker = subprocess.Popen(
-            pinned(1, ["nice", "-n", "19", sys.executable, __file__, "--attack", str(hub_port),
+            pinned(1, ["nice", "-n", "19", sys.executable, __file__, "--attack", str(hub_port), "--target", fig.target,
                        "--binds", str(binds), "--addresses", str(addresses), "--concurrency", str(concurrency)]),
             stdout=subprocess.PIPE, text=True)
         procs.append(attacker)
@@ -297,6 +340,13 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
         fig.hwm_mib = rss_mib(hub.pid, "VmHWM")
         fig.answers = dict(answers)
         fig.bind_checks = _metrics(metrics_port)
+        if sessions:
+            before_sessions = rss_mib(hub.pid)
+            held = bound_sessions(hub_port, sessions)
+            time.sleep(0.5)
+            fig.session_kib = (rss_mib(hub.pid) - before_sessions) * 1024 / sessions
+            for sock in held:
+                sock.close()
         ok = True
     finally:
         for p in procs:
@@ -320,14 +370,19 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=200, help="storm connections open at once")
     ap.add_argument("--config", default="", metavar="YAML",
                     help="extra hub settings, e.g. 'bind_limit: {check_threads: 2}'")
+    ap.add_argument("--sessions", type=int, default=400, help="idle bound sessions for the per-session figure")
+    ap.add_argument("--legacy", action="store_true",
+                    help="guess at an account whose hash has the old parameters (16 MiB a check)")
+    ap.add_argument("--target", default="demo", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--attack", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the attacker process
     args = ap.parse_args()
     if args.attack:
-        print(json.dumps(storm(args.attack, args.binds, args.addresses, args.concurrency)))
+        print(json.dumps(storm(args.attack, args.binds, args.addresses, args.concurrency, args.target)))
         return 0
     extra = args.config + ("\n" if args.config and not args.config.endswith("\n") else "")
-    fig = run(args.binds, args.addresses, args.concurrency, extra_config=extra)
+    fig = run(args.binds, args.addresses, args.concurrency, extra_config=extra, sessions=args.sessions,
+              legacy=args.legacy)
     if args.json:
         print(json.dumps(asdict(fig), indent=2))
         return 0
@@ -336,7 +391,8 @@ def main() -> int:
     print(f"hub RSS: idle {fig.rss_idle_mib:.1f} MiB, peak {fig.rss_peak_mib:.1f} MiB, "
           f"after {fig.rss_after_mib:.1f} MiB (VmHWM {fig.hwm_mib:.1f} MiB); "
           f"hub CPU during the storm {fig.hub_cpu_s:.2f} s")
-    print(f"password checks: {fig.bind_checks}")
+    print(f"password checks: {fig.bind_checks}; target {fig.target!r}")
+    print(f"idle bound sessions: {fig.session_kib:.1f} KiB each ({fig.sessions} sessions)")
     print(f"good client: first bind {fig.first_bind_ms:.1f} ms; bind during the storm "
           f"{fig.good_bind_ms:.1f} ms ({fig.good_bind_status}); submits p50 {fig.submit_p50_ms_before:.1f} ms "
           f"before, {fig.submit_p50_ms_during:.1f} ms during (max {fig.submit_max_ms_during:.1f}) "

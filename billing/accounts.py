@@ -82,6 +82,9 @@ credentials = Table(
 #: change here never breaks stored hashes: they are rehashed at their next
 #: successful bind (:func:`needs_rehash`).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 4
+#: The parameters of hashes made before these (16 MiB a check): they still
+#: verify, and are rehashed at their next successful bind.
+OLD_SCRYPT_N, OLD_SCRYPT_R = 2**14, 8
 #: Most memory one check may take (a stored hash asking for more is refused,
 #: not computed): 16 MiB hashes made before 0.x still verify.
 SCRYPT_MAXMEM = 32 * 1024 * 1024

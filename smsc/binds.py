@@ -38,10 +38,15 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from staffetta.billing.accounts import (
+    OLD_SCRYPT_N,
+    OLD_SCRYPT_R,
+    SCRYPT_N,
+    SCRYPT_R,
     Credential,
     find_credential,
     hash_password,
     needs_rehash,
+    scrypt_memory,
     update_password_hash,
     verify_password,
 )
@@ -61,6 +66,24 @@ _STATE_BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX:
 
 #: Writer kind of a hash made with today's parameters after a successful bind.
 REHASH = "password_rehash"
+
+
+#: What a storm adds to the hub's RSS besides the scrypt buffers: the queued
+#: binds' connections, the refused ones being torn down, allocator slack
+#: (measured at 4-5 MiB for 1,000 binds, bench/bind_storm.py).
+STORM_SLACK = 8 * 1024 * 1024
+
+
+def storm_memory_bound(settings: BindLimit) -> int:
+    """Bytes a bind storm of any size may add to an idle hub's RSS (docs/operations.md).
+
+    Each check thread holds one scrypt buffer at a time, of at most 16 MiB
+    while hashes made with the old parameters remain (4 MiB with today's);
+    the allocator may keep it after the check. Waiting binds are capped by
+    ``check_queue``, the rest are refused at once.
+    """
+    buffer = max(scrypt_memory(SCRYPT_N, SCRYPT_R), scrypt_memory(OLD_SCRYPT_N, OLD_SCRYPT_R))
+    return settings.check_threads * buffer + STORM_SLACK
 
 
 class BindLimiter:
