@@ -254,7 +254,8 @@ class PasswordChecks:
 
     @property
     def full(self) -> bool:
-        return len(self._pending) >= self.queue
+        """No thread free and ``queue`` binds already waiting."""
+        return self._running >= self.threads and len(self._pending) >= self.queue
 
     def submit(self, password: bytes, stored: str, alive: Callable[[], bool]) -> defer.Deferred | None:
         """A Deferred firing ``(ok, new_hash)``, or ``None`` (dropped); None at once when full."""
@@ -350,7 +351,6 @@ class Binds:
 
     def _found(self, cred: Credential | None, password: bytes, alive) -> defer.Deferred | Verdict | None:
         if not alive():
-            self.checks.dropped += 1
             self.metrics.checks.labels("dropped").inc()
             return None
         if cred is not None and self.cache.hit(cred, password):
@@ -420,10 +420,11 @@ class BindHandling:
     def _bind_checked(self, pdu: Pdu, verdict: Verdict | None) -> None:
         hub = self.hub
         if verdict is None or self._closed:
-            # Never checked (or answered to nobody): still an attempt from this address.
+            # Never checked, or answered to nobody: unless it passed, an attempt of this address.
             cred = verdict.credential if verdict is not None else None
             self._bind_log(pdu, cred, "abandoned", "connection closed")
-            hub.binds.limiter.failed(self.peer)
+            if verdict is None or not verdict.ok:
+                hub.binds.limiter.failed(self.peer)
             return
         cred, why = verdict.credential, verdict.reason
         if verdict.ok:
@@ -456,7 +457,7 @@ class BindHandling:
 
     def _bind_refused(self, pdu: Pdu, cred: Credential | None, why: str, status: int) -> None:
         hub = self.hub
-        if why != "busy":  # a busy refusal examined nothing: it is no attempt
+        if why not in ("busy", "error"):  # nothing examined (queue full), or our fault: no attempt
             hub.binds.limiter.failed(self.peer)
         hub.metrics.bind_failures.labels(why).inc()
         self._bind_log(pdu, cred, "refused", why, status)

@@ -378,3 +378,16 @@ def test_every_bind_is_logged_with_account_type_peer_result_and_reason(data_dir,
     finally:
         yield env.stop()
 
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pool_without_a_queue_still_runs_its_threads():
+    checks = PasswordChecks(reactor, 1, 0)
+    try:
+        d = checks.submit(b"pw", acc.hash_password("pw"), lambda: True)
+        assert d is not None and checks.full
+        assert checks.submit(b"pw", acc.hash_password("pw"), lambda: True) is None
+        assert (yield with_timeout(d)) == (True, None)
+        assert not checks.full
+    finally:
+        checks.stop()
