@@ -68,10 +68,14 @@ _STATE_BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX:
 REHASH = "password_rehash"
 
 
-#: What a storm adds to the hub's RSS besides the scrypt buffers: the queued
-#: binds' connections, the refused ones being torn down, allocator slack
-#: (measured at 4-5 MiB for 1,000 binds, bench/bind_storm.py).
+#: What a storm adds to the hub's RSS besides the scrypt buffers and the
+#: limiter: the queued binds' connections, the refused ones being torn down,
+#: allocator slack (measured at 4-5 MiB for 1,000 binds, bench/bind_storm.py).
 STORM_SLACK = 8 * 1024 * 1024
+#: Source addresses the limiter remembers, and what each costs at most
+#: (measured ~108 bytes for an IPv6 address: key, float, dict slot).
+LIMITER_ADDRESSES = 20_000
+LIMITER_BYTES_PER_ADDRESS = 128
 
 
 def storm_memory_bound(settings: BindLimit) -> int:
@@ -80,47 +84,63 @@ def storm_memory_bound(settings: BindLimit) -> int:
     Each check thread holds one scrypt buffer at a time, of at most 16 MiB
     while hashes made with the old parameters remain (4 MiB with today's);
     the allocator may keep it after the check. Waiting binds are capped by
-    ``check_queue``, the rest are refused at once.
+    ``check_queue``, the rest are refused at once; the limiter remembers at
+    most ``LIMITER_ADDRESSES`` addresses.
     """
     buffer = max(scrypt_memory(SCRYPT_N, SCRYPT_R), scrypt_memory(OLD_SCRYPT_N, OLD_SCRYPT_R))
-    return settings.check_threads * buffer + STORM_SLACK
+    limiter = LIMITER_ADDRESSES * LIMITER_BYTES_PER_ADDRESS
+    return settings.check_threads * buffer + limiter + STORM_SLACK
 
 
 class BindLimiter:
-    """Failed bind attempts per source address in a sliding window (brute-force guard).
+    """Failed bind attempts per source address (brute-force guard), one float per address.
 
-    Each address keeps at most ``failures`` timestamps (the newest), so an
-    address hammering the hub costs the same memory as one that failed once,
-    and at most ``max_addresses`` addresses are remembered.
+    A generic cell rate algorithm: an address may fail ``failures`` times in a
+    burst, then once every ``per_seconds / failures`` seconds, which is
+    ``failures`` per ``per_seconds`` in the long run. Each address holds only
+    its "theoretical arrival time", so remembering ``max_addresses`` of them
+    costs at most ~128 bytes each (2.4 MiB with the default 20,000): a storm from
+    any number of addresses cannot grow it. When full, addresses whose
+    failures have all drained are forgotten first, then the oldest tenth.
     """
 
-    def __init__(self, failures: int, per_seconds: float, clock, max_addresses: int = 100_000) -> None:
+    def __init__(self, failures: int, per_seconds: float, clock, max_addresses: int = LIMITER_ADDRESSES) -> None:
         self.failures = failures
         self.per_seconds = per_seconds
         self.clock = clock
         self.max_addresses = max_addresses
-        self._seen: dict[str, collections.deque[float]] = {}
+        self._interval = per_seconds / failures if failures else 0.0
+        self._tat: dict[str, float] = {}
 
     def blocked(self, address: str) -> bool:
-        hits = self._seen.get(address)
-        if hits is None:
+        if self.failures <= 0:
+            return True
+        tat = self._tat.get(address)
+        if tat is None:
             return False
         now = self.clock.seconds()
-        while hits and now - hits[0] >= self.per_seconds:
-            hits.popleft()
-        if not hits:
-            del self._seen[address]
+        if tat <= now:
+            del self._tat[address]
             return False
-        return len(hits) >= self.failures
+        return tat - now > self.per_seconds - self._interval + 1e-9
 
     def failed(self, address: str) -> None:
-        hits = self._seen.get(address)
-        if hits is None:
-            if len(self._seen) >= self.max_addresses:  # forget the oldest tenth, in one go
-                for key in list(self._seen)[: self.max_addresses // 10 + 1]:
-                    del self._seen[key]
-            hits = self._seen[address] = collections.deque(maxlen=max(self.failures, 1))
-        hits.append(self.clock.seconds())
+        now = self.clock.seconds()
+        tat = self._tat.get(address)
+        if tat is None and len(self._tat) >= self.max_addresses:
+            self._forget(now)
+        tat = max(tat or now, now) + self._interval
+        self._tat[address] = min(tat, now + self.per_seconds)
+
+    def _forget(self, now: float) -> None:
+        drained = [a for a, tat in self._tat.items() if tat <= now]
+        if len(drained) < self.max_addresses // 10:
+            drained += list(self._tat)[: self.max_addresses // 10 + 1]
+        for a in drained:
+            self._tat.pop(a, None)
+
+    def __len__(self) -> int:
+        return len(self._tat)
 
 
 class CheckCache:
@@ -457,7 +477,7 @@ class BindHandling:
 
     def _bind_refused(self, pdu: Pdu, cred: Credential | None, why: str, status: int) -> None:
         hub = self.hub
-        if why not in ("busy", "error"):  # nothing examined (queue full), or our fault: no attempt
+        if why not in ("busy", "rate_limited", "error"):  # nothing examined, or our fault: no attempt
             hub.binds.limiter.failed(self.peer)
         hub.metrics.bind_failures.labels(why).inc()
         self._bind_log(pdu, cred, "refused", why, status)

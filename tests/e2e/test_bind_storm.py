@@ -42,5 +42,5 @@ def test_a_storm_keeps_memory_bounded_and_a_returning_client_served(tmp_path):
     assert fig.submits_during == {"ESME_ROK": 20}
     assert fig.submit_p50_ms_during < fig.submit_p50_ms_before + 10, fig
     assert fig.storm_seconds < 40
-    # docs/operations.md: an idle bound session costs about 4 KiB of the hub's RSS.
+    # docs/operations.md: an idle bound session costs about 4 KiB of the hub's RSS (held under 8).
     assert 0 < fig.session_kib < 8, fig

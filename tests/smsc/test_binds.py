@@ -78,30 +78,36 @@ def _frames(data: bytes) -> list[bytes]:
 # ----------------------------------------------------------------- limiter
 
 
-def test_limiter_counts_every_attempt_in_a_sliding_window_with_bounded_memory():
+def test_limiter_allows_a_burst_then_the_configured_rate():
     clock = task.Clock()
-    lim = BindLimiter(3, 60.0, clock)
-    for _ in range(2):
+    lim = BindLimiter(5, 60.0, clock)
+    for _ in range(4):
         lim.failed("127.0.0.2")
     assert not lim.blocked("127.0.0.2")
     lim.failed("127.0.0.2")
     assert lim.blocked("127.0.0.2") and not lim.blocked("127.0.0.3")
-    for _ in range(10_000):  # hammering keeps it blocked and costs no more memory
-        lim.failed("127.0.0.2")
-    assert len(lim._seen["127.0.0.2"]) == 3
-    clock.advance(59.9)
+    clock.advance(11.9)
     assert lim.blocked("127.0.0.2")
-    clock.advance(0.2)
+    clock.advance(0.1)  # 5 per 60 s in the long run: one more attempt every 12 s
     assert not lim.blocked("127.0.0.2")
-    assert "127.0.0.2" not in lim._seen
+    lim.failed("127.0.0.2")
+    assert lim.blocked("127.0.0.2")
+    clock.advance(60)
+    assert not lim.blocked("127.0.0.2") and len(lim) == 0  # drained: forgotten
 
 
-def test_limiter_remembers_a_bounded_number_of_addresses():
-    lim = BindLimiter(1, 60.0, task.Clock(), max_addresses=100)
+def test_limiter_memory_is_one_float_per_address_and_bounded():
+    clock = task.Clock()
+    lim = BindLimiter(5, 60.0, clock, max_addresses=100)
+    for _ in range(10_000):  # failures beyond the window do not pile up
+        lim.failed("127.0.0.2")
+    assert lim.blocked("127.0.0.2")
+    clock.advance(12)
+    assert not lim.blocked("127.0.0.2")
     for i in range(1000):
         lim.failed(f"10.0.{i // 256}.{i % 256}")
-    assert len(lim._seen) <= 100
-    assert lim.blocked("10.0.3.231")  # the newest are kept
+    assert len(lim) <= 100
+    assert all(isinstance(v, float) for v in lim._tat.values())
 
 
 # ------------------------------------------------------------------- cache
