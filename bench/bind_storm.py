@@ -256,7 +256,7 @@ def _metrics(port: int) -> dict:
 
 def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits: int = 20,
         extra_config: str = "", workdir: Path | None = None, sessions: int = 400,
-        legacy: bool = False) -> Figures:
+        legacy: bool = False, give_up: float = 30.0) -> Figures:
     """Start a simulator and a hub, storm it, and return the figures (processes stopped)."""
     if not 1 <= addresses <= 249:
         raise SystemExit("--addresses: 1-249 (127.0.0.2 ... 127.0.0.250)")
@@ -316,7 +316,8 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
         cpu0, t0 = cpu_seconds(hub.pid), time.monotonic()
         attacker = subprocess.Popen(
             pinned(1, ["nice", "-n", "19", sys.executable, __file__, "--attack", str(hub_port), "--target", fig.target,
-                       "--binds", str(binds), "--addresses", str(addresses), "--concurrency", str(concurrency)]),
+                       "--binds", str(binds), "--addresses", str(addresses), "--concurrency", str(concurrency),
+                       "--give-up", str(give_up)]),
             stdout=subprocess.PIPE, text=True)
         procs.append(attacker)
         time.sleep(0.3)  # the storm is on: the queue of checks is full
@@ -374,15 +375,18 @@ def main() -> int:
     ap.add_argument("--legacy", action="store_true",
                     help="guess at an account whose hash has the old parameters (16 MiB a check)")
     ap.add_argument("--target", default="demo", help=argparse.SUPPRESS)
+    ap.add_argument("--give-up", type=float, default=30.0, metavar="SECONDS",
+                    help="the attacker closes what is still unanswered after this long ('timed out')")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--attack", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the attacker process
     args = ap.parse_args()
     if args.attack:
-        print(json.dumps(storm(args.attack, args.binds, args.addresses, args.concurrency, args.target)))
+        print(json.dumps(storm(args.attack, args.binds, args.addresses, args.concurrency, args.target,
+                               timeout=args.give_up)))
         return 0
     extra = args.config + ("\n" if args.config and not args.config.endswith("\n") else "")
     fig = run(args.binds, args.addresses, args.concurrency, extra_config=extra, sessions=args.sessions,
-              legacy=args.legacy)
+              legacy=args.legacy, give_up=args.give_up)
     if args.json:
         print(json.dumps(asdict(fig), indent=2))
         return 0
