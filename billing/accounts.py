@@ -107,27 +107,76 @@ def current_settings_version(conn: Connection) -> int:
     return int(v or 0)
 
 
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+#: scrypt cost of a new hash. The CPU cost of a guess is that of the classic
+#: interactive setting (N=2**14, r=8, p=1: ~50 ms) but each check holds 4 MiB
+#: instead of 16 (memory is 128*r*N bytes; the p lanes run one after the other
+#: in the same buffer), so a hub's bound on concurrent checks is a bound on
+#: their memory (docs/operations.md). Parameters travel with each hash, so a
+#: change here never breaks stored hashes: they are rehashed at their next
+#: successful bind (:func:`needs_rehash`).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 4
+#: The parameters of hashes made before these (16 MiB a check): they still
+#: verify, and are rehashed at their next successful bind.
+OLD_SCRYPT_N, OLD_SCRYPT_R = 2**14, 8
+#: Most memory one check may take (a stored hash asking for more is refused,
+#: not computed): 16 MiB hashes made before 0.x still verify.
+SCRYPT_MAXMEM = 32 * 1024 * 1024
+
+
+def scrypt_memory(n: int, r: int) -> int:
+    """Bytes one scrypt computation holds (OpenSSL's V array: 128*r*N)."""
+    return 128 * r * n
 
 
 def hash_password(password: str) -> str:
+    """A salted scrypt hash with its parameters: ``scrypt$N$r$p$salt$digest``."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM
+    )
     b64 = base64.b64encode
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return None
+        return int(n), int(r), int(p), base64.b64decode(salt), base64.b64decode(digest)
+    except ValueError:  # a field count, an int or base64 that does not parse
+        return None
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches ``stored``; False for a hash we cannot or will not compute."""
+    parsed = _parse(stored)
+    if parsed is None:
+        return False
+    n, r, p, salt, digest = parsed
+    if scrypt_memory(n, r) > SCRYPT_MAXMEM or p > 64:
+        return False  # a tampered row must not make a bind cost a gigabyte
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-    except ValueError:
+        got = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM)
+    except ValueError:  # parameters OpenSSL refuses (N not a power of 2, ...)
         return False
-    if scheme != "scrypt":
-        return False
-    got = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
-    )
-    return hmac.compare_digest(got, base64.b64decode(digest))
+    return hmac.compare_digest(got, digest)
+
+
+def needs_rehash(stored: str) -> bool:
+    """Whether a hash that just verified was made with other parameters than today's."""
+    parsed = _parse(stored)
+    return parsed is None or parsed[:3] != (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+
+
+def update_password_hash(conn: Connection, credential_id: int, old: str, new: str) -> bool:
+    """Replace a credential's hash, unless it changed meanwhile (a password change wins)."""
+    return conn.execute(
+        credentials.update()
+        .where(credentials.c.id == credential_id, credentials.c.password_hash == old)
+        .values(password_hash=new)
+    ).rowcount == 1
 
 
 class AccountError(ValueError):

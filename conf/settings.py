@@ -48,8 +48,15 @@ class UpstreamSettings:
 
 @dataclass(frozen=True, slots=True)
 class BindLimit:
-    failures: int = 5  # failed binds allowed per source address...
+    failures: int = 5  # failed bind attempts allowed per source address...
     per_seconds: float = 60.0  # ...within this many seconds
+    check_threads: int = 1  # password checks computed at once (each holds 4 MiB: docs/operations.md)
+    check_queue: int = 32  # binds waiting for a check; beyond it ESME_RTHROTTLED at once
+    cache_ttl: float = 300.0  # seconds a successful check spares the next bind's scrypt (0: off)
+
+    def __post_init__(self) -> None:
+        if self.check_threads < 1:
+            raise ConfigError(f"bind_limit.check_threads: expected at least 1, got {self.check_threads}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -374,6 +374,8 @@ class Session:
         self.state = BIND_STATE[request.command_id]
         self.interface_version = request.fields.get("interface_version", 0x34)
         self.system_id = request.fields.get("system_id", b"")
+        # Kept for what the bind asked (address_range, ton/npi), not its password.
+        request.fields["password"] = b""
         self.bind_pdu = request
         tlvs = {Tag.sc_interface_version: u8(0x34)} if self.interface_version >= 0x34 else None
         self._emit(
@@ -518,6 +520,9 @@ class Session:
             if state != State.OPEN:
                 self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
                 return
+            if self._inbound:  # in OPEN only a bind reaches the application: one at a time
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "bind in progress")
+                return
         elif command_id == _ALERT_NOTIFICATION:  # ESME side
             try:
                 pdu = decode(frame)
@@ -537,13 +542,13 @@ class Session:
             if command_id not in allowed:
                 self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
                 return
-            if len(self._inbound) >= self.inbound_window:
-                if self.hold_when_full:
-                    if self._pdu_counts is not None:  # counted again when it is handled
-                        self._pdu_counts[(True, command_id, 0)] -= 1
-                    return True
-                self._reject(command_id, sequence, Status.ESME_RTHROTTLED, events, "inbound window full")
-                return False
+        if len(self._inbound) >= self.inbound_window:  # binds too: they cost the most
+            if self.hold_when_full:
+                if self._pdu_counts is not None:  # counted again when it is handled
+                    self._pdu_counts[(True, command_id, 0)] -= 1
+                return True
+            self._reject(command_id, sequence, Status.ESME_RTHROTTLED, events, "inbound window full")
+            return False
         try:
             pdu = decode_frame(frame, command_id, status, sequence)
         except DecodeError as exc:

@@ -17,7 +17,6 @@ from staffetta.billing.accounts import (
     credentials_by_id,
     current_settings_version,
     get_account_by_id,
-    hash_password,
     upgrade,
 )
 from staffetta.billing.alerts import LowCreditAlerter
@@ -35,10 +34,11 @@ from staffetta.router import messages as store
 from staffetta.router.outbox import Outbox
 from staffetta.router.router import Router
 from staffetta.router.upstream import Connector
+from staffetta.smsc.binds import Binds
 from staffetta.smsc.hlr_billing import billing_charge_tx
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
-from staffetta.smsc.server import BindLimiter, HubFactory
+from staffetta.smsc.server import HubFactory
 from staffetta.smsc.throttle import TokenBucket
 from staffetta.store.db import create_schema, make_engine
 from staffetta.store.ids import allocator
@@ -96,10 +96,7 @@ class Hub:
                 Connector(u, self.router, reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
                           max_queue=settings.max_queue)
             )
-        self.bind_limiter = BindLimiter(
-            settings.bind_limit.failures, settings.bind_limit.per_seconds, reactor
-        )
-        self.dummy_hash = hash_password("x")
+        self.binds = Binds(settings.bind_limit, reactor, self.read, self.writer, self.metrics.registry)
         self.default_validity = DEFAULT_VALIDITY
         self.max_validity = MAX_VALIDITY
         self.pipeline = SubmitPipeline(
@@ -354,6 +351,7 @@ class Hub:
         for p in list(self.clients):
             if p.transport is not None:
                 p.transport.loseConnection()
+        self.binds.stop()
         if self.hlr is not None:
             yield self.hlr.close()
         yield self.writer.stop()

@@ -12,9 +12,9 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from twisted.internet import protocol, threads
+from twisted.internet import protocol
 
-from staffetta.billing.accounts import Credential, find_credential, verify_password
+from staffetta.billing.accounts import Credential
 from staffetta.hlr.service import ChargeRefused
 from staffetta.pdu.addresses import check_sender, normalize_destination
 from staffetta.pdu.codec import Pdu
@@ -22,9 +22,10 @@ from staffetta.pdu.constants import FINAL_STATES, Command, Npi, Status, Ton
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.message import AccountPolicy
 from staffetta.pdu.protocol import SessionProtocol
-from staffetta.pdu.session import Outstanding, Side, State
+from staffetta.pdu.session import Outstanding, Side
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
+from staffetta.smsc.binds import BindHandling
 from staffetta.smsc.pipeline import Accepted, NeedsLookup, Refused
 
 log = logging.getLogger(__name__)
@@ -36,43 +37,13 @@ _DELIVER_SM = Command.DELIVER_SM
 _ROK = Status.ESME_ROK
 _RNORATE = Status.STAFFETTA_RNORATE
 
-_BIND_TYPE = {State.BOUND_TX: "tx", State.BOUND_RX: "rx", State.BOUND_TRX: "trx"}
-
-
-class BindLimiter:
-    """Failed binds per source address in a sliding window (brute-force guard)."""
-
-    def __init__(self, failures: int, per_seconds: float, clock) -> None:
-        self.failures = failures
-        self.per_seconds = per_seconds
-        self.clock = clock
-        self._seen: dict[str, list[float]] = {}
-
-    def blocked(self, address: str) -> bool:
-        now = self.clock.seconds()
-        hits = [t for t in self._seen.get(address, ()) if now - t < self.per_seconds]
-        if hits:
-            self._seen[address] = hits
-        else:
-            self._seen.pop(address, None)
-        return len(hits) >= self.failures
-
-    def failed(self, address: str) -> None:
-        self._seen.setdefault(address, []).append(self.clock.seconds())
-        if len(self._seen) > 100_000:  # bounded: forget the oldest addresses
-            for key in list(self._seen)[:10_000]:
-                del self._seen[key]
-
-
-class HubProtocol(SessionProtocol):
+class HubProtocol(BindHandling, SessionProtocol):
     side = Side.SMSC
 
     def __init__(self, hub, **kw) -> None:
         super().__init__(**kw)
         self.hub = hub
         self.credential: Credential | None = None
-        self.policy: AccountPolicy | None = None
-        self.bucket = None  # the credential's TokenBucket when it has a max_rate
         self.peer = "?"
         self._bind_type: str | None = None
 
@@ -111,67 +82,7 @@ class HubProtocol(SessionProtocol):
             self.session.respond(pdu, Status.ESME_RINVCMDID)
         self.flush()
 
-    # bind ------------------------------------------------------------------
-
-    def _bind(self, pdu: Pdu) -> None:
-        hub = self.hub
-        if hub.bind_limiter.blocked(self.peer):
-            hub.metrics.bind_failures.labels("rate_limited").inc()
-            self._dispatch(self.session.reject_bind(pdu, Status.ESME_RBINDFAIL))
-            return
-        system_id = pdu.fields["system_id"].decode("ascii", "replace")
-        password = pdu.fields["password"].decode("ascii", "replace")
-
-        def check() -> tuple[Credential | None, str]:
-            with hub.engine.connect() as conn:
-                cred = find_credential(conn, system_id)
-            if cred is None:
-                # Same cost as a wrong password: no timing oracle for system ids.
-                verify_password(password, hub.dummy_hash)
-                return None, "unknown_system_id"
-            if not verify_password(password, cred.password_hash):
-                return None, "bad_password"
-            return cred, ""
-
-        d = threads.deferToThreadPool(hub.reactor, hub.reactor.getThreadPool(), check)
-        d.addCallbacks(lambda r: self._bind_checked(pdu, *r), lambda f: self._bind_error(pdu, f))
-
-    def _bind_error(self, pdu: Pdu, failure) -> None:
-        log.error("bind check failed: %s", failure.getErrorMessage())
-        self._dispatch(self.session.reject_bind(pdu, Status.ESME_RSYSERR))
-        self.flush()
-
-    def _bind_checked(self, pdu: Pdu, cred: Credential | None, why: str) -> None:
-        hub = self.hub
-        if self._closed:
-            return
-        if cred is not None:
-            if not cred.account.enabled or cred.revoked:
-                cred, why = None, "disabled"
-            elif not cred.allows(self.peer):
-                cred, why = None, "address_not_allowed"
-            elif len(hub.sessions_by_account.get(cred.account.id, ())) >= cred.max_binds * 4:
-                cred, why = None, "too_many_binds"
-        if cred is None:
-            # The hub collapses 0x0E/0x0F into 0x0D: no account enumeration.
-            hub.bind_limiter.failed(self.peer)
-            hub.metrics.bind_failures.labels(why).inc()
-            log.info("bind refused from %s as %r: %s", self.peer, pdu.fields["system_id"], why)
-            self._dispatch(self.session.reject_bind(pdu, Status.ESME_RBINDFAIL))
-            self.flush()
-            return
-        self.credential = cred
-        acct = cred.account
-        self.policy = hub.policy_for(acct)
-        self.bucket = hub.bucket_for(cred)
-        self.session.accept_bind(pdu, hub.settings.system_id.encode())
-        self._bind_type = _BIND_TYPE[self.session.state]
-        hub.metrics.account_names[acct.id] = acct.name
-        hub.metrics.session_bound(acct.name, self._bind_type, 1)
-        hub.sessions_by_account.setdefault(acct.id, set()).add(self)
-        self.flush()
-        if self.session.can_receive:
-            hub.outbox.attach(acct.id, self)
+    # bind: smsc.binds.BindHandling
 
     # submit ------------------------------------------------------------------
 
