@@ -82,6 +82,11 @@ class Settings:
     writer_batch: int = 200
     writer_delay: float = 0.0005
     max_queue: int = 200_000
+    #: Messages awaiting their receipt kept in memory (about 1 KB each); the
+    #: oldest beyond it, and any past its validity plus ``track_grace``, are
+    #: matched from the store when their receipt comes (docs/operations.md).
+    max_tracked: int = 300_000
+    track_grace: float = 3600.0
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)
@@ -190,4 +195,7 @@ def from_dict(data: dict) -> Settings:
     settings = _build(Settings, data, "")
     if not settings.upstreams:
         raise ConfigError("upstreams: at least one upstream carrier is required")
+    if settings.max_tracked <= settings.max_queue:
+        # A queued message needs its record for expiry, cancel and its refund.
+        raise ConfigError(f"max_tracked: must be above max_queue ({settings.max_queue}), got {settings.max_tracked}")
     return settings

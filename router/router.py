@@ -93,7 +93,8 @@ class Router:
         read: Callable[..., defer.Deferred],
         outbox_ids: Callable[[], int],
         *,
-        max_tracked: int = 1_000_000,
+        max_tracked: int = 300_000,
+        track_grace: float = 3600.0,
         unknown_receipt_retries: int = 5,
         receipt_ttl: float = RECEIPT_TTL,
         metrics=None,
@@ -111,7 +112,11 @@ class Router:
         #: Route name -> route. For now one route, "default", with every connector
         #: in config order; the route table comes with issue 13.
         self.routes: dict[str, Route] = {}
+        #: Messages awaiting their receipt kept in memory (~1 KB each, docs/operations.md);
+        #: past it the oldest is forgotten and its receipt is matched from the store.
         self.max_tracked = max_tracked
+        #: A message is forgotten from memory once its validity plus this has passed.
+        self.track_grace = track_grace
         self.unknown_receipt_retries = unknown_receipt_retries
         self.metrics = metrics
         #: Messages in flight by our id, oldest first (dicts keep insertion order).
@@ -174,12 +179,36 @@ class Router:
         """
         by_message = self._by_message
         if len(by_message) >= self.max_tracked:
-            old = by_message.pop(next(iter(by_message)))
-            if old.upstream_id is not None:
-                key = (old.connector, old.upstream_id)
-                if self._by_upstream.get(key) is old:
-                    del self._by_upstream[key]
+            self._forget(by_message.pop(next(iter(by_message))))
         by_message[record.id] = record
+
+    def _forget(self, old: MessageRecord) -> None:
+        """Drop a record's carrier key too (it was just taken out of ``_by_message``)."""
+        if old.upstream_id is not None:
+            key = (old.connector, old.upstream_id)
+            if self._by_upstream.get(key) is old:
+                del self._by_upstream[key]
+
+    def forget_expired(self) -> int:
+        """Forget, oldest first, the messages whose validity plus ``track_grace`` has passed.
+
+        A carrier that never sends a receipt must not keep a message in memory
+        for ever: its row keeps the last state the carrier gave, and a receipt
+        that still comes is matched from the store (indexed). Stops at the
+        oldest message not yet due, so each sweep costs what it forgets.
+        """
+        limit = self.reactor.seconds() - self.track_grace
+        by_message = self._by_message
+        n = 0
+        while by_message:
+            mid = next(iter(by_message))
+            record = by_message[mid]
+            if record.expires_at > limit:
+                break
+            del by_message[mid]
+            self._forget(record)
+            n += 1
+        return n
 
     def resume(self, records: list[MessageRecord]) -> None:
         """After a restart: forward what was acknowledged but never sent upstream, in id order.

@@ -79,6 +79,7 @@ class Hub:
         self.router = Router(
             self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics,
             receipt_ttl=settings.outbox_ttl, refund_network_failures=self._refunds_network_failures,
+            max_tracked=settings.max_tracked, track_grace=settings.track_grace,
         )
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
         #: Every account's settings, by id: loaded at start, reloaded whenever the
@@ -315,7 +316,8 @@ class Hub:
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
-                          (self.router.sweep_expired, 5.0), (self._poll_settings, SETTINGS_POLL)):
+                          (self.router.sweep_expired, 5.0), (self.router.forget_expired, 5.0),
+                          (self._poll_settings, SETTINGS_POLL)):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -70,3 +70,54 @@ def test_eviction_never_walks_the_index():
     assert len(router._by_upstream) == len(router._by_message) == 1000
     assert dict.get(router._by_upstream, ("sim", "3999")) is None
     assert dict.get(router._by_upstream, ("sim", "4000")) is router._by_message[4000]
+
+
+def _due(mid: int, expires_at: float) -> MessageRecord:
+    r = _record(mid)
+    r.expires_at = expires_at
+    return r
+
+
+def test_messages_are_forgotten_once_validity_and_grace_have_passed():
+    """A carrier that never answers: state expires by rule (validity + grace), oldest first."""
+    clock = task.Clock()
+    router = Router(None, clock, None, None, lambda: 0, max_tracked=100, track_grace=60.0)
+    for i, expires in enumerate([100.0, 100.0, 500.0, 200.0]):
+        r = _due(i, expires)
+        router._track(r)
+        _answered(router, r, f"c{i}")
+    clock.advance(159)
+    assert router.forget_expired() == 0
+    clock.advance(1)  # 160 = 100 + 60: the first two are due
+    assert router.forget_expired() == 2
+    assert list(router._by_message) == [2, 3]
+    assert sorted(router._by_upstream) == [("sim", "c2"), ("sim", "c3")]
+    clock.advance(1000)
+    assert router.forget_expired() == 2 and not router._by_message and not router._by_upstream
+
+
+def test_memory_per_message_in_flight_is_within_its_documented_bound():
+    """docs/operations.md: a message awaiting its receipt holds at most 1 KB (short GSM text)."""
+    import gc
+    import tracemalloc
+
+    from staffetta.pdu.message import AccountPolicy, assess_submit
+    from tests.builders import submit_fields
+
+    n = 5_000
+    fields = submit_fields(text="Your code is 123456. It expires in 10 minutes.", registered_delivery=1)
+    policy = AccountPolicy()
+    router = _router(n + 1)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        # Each message its own objects, as they come off the wire.
+        f = dict(fields, destination_addr=b"3933312%05d" % i, short_message=bytes(fields["short_message"]))
+        a = assess_submit(f, {}, policy)
+        r = MessageRecord.from_submit(1_000_000 + i, 3, f, {}, a, 1.8e9 + i, 1.8e9 + 86400, "default", None)
+        router._track(r)
+        _answered(router, r, "%08x" % (0x10000000 + i))
+    per_message = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert per_message <= 1024, per_message
