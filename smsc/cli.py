@@ -11,13 +11,60 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
+import tempfile
 from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
 
-from staffetta.conf.settings import ConfigError, Settings, UpstreamSettings, load, parse_hostport
+from staffetta.conf.settings import (
+    CONFIG_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    ConfigError,
+    Settings,
+    UpstreamSettings,
+    load,
+    parse_hostport,
+    store_choice,
+    write_addresses,
+)
+from staffetta.simulator.cli import seconds
+from staffetta.smsc.logs import FORMATS, setup_logging
+
+log = logging.getLogger(__name__)
 
 DEMO_SIM_SYSTEM_ID = "staffetta"
 DEMO_SIM_PASSWORD = "secret"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the option (exit 2), as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def resolve_store(args: argparse.Namespace) -> None:
+    """Fill ``args.config`` / ``args.data_dir`` from the environment when neither flag was given.
+
+    ``args.store_origin`` remembers where the data dir came from, so that an
+    error names what the operator actually wrote (conf.settings.store_choice).
+    """
+    if not hasattr(args, "data_dir"):
+        return
+    flags = (getattr(args, "config", None), args.data_dir)
+    config, data_dir = store_choice(*flags)
+    if hasattr(args, "config"):
+        args.config = config
+    args.data_dir = data_dir
+    if flags[1]:
+        args.store_origin = "--data-dir"
+    elif data_dir:
+        args.store_origin = DATA_DIR_ENV
+    else:
+        args.store_origin = f"data_dir in {config}" if config else "--data-dir"
 
 
 def _settings_from(args) -> Settings:
@@ -25,7 +72,7 @@ def _settings_from(args) -> Settings:
         settings = load(args.config)
     else:
         settings = Settings(
-            data_dir=getattr(args, "data_dir", None) or "./staffetta-data",
+            data_dir=getattr(args, "data_dir", None) or DEFAULT_DATA_DIR,
             upstreams=(
                 UpstreamSettings("sim", "127.0.0.1", 2776, DEMO_SIM_SYSTEM_ID, DEMO_SIM_PASSWORD),
             ),
@@ -42,6 +89,53 @@ def _settings_from(args) -> Settings:
         else:
             parse_hostport(metrics, "--metrics")
             settings = replace(settings, metrics_listen=metrics)
+    return settings
+
+
+def prepare_data_dir(settings: Settings, where: str) -> None:
+    """Create the data dir and prove it writable now, or one line naming ``where`` (the flag or setting).
+
+    Without this, SQLite fails at the first statement with a 100-line traceback
+    that never says which setting to change.
+    """
+    if settings.database_url:
+        return
+    path = Path(settings.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise ConfigError(f"{where}: {settings.data_dir} is a file, not a directory") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{where}: {settings.data_dir}: a part of the path is a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot create or write {settings.data_dir} ({exc.strerror})") from None
+
+
+def check_sections(settings: Settings) -> None:
+    """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
+    from staffetta.billing.plans import billing_from_dict
+    from staffetta.hlr.model import parse_age
+
+    billing_from_dict(settings.billing)
+    try:
+        parse_age(settings.hlr.max_age)
+    except ValueError as exc:
+        raise ConfigError(f"hlr.max_age: {exc}") from None
+    if settings.hlr.provider is not None:
+        from twisted.internet import reactor
+
+        from staffetta.hlr.providers import provider_from_config
+
+        provider_from_config(reactor, settings.hlr.provider).close()
+
+
+def start_settings(args) -> Settings:
+    """The settings of ``run`` / ``demo``, every setting and the data dir checked before anything starts."""
+    settings = _settings_from(args)
+    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"))
+    check_sections(settings)
     return settings
 
 
@@ -68,7 +162,9 @@ def engine_for(args):
     from staffetta.router.messages import upgrade as upgrade_messages
     from staffetta.store.db import create_schema, make_engine
 
-    engine = make_engine(_settings_from(args).db_url)
+    settings = _settings_from(args)
+    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"))
+    engine = make_engine(settings.db_url)
     create_schema(engine)
     upgrade(engine)
     upgrade_messages(engine)
@@ -100,6 +196,31 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _listen_error(exc: Any, hub: Any, args: argparse.Namespace) -> ConfigError:
+    """A port that is taken, named by the flag or setting that chose it (SMPP first, then metrics)."""
+    if hub.port is None:
+        where = "--listen" if getattr(args, "listen", None) else "listen"
+    else:
+        where = "--metrics" if getattr(args, "metrics", None) else "metrics_listen"
+    return ConfigError(f"{where}: cannot listen on {exc.interface or '0.0.0.0'}:{exc.port} ({exc.socketError})")
+
+
+def _start(hub: Any, args: argparse.Namespace) -> None:
+    from twisted.internet.error import CannotListenError
+
+    try:
+        hub.start()
+    except CannotListenError as exc:
+        raise _listen_error(exc, hub, args) from None
+
+
+def _log_to_stdlib() -> None:
+    """Twisted's own log events (unhandled errors, ...) through the same handler and format as ours."""
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], discardBuffer=True, redirectStandardIO=False)
+
+
 def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
@@ -109,7 +230,9 @@ def cmd_demo(args) -> int:
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = _settings_from(args)
+    settings = start_settings(args)
+    engine = engine_for(args)
+    _log_to_stdlib()
     hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
     settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
     sim_port = 0  # any free port: the simulator lives inside this process
@@ -118,24 +241,36 @@ def cmd_demo(args) -> int:
     listening = carrier.listen(sim_port)
     up = settings.upstreams[0]
     settings = replace(settings, upstreams=(replace(up, port=listening.getHost().port),))
-    engine = engine_for(args)
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
-    hub.start()
+    _start(hub, args)
     settle_heap()
     host, port = parse_hostport(settings.listen, "listen")
+    metrics = None
+    if hub.metrics_port is not None:
+        mhost, _ = parse_hostport(settings.metrics_listen, "metrics_listen")
+        metrics = f"{mhost}:{hub.metrics_port.getHost().port}"
+    addresses = write_addresses(settings.data_dir, {
+        "pid": os.getpid(),
+        "smpp": f"{host}:{hub.smpp_port}",
+        "metrics": metrics,
+        "carrier": f"127.0.0.1:{listening.getHost().port}",
+        "hlr": hlr_sim.url,
+    })
     print(
         f"Staffetta demo is up.\n"
         f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
         f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
         f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
-        f"  metrics: {'off' if not settings.metrics_listen else f'http://{settings.metrics_listen}/metrics'}\n"
+        f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
+        f"  addresses for the other verbs: {addresses}\n"
         f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
         f"Ctrl-C stops.",
         flush=True,
     )
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
     reactor.run()
     return 0
 
@@ -145,10 +280,13 @@ def cmd_run(args) -> int:
 
     from staffetta.smsc.app import Hub
 
+    if not args.config:
+        raise ConfigError(f"--config: required (or set {CONFIG_ENV})")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = _settings_from(args)
+    settings = start_settings(args)
+    _log_to_stdlib()
     hub = Hub(settings, reactor)
-    hub.start()
+    _start(hub, args)
     settle_heap()
     print(f"Staffetta listening on {settings.listen}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
@@ -166,27 +304,31 @@ def build_parser() -> argparse.ArgumentParser:
         simulator_main,
     )
 
-    p = argparse.ArgumentParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p = OneLineParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level: binds, refusals, connector state (docs/operations.md)")
+    p.add_argument("--log-format", choices=FORMATS, default="text",
+                   help="text (default) or json: one JSON object a line, for log shippers")
     p.add_argument("--version", action="version", version=f"%(prog)s {staffetta_version}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     def store_opts(sp):
-        sp.add_argument("--config", metavar="FILE", help="staffetta.yaml to use")
-        sp.add_argument("--data-dir", metavar="DIR", help="where the embedded store lives")
+        sp.add_argument("--config", metavar="FILE", help=f"staffetta.yaml to use (default: ${CONFIG_ENV})")
+        sp.add_argument("--data-dir", metavar="DIR",
+                        help=f"where the embedded store lives (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
 
     d = sub.add_parser("demo", help="hub + simulator in one process, account demo/demo")
     d.add_argument("--listen", metavar="HOST:PORT", default=None)
-    d.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS")
+    d.add_argument("--dlr-delay", type=seconds, default=1.0, metavar="SECONDS",
+                   help="delay between submit_sm_resp and the receipt (default 1.0)")
     d.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (default 127.0.0.1:9775)")
     store_opts(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="the hub from a config file")
-    r.add_argument("--config", metavar="FILE", required=True)
     r.add_argument("--listen", metavar="HOST:PORT", default=None)
-    r.add_argument("--data-dir", metavar="DIR")
     r.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (overrides metrics_listen)")
+    store_opts(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulator", help="the carrier simulator alone")
@@ -208,20 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from twisted.internet.error import CannotListenError
-
+    setup_logging(args.verbose, args.log_format)
+    resolve_store(args)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"staffetta: {exc}", file=sys.stderr)
-        return 2
-    except CannotListenError as exc:
-        print(f"staffetta: --listen: cannot listen on {exc.interface}:{exc.port} ({exc.socketError})",
-              file=sys.stderr)
         return 2
 
 
