@@ -215,6 +215,7 @@ class Hub:
         with self.engine.connect() as conn:
             queued = store.queued_messages(conn, limit=self.settings.max_queue)
             alerts = pending_alerts(conn)
+        self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
