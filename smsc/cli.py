@@ -31,7 +31,7 @@ from staffetta.conf.settings import (
     write_addresses,
 )
 from staffetta.simulator.cli import seconds
-from staffetta.smsc.logs import FORMATS, setup_logging
+from staffetta.smsc.logs import FORMATS, fields, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,10 @@ def _settings_from(args) -> Settings:
         if metrics == "off":
             settings = replace(settings, metrics_listen=None)
         else:
-            parse_hostport(metrics, "--metrics")
+            try:
+                parse_hostport(metrics, "--metrics")
+            except ConfigError:
+                raise ConfigError(f"--metrics: expected HOST:PORT or off, got {metrics!r}") from None
             settings = replace(settings, metrics_listen=metrics)
     return settings
 
@@ -250,13 +253,15 @@ def cmd_demo(args) -> int:
     if hub.metrics_port is not None:
         mhost, _ = parse_hostport(settings.metrics_listen, "metrics_listen")
         metrics = f"{mhost}:{hub.metrics_port.getHost().port}"
-    addresses = write_addresses(settings.data_dir, {
+    started = {
         "pid": os.getpid(),
         "smpp": f"{host}:{hub.smpp_port}",
         "metrics": metrics,
         "carrier": f"127.0.0.1:{listening.getHost().port}",
         "hlr": hlr_sim.url,
-    })
+    }
+    addresses = write_addresses(settings.data_dir, started)
+    log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
         f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
@@ -288,6 +293,12 @@ def cmd_run(args) -> int:
     hub = Hub(settings, reactor)
     _start(hub, args)
     settle_heap()
+    host, _ = parse_hostport(settings.listen, "listen")
+    metrics = None
+    if hub.metrics_port is not None:
+        metrics = f"{parse_hostport(settings.metrics_listen, 'metrics_listen')[0]}:{hub.metrics_port.getHost().port}"
+    log.info("hub started", extra=fields(smpp=f"{host}:{hub.smpp_port}", metrics=metrics,
+                                         upstreams=[u.name for u in settings.upstreams]))
     print(f"Staffetta listening on {settings.listen}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)

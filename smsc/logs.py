@@ -75,13 +75,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
+class _OurHandler(logging.StreamHandler):
+    """Marks the handler :func:`setup_logging` installed, so a second call replaces only it."""
+
+
 def setup_logging(verbose: bool, log_format: str = "text", stream: Any = None) -> None:
-    """Root logging on stderr: INFO with ``-v``, else WARNING; replaces earlier handlers."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    """Root logging on stderr: INFO with ``-v``, else WARNING, in the chosen format."""
+    handler = _OurHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if isinstance(h, _OurHandler):
+            root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
