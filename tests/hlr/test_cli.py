@@ -16,7 +16,7 @@ from twisted.internet import threads
 import staffetta.billing.accounts as accounts
 import staffetta.billing.wallet as wallet
 from staffetta.hlr.jobs import list_jobs
-from staffetta.smsc.hlr_cli import register
+from staffetta.smsc.hlr_cli import billing_charge_tx, register
 from staffetta.store.db import create_schema, make_engine
 from tests.hlr.conftest import balance, hlr_charges
 
@@ -157,3 +157,44 @@ def test_register_adds_the_verbs_to_a_parent_parser() -> None:
     for verb in (["jobs", "--json"], ["lookup", "393331234567", "--account", "a", "--json"],
                  ["resume", "3", "--data-dir", "d"]):
         assert callable(parser.parse_args(["hlr", *verb]).func)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on return: connections to it are refused
+
+
+@ensure
+async def test_an_unreachable_provider_is_named_with_its_url_and_error(engine, account, job_writer) -> None:
+    """Issue 11 item 3: the progress line and the summary say where and why, not just "circuit open"."""
+    from twisted.internet import reactor
+
+    from staffetta.hlr.jobs import INTERRUPTED, JobRunner, format_progress
+    from staffetta.hlr.providers import simulator_provider
+    from tests.hlr.conftest import within
+    from tests.hlr.test_jobs import new_job
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    provider = simulator_provider(reactor, url, retries=0, failures_to_open=2, reset_after=0.1)
+    lines: list[str] = []
+    runner = JobRunner(reactor, engine, provider, billing_charge_tx, job_writer, concurrency=2,
+                       give_up_after=0.5, progress=lambda p: p.waiting and lines.append(format_progress(p)))
+    info = await within(runner.run(new_job(engine, account, ["+393331234567", "+393331234568"])))
+    await provider.close()
+    assert lines, "no progress line while the provider was down"
+    assert f"waiting: provider simulator ({url})" in lines[-1] and "Connection refused" in lines[-1], lines[-1]
+    assert info.state == INTERRUPTED
+    assert f"simulator ({url})" in info.detail and "Connection refused" in info.detail, info.detail
+
+
+@ensure
+async def test_lookup_names_the_unreachable_provider(tmp_path, store) -> None:
+    data, _engine, _acct = store
+    url = f"http://127.0.0.1:{_closed_port()}"
+    p = await run(hlr_cmd("lookup", "3331234567", "--account", "acme", "--mode", "always",
+                          "--data-dir", str(data), "--provider-url", url))
+    assert p.returncode == 1
+    assert f"error - simulator ({url}): unreachable (Connection refused)" in p.stdout, p.stdout

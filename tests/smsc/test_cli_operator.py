@@ -197,3 +197,34 @@ def test_environment_chooses_the_store_and_flags_win(tmp_path):
 def test_run_takes_its_config_from_the_environment(tmp_path):
     cfg = config(tmp_path, "session: {window: 0}\n")
     one_line_error(run("run", env={"STAFFETTA_CONFIG": cfg}), "staffetta: session.window:")
+
+
+# ------------------------------------------------- item 3: the demo's parts find each other
+
+
+def test_demo_then_hlr_verify_in_another_terminal(tmp_path):
+    """`staffetta demo`, then `staffetta hlr verify numbers.txt --account demo` in the same folder: no flags."""
+    (tmp_path / "numbers.txt").write_text("+393331234567\n3331234568\n+393401234569\n")
+    demo = subprocess.Popen([*CLI, "demo", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"})
+    addresses_file = tmp_path / "staffetta-data" / "addresses.json"
+    try:
+        banner = [demo.stdout.readline() for _ in range(8)]
+        assert "Staffetta demo is up" in banner[0], banner
+        addresses = json.loads(addresses_file.read_text())
+        assert addresses["pid"] == demo.pid
+        assert any(f"SMPP:    {addresses['smpp']} " in line for line in banner), (banner, addresses)
+        assert any(f"at {addresses['hlr']} " in line for line in banner), (banner, addresses)
+        assert any(f"http://{addresses['metrics']}/metrics" in line for line in banner), (banner, addresses)
+
+        r = run("hlr", "verify", "numbers.txt", "--account", "demo", "--no-progress", "--json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert summary["state"] == "done" and summary["items"]["done"] == 3 and summary["charged"] == "1.50"
+        r = run("hlr", "lookup", "3331234567", "--account", "demo", "--mode", "always", cwd=tmp_path)
+        assert r.returncode == 0 and "source    simulator" in r.stdout, r.stdout + r.stderr
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
+    assert not addresses_file.exists()  # a stopped demo leaves no addresses behind
