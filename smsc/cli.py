@@ -33,7 +33,7 @@ from staffetta.conf.settings import (
 from staffetta.simulator.cli import seconds
 from staffetta.smsc.logs import FORMATS, fields, setup_logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("staffetta.smsc.cli")  # not __main__ under `python -m`
 
 DEMO_SIM_SYSTEM_ID = "staffetta"
 DEMO_SIM_PASSWORD = "secret"
@@ -218,9 +218,14 @@ def _start(hub: Any, args: argparse.Namespace) -> None:
 
 
 def _log_to_stdlib() -> None:
-    """Twisted's own log events (unhandled errors, ...) through the same handler and format as ours."""
+    """Twisted's own log events through the same handler and format as ours.
+
+    Only its warnings and errors (unhandled errors in Deferreds, ...): at INFO
+    it narrates every factory start and stop, which ``-v`` does not promise.
+    """
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
+    logging.getLogger("twisted").setLevel(logging.WARNING)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], discardBuffer=True, redirectStandardIO=False)
 
 
@@ -299,7 +304,7 @@ def cmd_run(args) -> int:
         metrics = f"{parse_hostport(settings.metrics_listen, 'metrics_listen')[0]}:{hub.metrics_port.getHost().port}"
     log.info("hub started", extra=fields(smpp=f"{host}:{hub.smpp_port}", metrics=metrics,
                                          upstreams=[u.name for u in settings.upstreams]))
-    print(f"Staffetta listening on {settings.listen}; upstreams: "
+    print(f"Staffetta listening on {host}:{hub.smpp_port}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     reactor.run()
