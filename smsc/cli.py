@@ -217,6 +217,16 @@ def _start(hub: Any, args: argparse.Namespace) -> None:
         raise _listen_error(exc, hub, args) from None
 
 
+def _bound(settings: Settings, hub: Any) -> tuple[str, str | None]:
+    """(SMPP, metrics or None) as HOST:PORT with the ports actually bound (a configured 0 is any port)."""
+    host, _ = parse_hostport(settings.listen, "listen")
+    metrics = None
+    if hub.metrics_port is not None:
+        mhost, _ = parse_hostport(settings.metrics_listen, "metrics_listen")
+        metrics = f"{mhost}:{hub.metrics_port.getHost().port}"
+    return f"{host}:{hub.smpp_port}", metrics
+
+
 def _log_to_stdlib() -> None:
     """Twisted's own log events through the same handler and format as ours.
 
@@ -253,14 +263,10 @@ def cmd_demo(args) -> int:
     hub = Hub(settings, reactor, engine=engine)
     _start(hub, args)
     settle_heap()
-    host, port = parse_hostport(settings.listen, "listen")
-    metrics = None
-    if hub.metrics_port is not None:
-        mhost, _ = parse_hostport(settings.metrics_listen, "metrics_listen")
-        metrics = f"{mhost}:{hub.metrics_port.getHost().port}"
+    smpp, metrics = _bound(settings, hub)
     started = {
         "pid": os.getpid(),
-        "smpp": f"{host}:{hub.smpp_port}",
+        "smpp": smpp,
         "metrics": metrics,
         "carrier": f"127.0.0.1:{listening.getHost().port}",
         "hlr": hlr_sim.url,
@@ -269,13 +275,13 @@ def cmd_demo(args) -> int:
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
-        f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
+        f"  SMPP:    {smpp}  (bind system_id=demo password=demo, any bind type)\n"
         f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
         f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
         f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"  addresses for the other verbs: {addresses}\n"
-        f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
+        f"Try: staffetta bench --target {smpp} --system-id demo --password demo -n 1000\n"
         f"Ctrl-C stops.",
         flush=True,
     )
@@ -298,13 +304,9 @@ def cmd_run(args) -> int:
     hub = Hub(settings, reactor)
     _start(hub, args)
     settle_heap()
-    host, _ = parse_hostport(settings.listen, "listen")
-    metrics = None
-    if hub.metrics_port is not None:
-        metrics = f"{parse_hostport(settings.metrics_listen, 'metrics_listen')[0]}:{hub.metrics_port.getHost().port}"
-    log.info("hub started", extra=fields(smpp=f"{host}:{hub.smpp_port}", metrics=metrics,
-                                         upstreams=[u.name for u in settings.upstreams]))
-    print(f"Staffetta listening on {host}:{hub.smpp_port}; upstreams: "
+    smpp, metrics = _bound(settings, hub)
+    log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
+    print(f"Staffetta listening on {smpp}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     reactor.run()
