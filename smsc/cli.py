@@ -1,9 +1,14 @@
 """The ``staffetta`` command line.
 
 Verbs: ``demo`` (hub + simulator in one process), ``run`` (hub from a config
-file), ``simulator`` (the carrier alone), ``bench`` (the load client) and
-``account create`` (more account verbs arrive with billing). Errors are one
-line naming the option or setting, exit status 2.
+file), ``simulator`` (the carrier alone), ``bench`` (the load client),
+``account …`` (billing/cli.py) and ``hlr …`` (smsc/hlr_cli.py). Errors are one
+line naming the option or setting, exit status 2, never a traceback: usage
+mistakes too (:class:`OneLineParser`), and ``run``/``demo`` check every
+setting and the data dir before anything listens (:func:`start_settings`).
+The store is chosen by flags, else ``STAFFETTA_CONFIG`` / ``STAFFETTA_DATA_DIR``
+(:func:`resolve_store`); ``demo`` writes the addresses of its parts into its
+data dir for the other verbs (docs/operations.md).
 """
 
 from __future__ import annotations
