@@ -30,6 +30,7 @@ from staffetta.conf.settings import (
     ConfigError,
     Settings,
     UpstreamSettings,
+    describe_store,
     load,
     parse_hostport,
     store_choice,
@@ -162,6 +163,8 @@ def ensure_demo_account(engine) -> bool:
 
 def engine_for(args):
     """The store a verb's --config / --data-dir names, schema created and upgraded."""
+    from sqlalchemy.exc import DBAPIError
+
     import staffetta.billing.accounts  # noqa: F401 - registers its tables
     import staffetta.hlr.cache  # noqa: F401
     import staffetta.hlr.jobs  # noqa: F401
@@ -171,11 +174,17 @@ def engine_for(args):
     from staffetta.store.db import create_schema, make_engine
 
     settings = _settings_from(args)
-    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"))
+    where = "database_url" if settings.database_url else getattr(args, "store_origin", "--data-dir")
+    prepare_data_dir(settings, where)
     engine = make_engine(settings.db_url)
-    create_schema(engine)
-    upgrade(engine)
-    upgrade_messages(engine)
+    try:
+        create_schema(engine)
+        upgrade(engine)
+        upgrade_messages(engine)
+    except DBAPIError as exc:  # PostgreSQL down, wrong password, a file that is not a database...
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise ConfigError(f"{where}: cannot open the store {describe_store(settings.db_url)} ({reason})") from None
     return engine
 
 
@@ -305,8 +314,9 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--config: required (or set {CONFIG_ENV})")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = start_settings(args)
+    engine = engine_for(args)
     _log_to_stdlib()
-    hub = Hub(settings, reactor)
+    hub = Hub(settings, reactor, engine=engine)
     _start(hub, args)
     settle_heap()
     smpp, metrics = _bound(settings, hub)

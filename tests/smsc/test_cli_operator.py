@@ -228,3 +228,16 @@ def test_demo_then_hlr_verify_in_another_terminal(tmp_path):
         demo.terminate()
         demo.wait(timeout=20)
     assert not addresses_file.exists()  # a stopped demo leaves no addresses behind
+
+
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_path):
+    cfg = config(tmp_path, "database_url: postgresql://ops:s3cret@127.0.0.1:1/staffetta\n")
+    r = run("run", "--config", cfg)
+    one_line_error(r, "staffetta: database_url: cannot open the store postgresql://ops:***@127.0.0.1:1/staffetta (")
+    assert "s3cret" not in r.stderr
+
+
+def test_a_data_dir_whose_database_is_not_one(tmp_path):
+    (tmp_path / "staffetta.db").write_bytes(b"not a database, not at all, " * 10)
+    one_line_error(run("account", "check", "--data-dir", str(tmp_path)),
+                   f"staffetta: --data-dir: cannot open the store {tmp_path} (file is not a database)")
