@@ -143,3 +143,31 @@ def test_a_binary_file_is_a_one_line_error(tmp_path):
     f.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match=r"c.yaml: not a text file"):
         load(f)
+
+
+def test_store_choice_flags_beat_the_environment_as_a_pair():
+    from staffetta.conf.settings import store_choice
+
+    env = {"STAFFETTA_CONFIG": "env.yaml", "STAFFETTA_DATA_DIR": "env-data"}
+    assert store_choice(None, None, env) == ("env.yaml", "env-data")
+    assert store_choice(None, None, {"STAFFETTA_DATA_DIR": "env-data"}) == (None, "env-data")
+    assert store_choice("flag.yaml", None, env) == ("flag.yaml", None)  # the env's data dir is not mixed in
+    assert store_choice(None, "flag-data", env) == (None, "flag-data")
+    assert store_choice(None, None, {}) == (None, None)  # the default: ./staffetta-data
+
+
+def test_describe_store_names_the_data_dir_or_the_url_without_password(tmp_path):
+    from staffetta.conf.settings import describe_store
+
+    assert describe_store(f"sqlite:///{tmp_path / 'staffetta.db'}") == str(tmp_path)
+    assert describe_store("postgresql://ops:s3cret@db:5432/hub") == "postgresql://ops:***@db:5432/hub"
+
+
+def test_addresses_round_trip_and_absent(tmp_path):
+    from staffetta.conf.settings import ADDRESSES_FILE, read_addresses, write_addresses
+
+    assert read_addresses(tmp_path) == {}
+    write_addresses(tmp_path, {"hlr": "http://127.0.0.1:1234", "metrics": None})
+    assert read_addresses(tmp_path) == {"hlr": "http://127.0.0.1:1234", "metrics": None}
+    (tmp_path / ADDRESSES_FILE).write_text("{not json")
+    assert read_addresses(tmp_path) == {}
