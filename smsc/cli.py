@@ -101,13 +101,15 @@ def _settings_from(args) -> Settings:
     return settings
 
 
-def prepare_data_dir(settings: Settings, where: str) -> None:
+def prepare_data_dir(settings: Settings, where: str, *, always: bool = False) -> None:
     """Create the data dir and prove it writable now, or one line naming ``where`` (the flag or setting).
 
     Without this, SQLite fails at the first statement with a 100-line traceback
-    that never says which setting to change.
+    that never says which setting to change. With ``database_url`` the data dir
+    holds no database and is checked only when ``always`` (the demo writes its
+    addresses there).
     """
-    if settings.database_url:
+    if settings.database_url and not always:
         return
     path = Path(settings.data_dir)
     try:
@@ -140,10 +142,10 @@ def check_sections(settings: Settings) -> None:
         provider_from_config(reactor, settings.hlr.provider).close()
 
 
-def start_settings(args) -> Settings:
+def start_settings(args, *, data_dir_needed: bool = False) -> Settings:
     """The settings of ``run`` / ``demo``, every setting and the data dir checked before anything starts."""
     settings = _settings_from(args)
-    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"))
+    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"), always=data_dir_needed)
     check_sections(settings)
     return settings
 
@@ -262,7 +264,7 @@ def cmd_demo(args) -> int:
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = start_settings(args)
+    settings = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
     hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
@@ -271,8 +273,10 @@ def cmd_demo(args) -> int:
     carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
                       credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
     listening = carrier.listen(sim_port)
-    up = settings.upstreams[0]
-    settings = replace(settings, upstreams=(replace(up, port=listening.getHost().port),))
+    up = settings.upstreams[0]  # a --config's first upstream keeps its options, aimed at the simulator
+    settings = replace(settings, upstreams=(replace(
+        up, host="127.0.0.1", port=listening.getHost().port, system_id=DEMO_SIM_SYSTEM_ID,
+        password=DEMO_SIM_PASSWORD),))
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
     _start(hub, args)

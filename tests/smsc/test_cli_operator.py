@@ -241,3 +241,25 @@ def test_a_data_dir_whose_database_is_not_one(tmp_path):
     (tmp_path / "staffetta.db").write_bytes(b"not a database, not at all, " * 10)
     one_line_error(run("account", "check", "--data-dir", str(tmp_path)),
                    f"staffetta: --data-dir: cannot open the store {tmp_path} (file is not a database)")
+
+
+def test_demo_with_a_config_binds_its_own_simulator(tmp_path):
+    """The config's first upstream is aimed at the demo's simulator with its credentials (it was refused, forever)."""
+    import time
+    import urllib.request
+
+    cfg = config(tmp_path, f"data_dir: {tmp_path / 'd'}\n")  # upstream credentials x / y
+    demo = subprocess.Popen([*CLI, "demo", "--config", cfg, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "Staffetta demo is up" in demo.stdout.readline()
+        metrics = json.loads((tmp_path / "d" / "addresses.json").read_text())["metrics"]
+        deadline, text = time.monotonic() + 30, ""
+        while 'staffetta_upstream_up{connector="a"} 1.0' not in text and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+        assert 'staffetta_upstream_up{connector="a"} 1.0' in text
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
