@@ -31,6 +31,7 @@ from staffetta.billing.plans import (
     parse_validity,
     trial_amount,
 )
+from staffetta.conf.settings import describe_store
 
 EngineFactory = Callable[[argparse.Namespace], Engine]
 BillingFactory = Callable[[argparse.Namespace], BillingConfig]
@@ -100,11 +101,23 @@ def _tx(engine: Engine):
         yield conn
 
 
+def _store(conn) -> str:
+    """Which store this verb opened, for the messages that found nothing there."""
+    return describe_store(conn.engine.url.render_as_string(hide_password=False))
+
+
 def _account(conn, name: str) -> acc.Account:
     a = acc.get_account(conn, name)
     if a is None:
-        raise CliError(f"name: no account named {name!r}")
+        raise CliError(f"name: no account named {name!r} in {_store(conn)}")
     return a
+
+
+def _country(text: str) -> int:
+    """argparse type of a country calling code: 1-999 (E.164)."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 999:
+        raise argparse.ArgumentTypeError(f"expected a country calling code 1-999, got {text!r}")
+    return int(text)
 
 
 def _amount(text: str, field: str = "amount") -> int:
@@ -356,7 +369,7 @@ def cmd_check(args, engine: Engine, billing: BillingConfig) -> int:
 
     def text():
         if not bad:
-            print(f"ok: {n} accounts, every balance equals its ledger")
+            print(f"ok: {n} accounts in {_store(conn)}, every balance equals its ledger")
         for m in doc["mismatches"]:
             print(f"MISMATCH {m['account']}: balance {m['balance']}, ledger sum {m['ledger_sum']}, "
                   f"lots remaining {m['lots_remaining']}")
@@ -424,7 +437,7 @@ def register(subparsers, engine_factory: EngineFactory,
     p.add_argument("--expires", metavar="VALIDITY", help="validity of --credits: 6m, 1m, 30d, 1y, none")
     p.add_argument("--trial", action="store_true", help="add the plan's trial lot (50 segments, 1 month)")
     p.add_argument("--type", default="PRO", choices=["SMART", "PRO", "REPLY"])
-    p.add_argument("--country", type=int, default=39, help="default country calling code")
+    p.add_argument("--country", type=_country, default=39, help="default country calling code (1-999)")
     p.add_argument("--threshold", metavar="CREDITS", help="low-credit alert threshold")
     p.add_argument("--alert-url", metavar="URL", help="where the low-credit alert is POSTed")
     p.add_argument("--plan", metavar="NAME", help="price plan (default: billing.default_plan)")

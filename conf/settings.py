@@ -7,6 +7,9 @@ too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,37 @@ def parse_hostport(value: str, where: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+#: Settings where zero (or less) has no useful meaning: a window of 0 accepts
+#: and charges messages it can never send, a timer of 0 fires at once.
+_POSITIVE = frozenset({
+    "window", "inbound_window", "failures", "per_seconds", "writer_batch", "max_queue", "outbox_ttl",
+    "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity",
+})
+#: Lengths of SMPP C-Octet strings without their NUL (3.4 §5.2): longer ones cannot be sent.
+_MAX_LEN = {"system_id": 15, "password": 8, "system_type": 12}
+_NOT_EMPTY = frozenset({"name", "host", "system_id", "data_dir"})
+#: Words that turn ``metrics_listen`` off (YAML 1.1 reads a bare ``off`` / ``no`` as false).
+_OFF = (None, False, "off", "none", "no", "")
+
+
+def _check_database_url(value: str, path: str) -> None:
+    """Only the two stores Staffetta runs on, parsed before anything connects."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{path}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB, got {value!r}")
+
+
+def _check_redis_url(value: str, path: str) -> None:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{path}: expected redis://HOST:PORT/DB, got {value!r}")
+
+
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping")
@@ -120,10 +154,14 @@ def _build(cls, data: Any, where: str):
         path = f"{where}.{name}" if where else name
         kwargs[name] = _value(f.type, data[name], path, name)
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except TypeError as exc:
         missing = str(exc).split("'")[1] if "'" in str(exc) else "?"
         raise ConfigError(f"{where}.{missing}: required") from None
+    if isinstance(built, UpstreamSettings) and built.reconnect_max < built.reconnect_min:
+        raise ConfigError(f"{where}.reconnect_max: must be >= reconnect_min ({built.reconnect_min:g}), "
+                          f"got {built.reconnect_max:g}")
+    return built
 
 
 def _value(typ: str, value: Any, path: str, name: str):
@@ -147,15 +185,22 @@ def _value(typ: str, value: Any, path: str, name: str):
             raise ConfigError(f"{path}: expected a mapping")
         return value
     if t in ("int",):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{path}: expected a non-negative integer, got {value!r}")
-        if name == "port" and not 1 <= value <= 65535:
-            raise ConfigError(f"{path}: expected a port 1-65535, got {value}")
+        if name == "port":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+                raise ConfigError(f"{path}: expected a port 1-65535, got {value!r}")
+            return value
+        least = 1 if name in _POSITIVE else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{path}: expected an integer >= {least}, got {value!r}")
         return value
     if t == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{path}: expected a non-negative number, got {value!r}")
+        positive = name in _POSITIVE
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value < 0 or (positive and value == 0)):
+            raise ConfigError(f"{path}: expected a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
         return float(value)
+    if name == "metrics_listen" and (value in _OFF or str(value).lower() in _OFF):
+        return None
     if t in ("str", "str|None"):
         if value is None and t == "str|None":
             return None
@@ -174,6 +219,14 @@ def _value(typ: str, value: Any, path: str, name: str):
             raise ConfigError(f"{path}: expected auto, decimal or hex, got {value!r}")
         if name == "password" and len(value) > 8:
             raise ConfigError(f"{path}: SMPP passwords are at most 8 characters")
+        if name in _MAX_LEN and len(value) > _MAX_LEN[name]:
+            raise ConfigError(f"{path}: at most {_MAX_LEN[name]} characters in SMPP, got {len(value)}")
+        if name in _NOT_EMPTY and not value.strip():
+            raise ConfigError(f"{path}: must not be empty")
+        if name == "database_url":
+            _check_database_url(value, path)
+        if name == "redis_url":
+            _check_redis_url(value, path)
         return value
     raise AssertionError(f"unhandled type {typ} for {path}")  # pragma: no cover
 
@@ -184,6 +237,8 @@ def load(path: str | Path) -> Settings:
         raw = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -199,3 +254,62 @@ def from_dict(data: dict) -> Settings:
         # A queued message needs its record for expiry, cancel and its refund.
         raise ConfigError(f"max_tracked: must be above max_queue ({settings.max_queue}), got {settings.max_tracked}")
     return settings
+
+
+# ------------------------------------------------------------ which store
+
+#: Environment variables that choose the store when neither ``--config`` nor
+#: ``--data-dir`` is given (docs/configuration.md "Which store").
+CONFIG_ENV, DATA_DIR_ENV = "STAFFETTA_CONFIG", "STAFFETTA_DATA_DIR"
+DEFAULT_DATA_DIR = "./staffetta-data"
+
+
+def store_choice(config: str | None, data_dir: str | None,
+                 environ: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The (config file, data dir) a verb uses: flags > environment > default.
+
+    The two flags are one choice: when either is on the command line the
+    environment is not read at all, so a shell that exports
+    ``STAFFETTA_DATA_DIR`` for the demo never redirects ``--config prod.yaml``.
+    Given together (flags, or variables), the data dir overrides the config's.
+    """
+    if config or data_dir:
+        return config or None, data_dir or None
+    env = os.environ if environ is None else environ
+    return env.get(CONFIG_ENV) or None, env.get(DATA_DIR_ENV) or None
+
+
+def describe_store(db_url: str) -> str:
+    """The store as an operator names it: the data dir of a SQLite file, else the URL without password."""
+    if db_url.startswith("sqlite:///"):
+        return str(Path(db_url[len("sqlite:///"):]).parent)
+    from sqlalchemy.engine import make_url
+
+    return make_url(db_url).render_as_string(hide_password=True)
+
+
+# ------------------------------------------------------ the demo's addresses
+
+#: Written by ``staffetta demo`` into its data dir, removed when it stops:
+#: ``{"pid": 123, "smpp": "127.0.0.1:2775", "metrics": "127.0.0.1:9775" | null,
+#: "carrier": "127.0.0.1:PORT", "hlr": "http://127.0.0.1:PORT"}``
+#: (docs/operations.md "The demo's addresses").
+ADDRESSES_FILE = "addresses.json"
+
+
+def write_addresses(data_dir: str | Path, addresses: dict[str, Any]) -> Path:
+    """Replace the addresses file atomically: a reader never sees half of it."""
+    path = Path(data_dir) / ADDRESSES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(addresses, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_addresses(data_dir: str | Path) -> dict[str, Any]:
+    """What a demo on this data dir started; {} when none runs (or the file is unreadable)."""
+    try:
+        data = json.loads((Path(data_dir) / ADDRESSES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

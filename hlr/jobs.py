@@ -601,11 +601,11 @@ class JobRunner:
                     now = time.monotonic()
                     open_since = open_since or now
                     if now - open_since > self.give_up_after:
-                        self._gave_up = f"provider {self.provider.name} down for {self.give_up_after:.0f}s"
+                        self._gave_up = f"provider {exc} for {self.give_up_after:.0f}s"[:200]
                         self._stopping = True
                         return
                     if self.progress is not None:
-                        self.progress.waiting = f"provider {self.provider.name} circuit open"
+                        self.progress.waiting = f"provider {exc}"
                         self._report()
                     await task.deferLater(self.reactor, 0.5)
                     if self._stopping:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, DNSLookupError
@@ -89,8 +89,9 @@ class ProviderUnavailable(ProviderError):
 
 
 class ProviderHttpError(ProviderError):
-    def __init__(self, code: int, body: bytes = b"") -> None:
-        super().__init__(f"HTTP {code}: {body[:120].decode('utf-8', 'replace').strip()}")
+    def __init__(self, code: int, body: bytes = b"", where: str = "") -> None:
+        text = f"HTTP {code}: {body[:120].decode('utf-8', 'replace').strip()}"
+        super().__init__(f"{where}: {text}" if where else text)
         self.code = code
         self.retriable = code >= 500 or code == 429
         self.counts_as_failure = self.retriable
@@ -102,6 +103,21 @@ class ProviderBadAnswer(ProviderError):
 
 class CircuitOpen(ProviderError):
     counts_as_failure = False
+
+
+def _reason(exc: BaseException) -> str:
+    """The operator's words for a failed HTTP exchange: ``Connection refused``, not a class name."""
+    reasons = getattr(exc, "reasons", None)  # ResponseFailed / ResponseNeverReceived carry Failures
+    if reasons:
+        return "; ".join(_reason(r.value) for r in reasons)
+    os_error = getattr(exc, "osError", None)
+    if isinstance(os_error, int):
+        return os.strerror(os_error)
+    if os_error is not None:
+        return str(getattr(os_error, "strerror", None) or os_error)
+    text = str(exc).strip().rstrip(".")
+    # ConnectionRefusedError: "Connection was refused by other side: 111: Connection refused."
+    return text.rsplit(": ", 1)[-1] if text else type(exc).__name__
 
 
 # -------------------------------------------------------------- the breaker
@@ -448,6 +464,11 @@ class HttpJsonProvider:
         self.reactor = reactor
         self.name = name
         self.url_template = url_template
+        parts = urlsplit(url_template)
+        #: How messages name this provider: ``simulator (http://127.0.0.1:2778)``.
+        self.where = f"{name} ({parts.scheme}://{parts.netloc})"
+        #: The reason of the last failed attempt, shown while the circuit is open.
+        self.last_error: str | None = None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -496,10 +517,13 @@ class HttpJsonProvider:
     def url_for(self, number: str) -> bytes:
         return self.url_template.replace("{number}", quote(number, safe="")).encode("ascii")
 
+    def _circuit_open(self) -> CircuitOpen:
+        self.fast_failures += 1
+        return CircuitOpen(f"{self.where}: circuit open after {self.last_error or 'repeated failures'}")
+
     def lookup(self, number: str) -> defer.Deferred:
         if not self.breaker.would_allow():
-            self.fast_failures += 1
-            return defer.fail(CircuitOpen(f"{self.name}: circuit open"))
+            return defer.fail(self._circuit_open())
         return self.semaphore.run(lambda: defer.Deferred.fromCoroutine(self._lookup(number)))
 
     async def _lookup(self, number: str) -> HlrResult:
@@ -508,12 +532,12 @@ class HttpJsonProvider:
         try:
             while True:
                 if not self.breaker.allow():
-                    self.fast_failures += 1
-                    raise CircuitOpen(f"{self.name}: circuit open")
+                    raise self._circuit_open()
                 try:
                     code, body = await self._attempt(number)
                 except ProviderError as exc:
                     if exc.counts_as_failure:
+                        self.last_error = str(exc).removeprefix(f"{self.where}: ")
                         self.breaker.failure()
                     else:
                         self.breaker.success()
@@ -530,7 +554,7 @@ class HttpJsonProvider:
                         self.breaker.failure()
                         if isinstance(exc, ProviderBadAnswer):
                             raise
-                        raise ProviderBadAnswer(f"{self.name}: answer is not JSON: {exc}") from None
+                        raise ProviderBadAnswer(f"{self.where}: answer is not JSON: {exc}") from None
                     self.breaker.success()
                     return result
                 delay = self.backoff * (2 ** attempt)
@@ -558,18 +582,18 @@ class HttpJsonProvider:
             code, data = await d
         except Exception as exc:
             if timed_out:
-                raise ProviderTimeout(f"{self.name}: no answer within {self.timeout:g}s") from None
+                raise ProviderTimeout(f"{self.where}: no answer within {self.timeout:g}s") from None
             if isinstance(exc, ProviderError):
                 raise
             if isinstance(exc, ConnectError | DNSLookupError | ConnectionLost | ResponseFailed
                           | ResponseNeverReceived | ConnectionDone):
-                raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}") from None
+                raise ProviderUnavailable(f"{self.where}: unreachable ({_reason(exc)})") from None
             raise
         finally:
             if timer.active():
                 timer.cancel()
         if not 200 <= code < 300:
-            raise ProviderHttpError(code, data)
+            raise ProviderHttpError(code, data, self.where)
         return code, data
 
     def close(self) -> defer.Deferred:

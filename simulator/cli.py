@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -66,6 +67,21 @@ def parse_outcomes(s: str) -> dict[str, float]:
     if sum(out.values()) <= 0:
         raise ValueError("weights sum to zero")
     return out
+
+
+def seconds(text: str) -> float:
+    """argparse type of a delay: a finite number >= 0 (``-1``, ``nan`` or ``inf`` name the option).
+
+    ``staffetta demo --dlr-delay`` uses it; ``simulator`` checks its own after parsing, since
+    tests drive :func:`simulator_main` with parsers of their own.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}")
+    return value
 
 
 def _credential(s: str) -> tuple[bytes, bytes]:
@@ -130,8 +146,8 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
     except ValueError as exc:
         _error("simulator", f"--outcomes: {exc}")
         return 2
-    if not args.dlr_delay >= 0:
-        _error("simulator", "--dlr-delay: must be >= 0")
+    if not 0 <= args.dlr_delay < math.inf:
+        _error("simulator", "--dlr-delay: must be a number of seconds >= 0")
         return 2
     if args.window < 1:
         _error("simulator", "--window: must be >= 1")
@@ -191,8 +207,9 @@ def start_hlr(args: argparse.Namespace, reactor: Any) -> tuple[int, str]:
         _error("simulator", f"--hlr: {exc}")
         return 2, ""
     latency, rate = getattr(args, "hlr_latency", 0.0), getattr(args, "hlr_error_rate", 0.0)
-    if not latency >= 0 or not 0 <= rate <= 1:
-        _error("simulator", "--hlr-latency must be >= 0" if not latency >= 0 else "--hlr-error-rate: 0-1")
+    if not 0 <= latency < math.inf or not 0 <= rate <= 1:
+        _error("simulator", "--hlr-latency: must be a number of seconds >= 0" if not 0 <= latency < math.inf
+               else "--hlr-error-rate: must be between 0 and 1")
         return 2, ""
     from twisted.internet.error import CannotListenError
 
@@ -316,5 +333,6 @@ __all__ = [
     "format_result",
     "parse_hostport",
     "parse_outcomes",
+    "seconds",
     "simulator_main",
 ]

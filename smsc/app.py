@@ -313,6 +313,7 @@ class Hub:
             queued = store.queued_messages(conn, limit=self.settings.max_queue)
             alerts = pending_alerts(conn)
             self._apply_settings(self._load_settings(conn, []))
+        self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),

@@ -1,9 +1,14 @@
 """The ``staffetta`` command line.
 
 Verbs: ``demo`` (hub + simulator in one process), ``run`` (hub from a config
-file), ``simulator`` (the carrier alone), ``bench`` (the load client) and
-``account create`` (more account verbs arrive with billing). Errors are one
-line naming the option or setting, exit status 2.
+file), ``simulator`` (the carrier alone), ``bench`` (the load client),
+``account …`` (billing/cli.py) and ``hlr …`` (smsc/hlr_cli.py). Errors are one
+line naming the option or setting, exit status 2, never a traceback: usage
+mistakes too (:class:`OneLineParser`), and ``run``/``demo`` check every
+setting and the data dir before anything listens (:func:`start_settings`).
+The store is chosen by flags, else ``STAFFETTA_CONFIG`` / ``STAFFETTA_DATA_DIR``
+(:func:`resolve_store`); ``demo`` writes the addresses of its parts into its
+data dir for the other verbs (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -11,13 +16,61 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
+import tempfile
 from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
 
-from staffetta.conf.settings import ConfigError, Settings, UpstreamSettings, load, parse_hostport
+from staffetta.conf.settings import (
+    CONFIG_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    ConfigError,
+    Settings,
+    UpstreamSettings,
+    describe_store,
+    load,
+    parse_hostport,
+    store_choice,
+    write_addresses,
+)
+from staffetta.simulator.cli import seconds
+from staffetta.smsc.logs import FORMATS, fields, setup_logging
+
+log = logging.getLogger("staffetta.smsc.cli")  # not __main__ under `python -m`
 
 DEMO_SIM_SYSTEM_ID = "staffetta"
 DEMO_SIM_PASSWORD = "secret"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the option (exit 2), as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def resolve_store(args: argparse.Namespace) -> None:
+    """Fill ``args.config`` / ``args.data_dir`` from the environment when neither flag was given.
+
+    ``args.store_origin`` remembers where the data dir came from, so that an
+    error names what the operator actually wrote (conf.settings.store_choice).
+    """
+    if not hasattr(args, "data_dir"):
+        return
+    flags = (getattr(args, "config", None), args.data_dir)
+    config, data_dir = store_choice(*flags)
+    if hasattr(args, "config"):
+        args.config = config
+    args.data_dir = data_dir
+    if flags[1]:
+        args.store_origin = "--data-dir"
+    elif data_dir:
+        args.store_origin = DATA_DIR_ENV
+    else:
+        args.store_origin = f"data_dir in {config}" if config else "--data-dir"
 
 
 def _settings_from(args) -> Settings:
@@ -25,7 +78,7 @@ def _settings_from(args) -> Settings:
         settings = load(args.config)
     else:
         settings = Settings(
-            data_dir=getattr(args, "data_dir", None) or "./staffetta-data",
+            data_dir=getattr(args, "data_dir", None) or DEFAULT_DATA_DIR,
             upstreams=(
                 UpstreamSettings("sim", "127.0.0.1", 2776, DEMO_SIM_SYSTEM_ID, DEMO_SIM_PASSWORD),
             ),
@@ -40,8 +93,60 @@ def _settings_from(args) -> Settings:
         if metrics == "off":
             settings = replace(settings, metrics_listen=None)
         else:
-            parse_hostport(metrics, "--metrics")
+            try:
+                parse_hostport(metrics, "--metrics")
+            except ConfigError:
+                raise ConfigError(f"--metrics: expected HOST:PORT or off, got {metrics!r}") from None
             settings = replace(settings, metrics_listen=metrics)
+    return settings
+
+
+def prepare_data_dir(settings: Settings, where: str, *, always: bool = False) -> None:
+    """Create the data dir and prove it writable now, or one line naming ``where`` (the flag or setting).
+
+    Without this, SQLite fails at the first statement with a 100-line traceback
+    that never says which setting to change. With ``database_url`` the data dir
+    holds no database and is checked only when ``always`` (the demo writes its
+    addresses there).
+    """
+    if settings.database_url and not always:
+        return
+    path = Path(settings.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise ConfigError(f"{where}: {settings.data_dir} is a file, not a directory") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{where}: {settings.data_dir}: a part of the path is a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot create or write {settings.data_dir} ({exc.strerror})") from None
+
+
+def check_sections(settings: Settings) -> None:
+    """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
+    from staffetta.billing.plans import billing_from_dict
+    from staffetta.hlr.model import parse_age
+
+    billing_from_dict(settings.billing)
+    try:
+        parse_age(settings.hlr.max_age)
+    except ValueError as exc:
+        raise ConfigError(f"hlr.max_age: {exc}") from None
+    if settings.hlr.provider is not None:
+        from twisted.internet import reactor
+
+        from staffetta.hlr.providers import provider_from_config
+
+        provider_from_config(reactor, settings.hlr.provider).close()
+
+
+def start_settings(args, *, data_dir_needed: bool = False) -> Settings:
+    """The settings of ``run`` / ``demo``, every setting and the data dir checked before anything starts."""
+    settings = _settings_from(args)
+    prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"), always=data_dir_needed)
+    check_sections(settings)
     return settings
 
 
@@ -60,6 +165,8 @@ def ensure_demo_account(engine) -> bool:
 
 def engine_for(args):
     """The store a verb's --config / --data-dir names, schema created and upgraded."""
+    from sqlalchemy.exc import DBAPIError
+
     import staffetta.billing.accounts  # noqa: F401 - registers its tables
     import staffetta.hlr.cache  # noqa: F401
     import staffetta.hlr.jobs  # noqa: F401
@@ -68,10 +175,18 @@ def engine_for(args):
     from staffetta.router.messages import upgrade as upgrade_messages
     from staffetta.store.db import create_schema, make_engine
 
-    engine = make_engine(_settings_from(args).db_url)
-    create_schema(engine)
-    upgrade(engine)
-    upgrade_messages(engine)
+    settings = _settings_from(args)
+    where = "database_url" if settings.database_url else getattr(args, "store_origin", "--data-dir")
+    prepare_data_dir(settings, where)
+    engine = make_engine(settings.db_url)
+    try:
+        create_schema(engine)
+        upgrade(engine)
+        upgrade_messages(engine)
+    except DBAPIError as exc:  # PostgreSQL down, wrong password, a file that is not a database...
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise ConfigError(f"{where}: cannot open the store {describe_store(settings.db_url)} ({reason})") from None
     return engine
 
 
@@ -100,6 +215,46 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _listen_error(exc: Any, hub: Any, args: argparse.Namespace) -> ConfigError:
+    """A port that is taken, named by the flag or setting that chose it (SMPP first, then metrics)."""
+    if hub.port is None:
+        where = "--listen" if getattr(args, "listen", None) else "listen"
+    else:
+        where = "--metrics" if getattr(args, "metrics", None) else "metrics_listen"
+    return ConfigError(f"{where}: cannot listen on {exc.interface or '0.0.0.0'}:{exc.port} ({exc.socketError})")
+
+
+def _start(hub: Any, args: argparse.Namespace) -> None:
+    from twisted.internet.error import CannotListenError
+
+    try:
+        hub.start()
+    except CannotListenError as exc:
+        raise _listen_error(exc, hub, args) from None
+
+
+def _bound(settings: Settings, hub: Any) -> tuple[str, str | None]:
+    """(SMPP, metrics or None) as HOST:PORT with the ports actually bound (a configured 0 is any port)."""
+    host, _ = parse_hostport(settings.listen, "listen")
+    metrics = None
+    if hub.metrics_port is not None:
+        mhost, _ = parse_hostport(settings.metrics_listen, "metrics_listen")
+        metrics = f"{mhost}:{hub.metrics_port.getHost().port}"
+    return f"{host}:{hub.smpp_port}", metrics
+
+
+def _log_to_stdlib() -> None:
+    """Twisted's own log events through the same handler and format as ours.
+
+    Only its warnings and errors (unhandled errors in Deferreds, ...): at INFO
+    it narrates every factory start and stop, which ``-v`` does not promise.
+    """
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    logging.getLogger("twisted").setLevel(logging.WARNING)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], discardBuffer=True, redirectStandardIO=False)
+
+
 def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
@@ -109,33 +264,47 @@ def cmd_demo(args) -> int:
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = _settings_from(args)
+    settings = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
+    engine = engine_for(args)
+    _log_to_stdlib()
     hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
     settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
     sim_port = 0  # any free port: the simulator lives inside this process
     carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
                       credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
     listening = carrier.listen(sim_port)
-    up = settings.upstreams[0]
-    settings = replace(settings, upstreams=(replace(up, port=listening.getHost().port),))
-    engine = engine_for(args)
+    up = settings.upstreams[0]  # a --config's first upstream keeps its options, aimed at the simulator
+    settings = replace(settings, upstreams=(replace(
+        up, host="127.0.0.1", port=listening.getHost().port, system_id=DEMO_SIM_SYSTEM_ID,
+        password=DEMO_SIM_PASSWORD),))
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
-    hub.start()
+    _start(hub, args)
     settle_heap()
-    host, port = parse_hostport(settings.listen, "listen")
+    smpp, metrics = _bound(settings, hub)
+    started = {
+        "pid": os.getpid(),
+        "smpp": smpp,
+        "metrics": metrics,
+        "carrier": f"127.0.0.1:{listening.getHost().port}",
+        "hlr": hlr_sim.url,
+    }
+    addresses = write_addresses(settings.data_dir, started)
+    log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
-        f"  SMPP:    {host}:{hub.smpp_port}  (bind system_id=demo password=demo, any bind type)\n"
+        f"  SMPP:    {smpp}  (bind system_id=demo password=demo, any bind type)\n"
         f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
         f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
-        f"  metrics: {'off' if not settings.metrics_listen else f'http://{settings.metrics_listen}/metrics'}\n"
+        f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
-        f"Try: staffetta bench --target {host}:{hub.smpp_port} --system-id demo --password demo -n 1000\n"
+        f"  addresses for the other verbs: {addresses}\n"
+        f"Try: staffetta bench --target {smpp} --system-id demo --password demo -n 1000\n"
         f"Ctrl-C stops.",
         flush=True,
     )
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
     reactor.run()
     return 0
 
@@ -145,12 +314,18 @@ def cmd_run(args) -> int:
 
     from staffetta.smsc.app import Hub
 
+    if not args.config:
+        raise ConfigError(f"--config: required (or set {CONFIG_ENV})")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = _settings_from(args)
-    hub = Hub(settings, reactor)
-    hub.start()
+    settings = start_settings(args)
+    engine = engine_for(args)
+    _log_to_stdlib()
+    hub = Hub(settings, reactor, engine=engine)
+    _start(hub, args)
     settle_heap()
-    print(f"Staffetta listening on {settings.listen}; upstreams: "
+    smpp, metrics = _bound(settings, hub)
+    log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
+    print(f"Staffetta listening on {smpp}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     reactor.run()
@@ -166,27 +341,31 @@ def build_parser() -> argparse.ArgumentParser:
         simulator_main,
     )
 
-    p = argparse.ArgumentParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p = OneLineParser(prog="staffetta", description="SMPP 3.4 hub with its own SMSC simulator")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level: binds, refusals, connector state (docs/operations.md)")
+    p.add_argument("--log-format", choices=FORMATS, default="text",
+                   help="text (default) or json: one JSON object a line, for log shippers")
     p.add_argument("--version", action="version", version=f"%(prog)s {staffetta_version}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     def store_opts(sp):
-        sp.add_argument("--config", metavar="FILE", help="staffetta.yaml to use")
-        sp.add_argument("--data-dir", metavar="DIR", help="where the embedded store lives")
+        sp.add_argument("--config", metavar="FILE", help=f"staffetta.yaml to use (default: ${CONFIG_ENV})")
+        sp.add_argument("--data-dir", metavar="DIR",
+                        help=f"where the embedded store lives (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
 
     d = sub.add_parser("demo", help="hub + simulator in one process, account demo/demo")
     d.add_argument("--listen", metavar="HOST:PORT", default=None)
-    d.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS")
+    d.add_argument("--dlr-delay", type=seconds, default=1.0, metavar="SECONDS",
+                   help="delay between submit_sm_resp and the receipt (default 1.0)")
     d.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (default 127.0.0.1:9775)")
     store_opts(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="the hub from a config file")
-    r.add_argument("--config", metavar="FILE", required=True)
     r.add_argument("--listen", metavar="HOST:PORT", default=None)
-    r.add_argument("--data-dir", metavar="DIR")
     r.add_argument("--metrics", metavar="HOST:PORT|off", help="/metrics address (overrides metrics_listen)")
+    store_opts(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulator", help="the carrier simulator alone")
@@ -208,20 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from twisted.internet.error import CannotListenError
-
+    setup_logging(args.verbose, args.log_format)
+    resolve_store(args)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"staffetta: {exc}", file=sys.stderr)
-        return 2
-    except CannotListenError as exc:
-        print(f"staffetta: --listen: cannot listen on {exc.interface}:{exc.port} ({exc.socketError})",
-              file=sys.stderr)
         return 2
 
 

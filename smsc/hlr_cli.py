@@ -14,7 +14,10 @@ injected callable and imports nothing from billing.
 Providers: ``--provider-url`` (the simulator's base URL, e.g.
 http://127.0.0.1:2778; a URL containing ``{number}`` is a generic provider
 answering in Staffetta's own result JSON), else the ``hlr.provider`` section of
-``--config``, else the simulator on 127.0.0.1:2778.
+``--config``, else the HLR simulator of a ``staffetta demo`` running on the same
+data dir (its ``addresses.json``), else the simulator on 127.0.0.1:2778.
+
+``--json`` gives credits as decimal strings (``"1.50"``), as the account verbs do.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from staffetta.billing.money import format_credits
+from staffetta.conf.settings import DEFAULT_DATA_DIR, describe_store, read_addresses
 from staffetta.hlr.model import parse_age
 from staffetta.smsc.hlr_billing import billing_charge_tx
 
@@ -55,7 +60,11 @@ def _raw_config(args: Any) -> dict:
             data = yaml.safe_load(fh) or {}
     except OSError as exc:
         raise UsageError(f"--config: cannot read {path}: {exc.strerror}") from None
-    return data if isinstance(data, dict) else {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UsageError(f"--config: {path} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--config: {path} is not a mapping of settings")
+    return data
 
 
 def _hlr_config(args: Any) -> dict:
@@ -76,6 +85,16 @@ def _validate_provider(args: Any) -> None:
     build_provider(args, reactor).close()
 
 
+def _data_dir(args: Any) -> str:
+    return getattr(args, "data_dir", None) or _raw_config(args).get("data_dir") or DEFAULT_DATA_DIR
+
+
+def default_provider_url(args: Any) -> str:
+    """The HLR of the demo running on this data dir (its addresses file), else 127.0.0.1:2778."""
+    url = read_addresses(_data_dir(args)).get("hlr")
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else DEFAULT_PROVIDER_URL
+
+
 def build_provider(args: Any, reactor: Any, *, concurrency: int = 20) -> Any:
     from staffetta.hlr.providers import HttpJsonProvider, provider_from_config, simulator_provider
 
@@ -93,7 +112,11 @@ def build_provider(args: Any, reactor: Any, *, concurrency: int = 20) -> Any:
         section = dict(section)
         section.setdefault("max_concurrency", concurrency)
         return provider_from_config(reactor, section)
-    return simulator_provider(reactor, DEFAULT_PROVIDER_URL, max_concurrency=concurrency)
+    return simulator_provider(reactor, default_provider_url(args), max_concurrency=concurrency)
+
+
+def _store(engine: Any) -> str:
+    return describe_store(engine.url.render_as_string(hide_password=False))
 
 
 
@@ -103,7 +126,7 @@ def _account(engine: Any, name: str) -> Any:
     with engine.connect() as conn:
         acct = get_account(conn, name)
     if acct is None:
-        raise UsageError(f"--account: no account named {name!r}")
+        raise UsageError(f"--account: no account named {name!r} in {_store(engine)}")
     return acct
 
 
@@ -123,6 +146,28 @@ def _credits(centi: int) -> str:
     sign = "-" if centi < 0 else ""
     centi = abs(centi)
     return f"{sign}{centi // 100:,}.{centi % 100:02d}"
+
+
+def _job_doc(info: Any) -> dict[str, Any]:
+    """A job as JSON: credits as decimal strings, like every other ``--json``."""
+    d = info.to_dict()
+    d["price"] = format_credits(d["price"])
+    d["charged"] = format_credits(d["charged"])
+    return d
+
+
+def _check_out(out: str | None) -> None:
+    """Refuse an unwritable ``--out`` before the job spends anything."""
+    if not out:
+        return
+    existed = os.path.exists(out)
+    try:
+        with open(out, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {out}: {exc.strerror}") from None
+    if not existed:
+        os.unlink(out)
 
 
 def _engine(args: Any, engine_factory: Callable[[Any], Any]) -> Any:
@@ -263,7 +308,7 @@ def _finish_report(args: Any, engine: Any, info: Any, lookups: int, resumed: boo
     written = write_results(engine, info.id, out) if out else None
     statuses = _status_breakdown(engine, info.id)
     if args.json:
-        d = info.to_dict()
+        d = _job_doc(info)
         d.update({"resumed": resumed, "lookups_this_run": lookups, "statuses": statuses, "out": out})
         print(json.dumps(d))
     else:
@@ -297,6 +342,7 @@ def cmd_verify(args: Any, engine_factory: Callable[[Any], Any]) -> int:
             raise UsageError(f"--stale-after: {exc}") from None
     if args.concurrency < 1:
         raise UsageError("--concurrency: must be >= 1")
+    _check_out(args.out)
     try:
         with open(args.file, encoding="utf-8-sig") as fh:
             text = fh.read()
@@ -333,10 +379,11 @@ def cmd_resume(args: Any, engine_factory: Callable[[Any], Any]) -> int:
 
     if args.concurrency < 1:
         raise UsageError("--concurrency: must be >= 1")
+    _check_out(args.out)
     engine = _engine(args, engine_factory)
     with engine.connect() as conn:
         if get_job(conn, args.job) is None:
-            raise UsageError(f"JOB: no job {args.job}")
+            raise UsageError(f"JOB: no job {args.job} in {_store(engine)}")
     info, lookups = _run_job(args, engine, args.job)
     return _finish_report(args, engine, info, lookups, True)
 
@@ -344,14 +391,16 @@ def cmd_resume(args: Any, engine_factory: Callable[[Any], Any]) -> int:
 def cmd_jobs(args: Any, engine_factory: Callable[[Any], Any]) -> int:
     from staffetta.hlr.jobs import list_jobs
 
+    if args.limit < 1:
+        raise UsageError("--limit: must be >= 1")
     engine = _engine(args, engine_factory)
     with engine.connect() as conn:
         jobs = list_jobs(conn, args.limit)
     if args.json:
-        print(json.dumps([j.to_dict() for j in jobs]))
+        print(json.dumps([_job_doc(j) for j in jobs]))
         return 0
     if not jobs:
-        print("no HLR jobs")
+        print(f"no HLR jobs in {_store(engine)}")
         return 0
     print(f"{'id':>5}  {'account':<16} {'state':<12} {'progress':>17} {'fresh':>8} {'errors':>7} "
           f"{'charged':>12}  created")
@@ -405,7 +454,7 @@ def cmd_lookup(args: Any, engine_factory: Callable[[Any], Any]) -> int:
     charged = 0 if result.source in ("cache", "local") or result.status == "error" else price
     if args.json:
         d = result.to_dict()
-        d["charged"] = charged
+        d["charged"] = format_credits(charged)
         print(json.dumps(d))
     else:
         net = f"{result.network or '?'} ({result.mcc}-{result.mnc})" if result.mcc else "-"
@@ -431,8 +480,9 @@ def _store_opts(p: argparse.ArgumentParser) -> None:
 
 def _provider_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider-url", metavar="URL",
-                   help=f"HLR to ask: the simulator's base URL (default {DEFAULT_PROVIDER_URL} unless "
-                        "the config has hlr.provider), or a URL template with {number}")
+                   help="HLR to ask: the simulator's base URL, or a URL template with {number} (default: the "
+                        "config's hlr.provider, else the HLR of the demo on this data dir, else "
+                        f"{DEFAULT_PROVIDER_URL})")
 
 
 def _wrap(fn: Callable[[Any, Callable], int], engine_factory: Callable[[Any], Any]) -> Callable[[Any], int]:
@@ -508,7 +558,7 @@ def default_engine_factory(args: Any) -> Any:
     if url is None:
         from pathlib import Path
 
-        url = f"sqlite:///{Path(getattr(args, 'data_dir', None) or './staffetta-data').resolve() / 'staffetta.db'}"
+        url = f"sqlite:///{Path(getattr(args, 'data_dir', None) or DEFAULT_DATA_DIR).resolve() / 'staffetta.db'}"
     engine = make_engine(url)
     create_schema(engine)
     return engine
@@ -520,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     register(sub, default_engine_factory)
     args = parser.parse_args(argv)
-    from staffetta.conf.settings import ConfigError
+    from staffetta.conf.settings import ConfigError, store_choice
+
+    args.config, args.data_dir = store_choice(getattr(args, "config", None), args.data_dir)
 
     try:
         return args.func(args)

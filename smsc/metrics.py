@@ -7,6 +7,11 @@ bumped for every PDU go one step further: a plain ``int`` in a dict (~0.05 µs),
 turned into Prometheus families only when scraped (:class:`_HotCounters`);
 profiled under load, prometheus_client's locked ``inc`` was ~10% of the hub.
 The submit latency histogram is kept the same way (a bucket count per account).
+
+The ``account`` label is always the account's name, never its numeric id:
+events that carry only an id (receipts, refunds, balances, messages resumed
+after a restart) find it in :attr:`HubMetrics.account_names`, which
+:meth:`HubMetrics.know_accounts` fills at start and completes on a miss.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
+from sqlalchemy import select
 from twisted.web import resource
 
+from staffetta.billing.accounts import accounts
 from staffetta.pdu.constants import command_name, status_name
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -119,7 +126,29 @@ class HubMetrics:
             ["account", "event"], registry=r,
         )
         self._children: dict[tuple, object] = {}
+        #: account id -> name: the ``account`` label of events that carry only the id.
         self.account_names: dict[int, str] = {}
+        self._engine = None
+
+    def know_accounts(self, engine) -> None:
+        """Learn every account's name now (one query at start), and read the store again on a miss."""
+        self._engine = engine
+        with engine.connect() as conn:
+            self.account_names.update(conn.execute(select(accounts.c.id, accounts.c.name)).all())
+
+    def account_name(self, account_id: int) -> str:
+        """The label of ``account_id``: its name. A miss (an account created after start, not yet
+        bound) reads one row on the reactor thread, once per account; the id only if it is gone."""
+        name = self.account_names.get(account_id)
+        if name is not None:
+            return name
+        if self._engine is not None:
+            with self._engine.connect() as conn:
+                name = conn.execute(select(accounts.c.name).where(accounts.c.id == account_id)).scalar()
+            if name is not None:
+                self.account_names[account_id] = name
+                return name
+        return str(account_id)
 
     def _child(self, metric, *labels):
         key = (id(metric), labels)
@@ -141,7 +170,7 @@ class HubMetrics:
         hot.submits[(account, status)] += 1
 
     def receipt_event(self, event: str, account_id: int) -> None:
-        self.hot.receipts[(self.account_names.get(account_id, str(account_id)), event)] += 1
+        self.hot.receipts[(self.account_names.get(account_id) or self.account_name(account_id), event)] += 1
 
     def count(self, family: str, *labels: str) -> int:
         """A hot counter's value (tests and the admin page read them here)."""
@@ -151,11 +180,11 @@ class HubMetrics:
         self.hot.debited[(account, msg_type)] += amount
 
     def refunded(self, account_id: int, amount: int) -> None:
-        self._child(self.credits_refunded, self.account_names.get(account_id, str(account_id))).inc(amount)
+        self._child(self.credits_refunded, self.account_name(account_id)).inc(amount)
 
     def balances(self, balances: dict[int, int]) -> None:
         for account_id, value in balances.items():
-            self._child(self.balance, self.account_names.get(account_id, str(account_id))).set(value)
+            self._child(self.balance, self.account_name(account_id)).set(value)
 
     def receipt_unknown(self, connector: str) -> None:
         self._child(self.receipts_unknown, connector).inc()

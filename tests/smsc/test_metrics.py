@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -38,3 +39,66 @@ def test_submit_latency_histogram_matches_prometheus_client(observed: dict[str, 
     assert [ln.rsplit(" ", 1)[0] for ln in got] == [ln.rsplit(" ", 1)[0] for ln in want]
     for g, w in zip(got, want, strict=True):
         assert float(g.rsplit(" ", 1)[1]) == float(w.rsplit(" ", 1)[1])
+
+
+# ------------------------------------------------------- account labels (issue 11 item 6)
+
+
+def _store_with(tmp_path, *names: str):
+    import staffetta.billing.accounts as accounts
+    from staffetta.store.db import create_schema, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'staffetta.db'}")
+    create_schema(engine)
+    with engine.begin() as c:
+        ids = [accounts.create_account(c, n, "pw").id for n in names]
+    return engine, ids
+
+
+def test_labels_are_names_for_events_that_carry_only_the_id(tmp_path) -> None:
+    """Receipts, refunds and balances know only an account id: the label is still the name."""
+    import staffetta.billing.accounts as accounts
+
+    engine, (acme, beta) = _store_with(tmp_path, "acme", "beta")
+    m = HubMetrics()
+    m.know_accounts(engine)  # what the hub does at start
+    m.receipt_event("queued", acme)
+    m.balances({beta: 500})
+    with engine.begin() as c:  # created after start, never bound: found on the first miss
+        late = accounts.create_account(c, "late", "pw").id
+    m.refunded(late, 160)
+    m.receipt_event("delivered", late)
+    text = m.render().decode()
+    assert m.count("receipts", "acme", "queued") == 1 and m.count("receipts", "late", "delivered") == 1
+    assert 'staffetta_balance_centicredits{account="beta"} 500.0' in text
+    assert 'staffetta_credits_refunded_total{account="late"} 160.0' in text
+    assert f'account="{acme}"' not in text and f'account="{late}"' not in text
+    engine.dispose()
+
+
+@pytest_twisted.inlineCallbacks
+def test_resumed_messages_are_labelled_by_name_after_a_restart(data_dir):
+    """The reported case: a message accepted before a restart, sent after it, its receipt counted under 'acme'."""
+    from twisted.internet import reactor
+
+    from tests.e2e.harness import make_env, wait_until, with_timeout
+    from tests.esme import connect_esme
+
+    env = make_env(data_dir, accounts=(("acme", "pw"),))
+    carrier_port = env.carrier_port.getHost().port
+    try:
+        env.carrier.stop_sessions()
+        yield env.carrier_port.stopListening()
+        yield wait_until(lambda: not env.hub.router.connectors["sim"].up)
+        c = yield connect_esme(reactor, env.port)
+        yield c.bind("acme", "pw")
+        r = yield with_timeout(c.submit())
+        assert r.status == 0
+        c.transport.loseConnection()
+        yield env.stop_hub()
+        env.carrier_port = env.carrier.listen(carrier_port)
+        env.start_hub()  # resumes the message; no client binds, so the receipt is "queued"
+        yield wait_until(lambda: sum(env.hub.metrics.hot.receipts.values()) == 1)
+        assert dict(env.hub.metrics.hot.receipts) == {("acme", "queued"): 1}
+    finally:
+        yield env.stop()
