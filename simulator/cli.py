@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from staffetta.simulator.carrier import FINAL_STATS, ID_FORMATS, RECEIPT_FORMATS
-from staffetta.simulator.traffic import PROFILES, REALISTIC, SINGLE_DESTINATION
+from staffetta.simulator.traffic import MOBILE_RANGES, PROFILES, REALISTIC, SINGLE_DESTINATION, ranges_for
 
 
 def parse_hostport(s: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -232,6 +232,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "senders and receipt requests; docs/benchmarks.md) or single-destination "
                              "(one message, as --text/--destination/--source/--registered-delivery say)")
     parser.add_argument("--seed", type=int, default=1, help="the realistic mix's seed (default 1)")
+    parser.add_argument("--countries", default=None, metavar="IT,FR,...",
+                        help="the realistic mix only to these of its countries "
+                             f"(default all: {','.join(r.region for r in MOBILE_RANGES)}); "
+                             "a hub whose price plan serves fewer refuses the others")
     parser.add_argument("--text", default=None, help="short_message text (GSM; single-destination)")
     parser.add_argument("--destination", default=None,
                         help="destination_addr (single-destination; default 393331234567)")
@@ -244,6 +248,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _SINGLE_ONLY = ("text", "destination", "source", "registered_delivery")
+_REALISTIC_ONLY = ("countries",)
 
 
 def format_result(r: Any) -> str:
@@ -286,11 +291,19 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
         if value < (0 if name == "n" else 1):
             _error("bench", f"{'-n' if name == 'n' else '--' + name}: must be >= {0 if name == 'n' else 1}")
             return 2
-    if args.profile != SINGLE_DESTINATION:
-        for name in _SINGLE_ONLY:
-            if getattr(args, name) is not None:
-                _error("bench", f"--{name.replace('_', '-')}: only with --profile single-destination")
-                return 2
+    for name in _REALISTIC_ONLY if args.profile == SINGLE_DESTINATION else _SINGLE_ONLY:
+        if getattr(args, name) is not None:
+            _error("bench", f"--{name.replace('_', '-')}: only with --profile "
+                            f"{REALISTIC if args.profile == SINGLE_DESTINATION else SINGLE_DESTINATION}")
+            return 2
+    regions = None
+    if args.countries is not None:
+        regions = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
+        try:
+            ranges_for(regions)
+        except ValueError as exc:
+            _error("bench", f"--countries: {exc}")
+            return 2
     try:
         from staffetta.pdu.gsm import encode as gsm_encode
 
@@ -309,7 +322,7 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
 
     def start() -> None:
         d = run_load(reactor, host, port, credentials=credentials, n=args.n, window=args.window,
-                     connections=connections, profile=args.profile, seed=args.seed, text=text,
+                     connections=connections, profile=args.profile, seed=args.seed, regions=regions, text=text,
                      destination=args.destination or "393331234567", source=args.source or "Staffetta",
                      registered_delivery=1 if args.registered_delivery is None else args.registered_delivery,
                      receipt_timeout=args.receipt_timeout)

@@ -413,6 +413,7 @@ def run_load(
     connections: int | None = None,
     profile: str = REALISTIC,
     seed: int = 1,
+    regions: list[str] | None = None,
     text: bytes = b"hello world",
     destination: str = "393331234567",
     source: str = "Staffetta",
@@ -427,7 +428,8 @@ def run_load(
     one per connection; ``connections`` defaults to one per credential. Each
     connection keeps ``window`` submits outstanding while work remains. The
     traffic is ``profile``: :data:`~simulator.traffic.REALISTIC` (the mix of
-    docs/benchmarks.md, from ``seed``) or ``single-destination`` (one template
+    docs/benchmarks.md, from ``seed``, to ``regions`` or all of its
+    countries) or ``single-destination`` (one template
     from ``text``, ``destination``, ``source``, ``registered_delivery``).
     After the last response the run waits for the receipts of its own
     messages that asked for one, at most ``receipt_timeout``, then unbinds. A
@@ -446,7 +448,7 @@ def run_load(
         connections = len(creds)
     if n < 0 or window < 1 or connections < 1:
         raise ValueError("n must be >= 0, window and connections >= 1")
-    traffic = Traffic(profile, seed=seed, destination=destination.encode("latin-1"),
+    traffic = Traffic(profile, seed=seed, regions=regions, destination=destination.encode("latin-1"),
                       source=source.encode("latin-1"), text=text, registered_delivery=registered_delivery,
                       data_coding=data_coding)
     run = _Run(reactor, traffic, n, window, connections, receipt_timeout)

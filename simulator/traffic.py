@@ -90,6 +90,19 @@ class _Numbering:
         return heads[k % p] + self.fmt % ((self.mul * (k // p) + self.add) % self.modulus)
 
 
+def ranges_for(regions: Sequence[str] | None) -> list[MobileRange]:
+    """The mix's ranges of these regions (all when None); ValueError naming an unknown one."""
+    if regions is None:
+        return list(MOBILE_RANGES)
+    known = {r.region: r for r in MOBILE_RANGES}
+    for region in regions:
+        if region not in known:
+            raise ValueError(f"{region!r} is not one of the mix's countries ({', '.join(known)})")
+    if not regions:
+        raise ValueError("no country given")
+    return [r for r in MOBILE_RANGES if r.region in regions]
+
+
 class Destinations:
     """Distinct international mobile numbers (E.164 digits, no '+'), deterministic per seed."""
 
@@ -169,6 +182,7 @@ class Traffic:
     """
 
     def __init__(self, profile: str = REALISTIC, *, seed: int = 1, mix: Mix | None = None,
+                 regions: Sequence[str] | None = None,
                  destination: bytes = b"393331234567", source: bytes = b"Staffetta", text: bytes = b"hello world",
                  registered_delivery: int = 1, data_coding: int = 0) -> None:
         if profile not in PROFILES:
@@ -182,7 +196,7 @@ class Traffic:
             self._single = [(t.frame(destination), (registered_delivery & 3) == 1)]
             return
         self.mix = mix or Mix()
-        self.destinations = Destinations(seed)
+        self.destinations = Destinations(seed, ranges_for(regions))
         self._build(self.mix)
 
     def _build(self, mix: Mix) -> None:
@@ -274,4 +288,4 @@ def price_plan_section(home: str = "IT", rate: float = 6.5) -> dict:
 
 
 __all__ = ["MOBILE_RANGES", "PROFILES", "REALISTIC", "SINGLE_DESTINATION", "Destinations", "Mix", "MobileRange",
-           "Traffic", "price_plan_section"]
+           "Traffic", "price_plan_section", "ranges_for"]

@@ -193,6 +193,20 @@ def test_realistic_mix_through_the_hub(data_dir):
         yield env.stop()
 
 
+@inline
+def test_realistic_mix_to_italy_only_suits_a_hub_with_the_default_plan(data_dir):
+    """What README's demo line does: the default plan prices only IT; --countries IT keeps the mix there."""
+    from tests.e2e.harness import make_env
+
+    env = make_env(data_dir)
+    try:
+        r = yield within(run_load(reactor, "127.0.0.1", env.port, "demo", "demo", n=200, window=20,
+                                  regions=["IT"]), 30)
+        assert r.rejected == {} and r.accepted == 200 and r.receipts == r.receipts_expected
+    finally:
+        yield env.stop()
+
+
 def _bench_args(*extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     cli.add_bench_arguments(parser)
@@ -220,6 +234,10 @@ def test_bench_arguments_and_report(capsys):
     (["--account", "a:b", "--destination", "39333"], "--destination: only with --profile single-destination"),
     (["--account", "a:b", "--registered-delivery", "0"], "--registered-delivery: only with"),
     (["--account", "a:b", "--connections", "0"], "--connections: must be >= 1"),
+    (["--account", "a:b", "--countries", "IT,XX"], "--countries: 'XX' is not one of the mix's countries"),
+    (["--account", "a:b", "--countries", ","], "--countries: no country given"),
+    (["--account", "a:b", "--profile", "single-destination", "--countries", "IT"],
+     "--countries: only with --profile realistic"),
     (["--account", "a:b", "--profile", "single-destination", "--text", "€€ ok ☃"], "--text: not GSM"),
 ])
 def test_bench_mistakes_get_one_line_and_exit_2(capsys, argv, names):

@@ -131,3 +131,9 @@ def test_single_destination_is_todays_message():
         b"Staffetta", b"393331234567", b"hello world", 1, 5)
     long = decode(Traffic(SINGLE_DESTINATION, text=b"x" * 300, registered_delivery=0).next_message(1)[0][0])
     assert long.fields["short_message"] == b"" and long.tlvs[Tag.message_payload] == b"x" * 300
+
+
+def test_countries_restrict_the_mix():
+    t = Traffic(seed=2, regions=["IT", "PL"])
+    ccs = {decode(f).fields["destination_addr"][:2] for _ in range(500) for f, _rd in t.next_message(4)}
+    assert ccs == {b"39", b"48"}
