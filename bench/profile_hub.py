@@ -2,8 +2,9 @@
 
     python bench/profile_hub.py OUT.txt run --config FILE
 
-Used by ``bench_spine.py --yappi OUT.txt``. The hub stops on SIGTERM as
-usual; at exit this writes first a table of the hub's stages per submit_sm
+Used by ``bench_spine.py --yappi OUT.txt``. SIGUSR1 clears the figures
+(bench_spine sends it before each window's load, so they cover the last
+window alone). The hub stops on SIGTERM as usual; at exit this writes first a table of the hub's stages per submit_sm
 (:data:`STAGES`: the inclusive CPU time of each stage's entry points, the
 table of docs/benchmarks.md), then the functions by own CPU time and by
 inclusive CPU time, per thread, so that a change to the hot path can be judged
@@ -14,6 +15,7 @@ with the machine.
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
 from typing import Any
 
@@ -103,6 +105,9 @@ def main() -> int:
                         f.write(f"{n:>15} {who}\n")
 
     atexit.register(dump)
+    # bench_spine.py sends SIGUSR1 just before each load: start-up (imports,
+    # schema, binds) and the earlier windows leave the figures.
+    signal.signal(signal.SIGUSR1, lambda *_: yappi.clear_stats())
     from staffetta.smsc.cli import main as staffetta
 
     return staffetta(argv)

@@ -267,6 +267,7 @@ def format_result(r: Any) -> str:
         f"receipts  {r.receipts} of {r.receipts_expected} expected = {r.receipts_per_s:.0f}/s"
         + (f" ({'; '.join(others)})" if others else ""),
         f"lost      {r.lost}",
+        f"client    {r.client_cpu_us_per_msg:.0f} µs CPU per submit (this process)",
     ])
 
 

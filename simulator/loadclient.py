@@ -87,6 +87,9 @@ class LoadResult:
     connections: int = 1
     window: int = 0
     profile: str = ""
+    #: This process's CPU from the first submit to the end, per submit sent: the
+    #: client's own cost, to check that it is not what limits a run.
+    client_cpu_us_per_msg: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -116,6 +119,7 @@ class _Run:
         self.returned: deque[tuple[bytes, bool]] = deque()
         self.protos: list[LoadProtocol] = []
         self.t_start = 0.0
+        self.cpu_start = 0.0
         self.t_last_resp = 0.0
         self.t_last_receipt = 0.0
         self.submitting_done = False
@@ -226,6 +230,7 @@ class _Run:
             r.p50_ms = lat[(len(lat) - 1) // 2] * 1000.0
             r.p99_ms = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000.0
         if self.t_start:
+            r.client_cpu_us_per_msg = (time.process_time() - self.cpu_start) / max(r.sent, 1) * 1e6
             r.duration_s = max(self.t_last_resp - self.t_start, 1e-9)
             r.accepted_per_s = r.accepted / r.duration_s
             if r.receipts:
@@ -304,6 +309,7 @@ class LoadProtocol(SessionProtocol):
         if sent:
             if not run.t_start:
                 run.t_start = now
+                run.cpu_start = time.process_time()
             run.result.sent += sent
 
     # ------------------------------------------------------------------ hooks
