@@ -39,7 +39,8 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
     ("receipt committed: to the outbox (router committed)", [("router.py", "committed")]),
     ("receipt out to the client (Outbox.pump)", [("outbox.py", "Outbox.pump")]),
     ("client deliver_sm_resp (HubProtocol.on_response)", [("server.py", "HubProtocol.on_response")]),
-    ("writer hand-offs from the writer thread (store/writer.py _fire)", [("writer.py", "_fire")]),
+    ("commit results back on the reactor (writer _fire: includes both 'committed' rows)",
+     [("writer.py", "_fire")]),
 ]
 
 
@@ -58,7 +59,8 @@ def stage_table(yappi: Any) -> str:
     messages = sum(s.ncall for s in stats if _matches(s, "server.py", "HubProtocol._submit")) or 1
     others = sum(t.ttot for t in threads if t is not main)
     total = main.ttot + others
-    lines = [f"{messages} submit_sm; CPU per submit_sm under yappi (about 3x the real figure; the shares are what count)",
+    lines = [f"{messages} submit_sm; CPU per submit_sm under yappi (several times the real figure: "
+             "the shares are what count; stages nest, so they do not add up)",
              "", "| stage | µs per submit_sm | share of the hub's CPU |", "|---|---|---|"]
     for label, entries in STAGES:
         t = sum(s.ttot for s in stats for f, fn in entries if _matches(s, f, fn))

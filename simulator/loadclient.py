@@ -19,7 +19,8 @@ the business of a benchmark:
   receipt. Anything else (left from an earlier run, for an id this run never
   got) is reported apart and never counted, and the run waits only for its own.
 
-One clock read per TCP read; the session writes what one read produced at once.
+One clock read and one write per TCP read: each submit_sm_resp refills its
+slot at once, so new submits leave with the read's deliver_sm_resp.
 """
 
 from __future__ import annotations
@@ -273,12 +274,11 @@ class LoadProtocol(SessionProtocol):
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self._now = now = time.perf_counter()
-        super().dataReceived(data)  # the hooks below run, their answers are written
+        self._now = time.perf_counter()
+        # The hooks below answer, count and refill the window; what they queue
+        # in the session goes out in one write at the end of the read.
+        super().dataReceived(data)
         run = self.run
-        if self.active and not run.finishing and self.session.bound:
-            self._fill(now)
-            self.flush_now()
         if not run.submitting_done:
             run.check()
 
@@ -343,11 +343,16 @@ class LoadProtocol(SessionProtocol):
                 rej = run.result.rejected
                 status = pdu.status or Status.ESME_RUNKNOWNERR
                 rej[status] = rej.get(status, 0) + 1
+            if self.active and not run.finishing:
+                # Refill the freed slot now: the submit goes out in the same
+                # write as this read's deliver_sm_resp (one write per read).
+                self._fill(now)
         elif cid == _BIND_TRANSCEIVER:
             if pdu.status != 0 or pdu.command_id == Command.GENERIC_NACK:
                 run.fail(BindError(pdu.status or Status.ESME_RUNKNOWNERR))
                 return
-            self.bound_once = True  # dataReceived fills the window right after this read
+            self.bound_once = True
+            self._fill(self._now)
 
     def on_timeout(self, request: Outstanding) -> None:
         if request.command_id == _SUBMIT_SM:
