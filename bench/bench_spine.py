@@ -4,9 +4,15 @@ Each part runs in its own process. With ``taskset`` available the hub gets core
 0 to itself and the simulator and the load client share core 1, so the figure
 is "hub on one core". Prints one line per window and, with --json, a document.
 
-    python bench/bench_spine.py            # defaults: n = 2000 / 20000 / 30000
+    python bench/bench_spine.py            # defaults: n = 2000 / 20000 / 30000, the realistic mix
     python bench/bench_spine.py --quick    # smaller n, for a smoke run
+    python bench/bench_spine.py --profile single-destination   # one account, one number, as before
     python bench/bench_spine.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+The realistic profile (the default) binds three accounts, one connection each
+(``--window`` is per connection), with the price plan of
+``simulator.traffic.price_plan_section`` so that every country of the mix is
+priced; docs/benchmarks.md describes the mix.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -70,6 +77,46 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
     return cmd
 
 
+#: The accounts of the realistic profile: (system_id, password); one connection each.
+REALISTIC_ACCOUNTS = (("acme", "acme1"), ("shop", "shop1"), ("bank", "bank1"))
+SINGLE_ACCOUNTS = (("demo", "demo"),)
+
+
+def accounts_for(profile: str) -> tuple[tuple[str, str], ...]:
+    return SINGLE_ACCOUNTS if profile == "single-destination" else REALISTIC_ACCOUNTS
+
+
+def hub_config(hub_port: int, sim_port: int, store: str, extra: str = "") -> str:
+    """The hub's config for a benchmark: deliver window 50, upstream window 200, the bench price plan."""
+    from staffetta.simulator.traffic import price_plan_section
+
+    return (
+        f"listen: 127.0.0.1:{hub_port}\n"
+        + store
+        + "metrics_listen: null\n"
+        "session: {inbound_window: 200, window: 50}\n"
+        f"billing: {json.dumps(price_plan_section())}\n"
+        + extra
+        + "upstreams:\n"
+        f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
+    )
+
+
+def create_accounts(cli: list[str], store_args: list[str], profile: str) -> None:
+    """The profile's accounts, each with credit enough for any run here."""
+    for name, password in accounts_for(profile):
+        subprocess.run([*cli, "account", "create", name, "--password", password, "--credits", "100000000",
+                        *store_args], check=True, stdout=subprocess.DEVNULL)
+
+
+def bench_args(profile: str) -> list[str]:
+    """The credentials and profile options of ``staffetta bench`` for a profile."""
+    args = ["--profile", profile]
+    for name, password in accounts_for(profile):
+        args += ["--account", f"{name}:{password}"]
+    return args
+
+
 def main() -> int:
     from staffetta.store.db import drop_pg_schema, scratch_pg_schema
 
@@ -82,7 +129,9 @@ def main() -> int:
                     help="HLR lookups on the submit path, against the simulator's HLR")
     ap.add_argument("--database-url", metavar="postgresql://...",
                     help="the hub on this PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite")
-    ap.add_argument("--profile", metavar="OUT.txt",
+    ap.add_argument("--profile", choices=("realistic", "single-destination"), default="realistic",
+                    help="the traffic (default realistic: docs/benchmarks.md)")
+    ap.add_argument("--yappi", metavar="OUT.txt",
                     help="run the hub under yappi (CPU clock) and write its profile here; slows it ~2x")
     args = ap.parse_args()
     py = sys.executable
@@ -102,35 +151,30 @@ def main() -> int:
             schema, url = scratch_pg_schema(args.database_url, "bench_")
             store += f"database_url: '{url}'\n"
         cfg = tmp / "bench.yaml"
-        cfg.write_text(
-            f"listen: 127.0.0.1:{hub_port}\n"
-            + store +
-            "metrics_listen: null\n"
-            "session: {inbound_window: 200, window: 50}\n"
-            + os.environ.get("BENCH_EXTRA_CONFIG", "") +
-            f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"
-            "upstreams:\n"
-            f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
-        )
-        subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
-                        "--config", str(cfg)], check=True, stdout=subprocess.DEVNULL)
+        cfg.write_text(hub_config(
+            hub_port, sim_port, store,
+            os.environ.get("BENCH_EXTRA_CONFIG", "")
+            + f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"))
+        create_accounts(cli, ["--config", str(cfg)], args.profile)
         procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                                   "--dlr-delay", str(args.dlr_delay), "--control", "off",
                                                   "--hlr", f"127.0.0.1:{hlr_port}"])))
         wait_port(sim_port)
         hub_cmd = [*cli, "run", "--config", str(cfg)]
-        if args.profile:
-            hub_cmd = [py, str(Path(__file__).with_name("profile_hub.py")), args.profile, *hub_cmd[3:]]
+        if args.yappi:
+            hub_cmd = [py, str(Path(__file__).with_name("profile_hub.py")), args.yappi, *hub_cmd[3:]]
         hub = subprocess.Popen(pinned(0, hub_cmd))
         procs.append(hub)
-        wait_port(hub_port)
+        wait_port(hub_port, timeout=120)  # slow under yappi on a loaded machine
         time.sleep(0.5)  # let the connector bind upstream
         for w in (int(x) for x in args.windows.split(",")):
+            if args.yappi:
+                hub.send_signal(signal.SIGUSR1)  # profile_hub.py: the profile covers this load alone
+                time.sleep(0.2)
             cpu_before = cpu_seconds(hub.pid)
             out = subprocess.run(
-                pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo",
-                           "--password", "demo", "-n", str(sizes.get(w, 10000)), "--window", str(w),
-                           "--json"]),
+                pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(args.profile),
+                           "-n", str(sizes.get(w, 10000)), "--window", str(w), "--json"]),
                 check=True, capture_output=True, text=True,
             ).stdout
             r = json.loads(out)
@@ -141,11 +185,12 @@ def main() -> int:
             results.append(r)
             if not args.json:
                 print(
-                    f"window {w:>3}: {r['accepted']}/{r['sent']} accepted, "
+                    f"{args.profile}, window {w:>3} x {r['connections']}: {r['accepted']}/{r['sent']} accepted, "
                     f"{r['accepted_per_s']:.0f} msg/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-                    f"receipts {r['receipts']} ({r['receipts_per_s']:.0f}/s), ids matched {r['receipt_ids_matched']}, "
+                    f"receipts {r['receipts']}/{r['receipts_expected']} ({r['receipts_per_s']:.0f}/s), "
                     f"hub CPU {r['hub_cpu_us_per_msg']:.0f} µs/msg "
-                    f"(= {r['hub_cpu_per_msg_in_codec_round_trips']:.0f} codec round trips)",
+                    f"(= {r['hub_cpu_per_msg_in_codec_round_trips']:.0f} codec round trips), "
+                    f"client CPU {r['client_cpu_us_per_msg']:.0f} µs/msg",
                     flush=True,
                 )
     finally:
@@ -161,7 +206,7 @@ def main() -> int:
             drop_pg_schema(args.database_url, schema)
     if args.json:
         print(json.dumps({"machine": f"{os.cpu_count()} cores", "codec_round_trip_us": calib,
-                          "results": results}, indent=2))
+                          "profile": args.profile, "results": results}, indent=2))
     return 0
 
 

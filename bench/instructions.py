@@ -10,8 +10,11 @@ the per-message cost without start-up. Reported per thread: the reactor
 (main) thread and the others (the group-commit writer, and the thread pool
 that checks the bind password).
 
-    python bench/instructions.py               # 500 and 3000 messages, ~1.5 min
+    python bench/instructions.py               # the realistic mix, 500 and 3000 messages, ~2 min
+    python bench/instructions.py --profile single-destination   # one number, as before
     python bench/instructions.py --small 300 --large 1500
+
+"Messages" are submit_sm PDUs (a long message sent as 3 UDH parts counts 3).
 
 Kernel work (system calls) is not counted: compare user-space work with it,
 and check a change's effect on throughput with bench_spine.py.
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_spine import free_port, wait_port  # noqa: E402
+from bench_spine import bench_args, create_accounts, free_port, hub_config, wait_port  # noqa: E402
 
 
 def thread_totals(prefix: str) -> list[int]:
@@ -45,22 +48,14 @@ def thread_totals(prefix: str) -> list[int]:
     return totals
 
 
-def one_run(n: int, work: Path) -> tuple[list[int], dict]:
+def one_run(n: int, work: Path, profile: str) -> tuple[list[int], dict]:
     py = sys.executable
     cli = [py, "-m", "staffetta.smsc.cli"]
     data = work / f"data-{n}"
     sim_port, hub_port = free_port(), free_port()
-    subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "1000000",
-                    "--data-dir", str(data)], check=True, stdout=subprocess.DEVNULL)
+    create_accounts(cli, ["--data-dir", str(data)], profile)
     cfg = work / f"hub-{n}.yaml"
-    cfg.write_text(
-        f"listen: 127.0.0.1:{hub_port}\n"
-        f"data_dir: {data}\n"
-        "metrics_listen: null\n"
-        "session: {inbound_window: 200, window: 50}\n"
-        "upstreams:\n"
-        f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
-    )
+    cfg.write_text(hub_config(hub_port, sim_port, f"data_dir: {data}\n"))
     sim = subprocess.Popen([*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.1",
                             "--control", "off"], stdout=subprocess.DEVNULL)
     prefix = str(work / f"cg-{n}")
@@ -75,7 +70,7 @@ def one_run(n: int, work: Path) -> tuple[list[int], dict]:
         wait_port(hub_port, timeout=300)
         time.sleep(3)  # the connector binds upstream, slowly under valgrind
         out = subprocess.run(
-            [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo", "--password", "demo",
+            [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(profile),
              "-n", str(n), "--window", "50", "--json"],
             check=True, capture_output=True, text=True,
         ).stdout
@@ -97,24 +92,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", type=int, default=500)
     ap.add_argument("--large", type=int, default=3000)
+    ap.add_argument("--profile", choices=("realistic", "single-destination"), default="realistic",
+                    help="the traffic (default realistic: docs/benchmarks.md)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="staffetta-instr-"))
     try:
-        small, r_small = one_run(args.small, work)
-        large, r_large = one_run(args.large, work)
+        small, r_small = one_run(args.small, work, args.profile)
+        large, r_large = one_run(args.large, work, args.profile)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for r in (r_small, r_large):
-        if r["accepted"] != r["sent"] or r["receipt_ids_matched"] != r["sent"]:
+        if r["accepted"] != r["sent"] or r["receipts"] != r["receipts_expected"] or r["lost"]:
             print(f"run incomplete: {r}", file=sys.stderr)
             return 1
     n = args.large - args.small
     main_per = (large[0] - small[0]) / n
     other_per = (sum(large[1:]) - sum(small[1:])) / n
-    print(f"instructions per message (window 50, {args.small} vs {args.large} messages): "
+    print(f"instructions per message ({args.profile}, window 50, {args.small} vs {args.large} messages): "
           f"reactor thread {main_per:,.0f}, other threads {other_per:,.0f}, "
           f"total {main_per + other_per:,.0f}  [python {sys.version.split()[0]}]")
     return 0

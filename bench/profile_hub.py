@@ -2,17 +2,75 @@
 
     python bench/profile_hub.py OUT.txt run --config FILE
 
-Used by ``bench_spine.py --profile OUT.txt``. The hub stops on SIGTERM as
-usual; at exit this writes the functions by own CPU time and by inclusive CPU
-time, per thread, so that a change to the hot path can be judged by where its
-microseconds went and not only by a throughput figure that moves with the
-machine.
+Used by ``bench_spine.py --yappi OUT.txt``. SIGUSR1 clears the figures
+(bench_spine sends it before each window's load, so they cover the last
+window alone). The hub stops on SIGTERM as usual; at exit this writes first a table of the hub's stages per submit_sm
+(:data:`STAGES`: the inclusive CPU time of each stage's entry points, the
+table of docs/benchmarks.md), then the functions by own CPU time and by
+inclusive CPU time, per thread, so that a change to the hot path can be judged
+by where its microseconds went and not only by a throughput figure that moves
+with the machine.
 """
 
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
+from typing import Any
+
+#: (stage, [(file name, function)]): a stage's time is the inclusive CPU time of
+#: its entry points on the reactor thread. Indented stages are part of the one
+#: above. Nested functions are named as yappi names them (``committed``).
+STAGES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("PDUs in: framing and decoding (Session.receive)", [("session.py", "Session.receive")]),
+    ("PDUs out: encoding (Session._emit, send_encoded)",
+     [("session.py", "Session._emit"), ("session.py", "Session.send_encoded")]),
+    ("client submit_sm (HubProtocol._submit)", [("server.py", "HubProtocol._submit")]),
+    ("  assessment (assess_submit)", [("message.py", "assess_submit")]),
+    ("    destination check (normalize_destination)", [("addresses.py", "normalize_destination")]),
+    ("    sender check (check_sender)", [("addresses.py", "check_sender")]),
+    ("  pricing (quote)", [("plans.py", "quote")]),
+    ("  message row and hand-off to the writer (_store)", [("server.py", "HubProtocol._store")]),
+    ("submit committed: answer, forward upstream", [("server.py", "committed")]),
+    ("  forward (Router.forward)", [("router.py", "Router.forward")]),
+    ("carrier submit_sm_resp (UpstreamProtocol.on_response)", [("upstream.py", "UpstreamProtocol.on_response")]),
+    ("carrier receipt in (Router.carrier_pdu)", [("router.py", "Router.carrier_pdu")]),
+    ("receipt committed: to the outbox (router committed)", [("router.py", "committed")]),
+    ("receipt out to the client (Outbox.pump)", [("outbox.py", "Outbox.pump")]),
+    ("client deliver_sm_resp (HubProtocol.on_response)", [("server.py", "HubProtocol.on_response")]),
+    ("commit results back on the reactor (writer _fire: includes both 'committed' rows)",
+     [("writer.py", "_fire")]),
+]
+
+
+def _matches(stat: Any, file: str, fn: str) -> bool:
+    name = stat.name
+    return stat.module.endswith("/" + file) and (name == fn or name.endswith("." + fn))
+
+
+def stage_table(yappi: Any) -> str:
+    """The stages per submit_sm, as a Markdown table (messages = calls of HubProtocol._submit)."""
+    threads = list(yappi.get_thread_stats())
+    main = next((t for t in threads if t.name == "_MainThread"), threads[0] if threads else None)
+    if main is None:
+        return "no thread stats\n"
+    stats = list(yappi.get_func_stats(filter={"ctx_id": main.id}))
+    messages = sum(s.ncall for s in stats if _matches(s, "server.py", "HubProtocol._submit")) or 1
+    others = sum(t.ttot for t in threads if t is not main)
+    total = main.ttot + others
+    lines = [f"{messages} submit_sm; CPU per submit_sm under yappi (several times the real figure: "
+             "the shares are what count; stages nest, so they do not add up)",
+             "", "| stage | µs per submit_sm | share of the hub's CPU |", "|---|---|---|"]
+    for label, entries in STAGES:
+        t = sum(s.ttot for s in stats for f, fn in entries if _matches(s, f, fn))
+        name = label.strip()
+        indent = (len(label) - len(label.lstrip())) // 2
+        lines.append(f"| {'&nbsp;&nbsp;' * 2 * indent}{name} | {t / messages * 1e6:.1f} | {t / total:.1%} |")
+    lines.append(f"| reactor thread in all | {main.ttot / messages * 1e6:.1f} | {main.ttot / total:.1%} |")
+    lines.append(f"| other threads (group-commit writer, password checks) | {others / messages * 1e6:.1f} | "
+                 f"{others / total:.1%} |")
+    return "\n".join(lines) + "\n\n"
 
 
 def main() -> int:
@@ -25,6 +83,7 @@ def main() -> int:
     def dump() -> None:
         yappi.stop()
         with open(out, "w") as f:
+            f.write(stage_table(yappi))
             for t in yappi.get_thread_stats():
                 stats = yappi.get_func_stats(filter={"ctx_id": t.id})
                 f.write(f"== thread {t.name} ({t.id}): {t.ttot:.3f} s CPU\n")
@@ -48,6 +107,9 @@ def main() -> int:
                         f.write(f"{n:>15} {who}\n")
 
     atexit.register(dump)
+    # bench_spine.py sends SIGUSR1 just before each load: start-up (imports,
+    # schema, binds) and the earlier windows leave the figures.
+    signal.signal(signal.SIGUSR1, lambda *_: yappi.clear_stats())
     from staffetta.smsc.cli import main as staffetta
 
     return staffetta(argv)

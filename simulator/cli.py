@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from staffetta.simulator.carrier import FINAL_STATS, ID_FORMATS, RECEIPT_FORMATS
+from staffetta.simulator.traffic import MOBILE_RANGES, PROFILES, REALISTIC, SINGLE_DESTINATION, ranges_for
 
 
 def parse_hostport(s: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -233,32 +234,57 @@ def start_hlr(args: argparse.Namespace, reactor: Any) -> tuple[int, str]:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, metavar="HOST:PORT", help="SMPP address to load")
-    parser.add_argument("--system-id", required=True, help="system_id to bind with")
-    parser.add_argument("--password", required=True, help="password to bind with")
+    parser.add_argument("--system-id", help="system_id to bind with (or --account)")
+    parser.add_argument("--password", help="password to bind with")
+    parser.add_argument("--account", type=_credential, action="append", default=None,
+                        metavar="SYSTEM_ID:PASSWORD",
+                        help="a credential to bind with, repeatable: connections take them in turn")
     parser.add_argument("-n", type=int, default=10000, help="submit_sm to send (default 10000)")
     parser.add_argument("--window", type=int, default=50,
                         help="outstanding submits per connection (default 50)")
-    parser.add_argument("--connections", type=int, default=1, help="TRX binds (default 1)")
-    parser.add_argument("--text", default="hello world", help="short_message text (GSM)")
-    parser.add_argument("--destination", default="393331234567", help="destination_addr")
-    parser.add_argument("--source", default="Staffetta", help="source_addr")
-    parser.add_argument("--registered-delivery", type=int, default=1,
-                        help="registered_delivery (default 1: a receipt for every message)")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="TRX binds (default: one per credential)")
+    parser.add_argument("--profile", choices=PROFILES, default=REALISTIC,
+                        help="realistic (default: distinct destinations over 6 countries, a mix of shapes, "
+                             "senders and receipt requests; docs/benchmarks.md) or single-destination "
+                             "(one message, as --text/--destination/--source/--registered-delivery say)")
+    parser.add_argument("--seed", type=int, default=1, help="the realistic mix's seed (default 1)")
+    parser.add_argument("--countries", default=None, metavar="IT,FR,...",
+                        help="the realistic mix only to these of its countries "
+                             f"(default all: {','.join(r.region for r in MOBILE_RANGES)}); "
+                             "a hub whose price plan serves fewer refuses the others")
+    parser.add_argument("--text", default=None, help="short_message text (GSM; single-destination)")
+    parser.add_argument("--destination", default=None,
+                        help="destination_addr (single-destination; default 393331234567)")
+    parser.add_argument("--source", default=None, help="source_addr (single-destination; default Staffetta)")
+    parser.add_argument("--registered-delivery", type=int, default=None,
+                        help="registered_delivery (single-destination; default 1: a receipt for every message)")
     parser.add_argument("--receipt-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for missing receipts (default 30)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+_SINGLE_ONLY = ("text", "destination", "source", "registered_delivery")
+_REALISTIC_ONLY = ("countries",)
+
+
 def format_result(r: Any) -> str:
     """The human-readable bench report."""
     rejected = ", ".join(f"{k} {v}" for k, v in r.as_dict()["rejected"].items()) or "0"
+    others = []
+    if r.receipts_foreign:
+        others.append(f"{r.receipts_foreign} not of this run, not counted")
+    if r.receipts_unrequested:
+        others.append(f"{r.receipts_unrequested} not asked for")
     return "\n".join([
-        f"sent      {r.sent} over {r.connections} connection(s), window {r.window}",
+        f"sent      {r.sent} ({r.profile}) over {r.connections} connection(s), window {r.window}",
         f"accepted  {r.accepted} in {r.duration_s:.2f} s = {r.accepted_per_s:.0f} msg/s",
         f"rejected  {rejected}",
         f"latency   submit_sm -> resp p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms",
-        f"receipts  {r.receipts} ({r.receipt_ids_matched} matched) = {r.receipts_per_s:.0f}/s",
+        f"receipts  {r.receipts} of {r.receipts_expected} expected = {r.receipts_per_s:.0f}/s"
+        + (f" ({'; '.join(others)})" if others else ""),
         f"lost      {r.lost}",
+        f"client    {r.client_cpu_us_per_msg:.0f} µs CPU per submit (this process)",
     ])
 
 
@@ -269,15 +295,37 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
     except ValueError as exc:
         _error("bench", f"--target: {exc}")
         return 2
-    for name in ("n", "window", "connections"):
-        value = getattr(args, name)
+    credentials = list(args.account or [])
+    if (args.system_id is None) != (args.password is None):
+        _error("bench", "--system-id and --password go together")
+        return 2
+    if args.system_id is not None:
+        credentials.insert(0, (args.system_id.encode("latin-1"), args.password.encode("latin-1")))
+    if not credentials:
+        _error("bench", "no credential: give --system-id and --password, or --account SYSTEM_ID:PASSWORD")
+        return 2
+    connections = len(credentials) if args.connections is None else args.connections
+    for name, value in (("n", args.n), ("window", args.window), ("connections", connections)):
         if value < (0 if name == "n" else 1):
             _error("bench", f"{'-n' if name == 'n' else '--' + name}: must be >= {0 if name == 'n' else 1}")
+            return 2
+    for name in _REALISTIC_ONLY if args.profile == SINGLE_DESTINATION else _SINGLE_ONLY:
+        if getattr(args, name) is not None:
+            _error("bench", f"--{name.replace('_', '-')}: only with --profile "
+                            f"{REALISTIC if args.profile == SINGLE_DESTINATION else SINGLE_DESTINATION}")
+            return 2
+    regions = None
+    if args.countries is not None:
+        regions = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
+        try:
+            ranges_for(regions)
+        except ValueError as exc:
+            _error("bench", f"--countries: {exc}")
             return 2
     try:
         from staffetta.pdu.gsm import encode as gsm_encode
 
-        text = gsm_encode(args.text)
+        text = gsm_encode(args.text if args.text is not None else "hello world")
     except ValueError as exc:
         _error("bench", f"--text: not GSM 03.38: {exc}")
         return 2
@@ -291,9 +339,10 @@ def bench_main(args: argparse.Namespace, reactor: Any = None) -> int:
     outcome: dict[str, Any] = {}
 
     def start() -> None:
-        d = run_load(reactor, host, port, args.system_id, args.password, n=args.n, window=args.window,
-                     connections=args.connections, text=text, destination=args.destination,
-                     source=args.source, registered_delivery=args.registered_delivery,
+        d = run_load(reactor, host, port, credentials=credentials, n=args.n, window=args.window,
+                     connections=connections, profile=args.profile, seed=args.seed, regions=regions, text=text,
+                     destination=args.destination or "393331234567", source=args.source or "Staffetta",
+                     registered_delivery=1 if args.registered_delivery is None else args.registered_delivery,
                      receipt_timeout=args.receipt_timeout)
         d.addCallbacks(lambda r: outcome.__setitem__("result", r),
                        lambda f: outcome.__setitem__("error", f.getErrorMessage()))

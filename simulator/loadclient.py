@@ -1,94 +1,53 @@
 """The load-generating ESME behind ``staffetta bench``.
 
-It shares a 2-core machine with the hub it measures, so whatever it spends per
-message is taken from the hub's figures. Hence its shape:
+Every PDU goes through :class:`pdu.session.Session` by way of
+:class:`pdu.protocol.SessionProtocol`, like every other SMPP peer of the
+project: the session allocates sequence numbers, counts the window, times
+requests out, answers enquire_link and unbind. What the load client adds is
+the business of a benchmark:
 
-* Binding, unbinding, enquire_link and anything unusual go through
-  :class:`pdu.session.Session` like any ESME.
-* The two PDUs that make up the load take a fast path beside the session: every
-  submit_sm is one pre-encoded template with only the sequence number patched
-  in (sequence numbers from a range the session never reaches, so the two
-  cannot collide), submit_sm_resp is read from its header and body directly,
-  and deliver_sm is decoded once and answered with a fixed deliver_sm_resp.
-* One clock read per TCP read, one ``write`` per TCP read.
+* what to send: :class:`simulator.traffic.Traffic`, frames encoded ahead
+  (sequence 0) and handed to :meth:`Session.send_encoded`, which only patches
+  the sequence number, so building a message costs a few µs;
+* a small waiting queue in front of the session's window (``waiting``, filled
+  a whole message at a time so that the parts of a long message stay on one
+  bind and in order). It is the only place that pushes into the session
+  (:meth:`LoadProtocol._fill`), so the shared ``pdu.window.Window`` can take
+  its place later;
+* counting its own receipts (issue 11.5): a receipt counts when its id is one
+  that a ``submit_sm_resp`` of this run gave for a message that asked for a
+  receipt. Anything else (left from an earlier run, for an id this run never
+  got) is reported apart and never counted, and the run waits only for its own.
+
+One clock read and one write per TCP read: each submit_sm_resp refills its
+slot at once, so new submits leave with the read's deliver_sm_resp.
 """
 
 from __future__ import annotations
 
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
-from staffetta.pdu.codec import DecodeError, Pdu, decode, encode
+from staffetta.pdu.codec import Pdu
 from staffetta.pdu.constants import ESM_RECEIPT, Command, Status, Tag, status_name
-from staffetta.pdu.framing import Framer, FramingError
 from staffetta.pdu.protocol import SessionProtocol
+from staffetta.pdu.receipt import parse_receipt
 from staffetta.pdu.session import Outstanding, Side, Timers
+from staffetta.simulator.traffic import REALISTIC, Traffic
 
-#: Our submit_sm sequence numbers start here; the session's own requests
-#: (bind, enquire_link, unbind) count up from 1 and never get this far.
-SEQ_BASE = 0x40000000
-_SEQ_MAX = 0x7FFFFFFF
-
+_SUBMIT_SM = int(Command.SUBMIT_SM)
 _SUBMIT_SM_RESP = int(Command.SUBMIT_SM_RESP)
 _DELIVER_SM = int(Command.DELIVER_SM)
-_GENERIC_NACK = int(Command.GENERIC_NACK)
-_DSR_HEAD = (17).to_bytes(4, "big") + int(Command.DELIVER_SM_RESP).to_bytes(4, "big") + bytes(4)
+_DATA_SM = int(Command.DATA_SM)
+_BIND_TRANSCEIVER = int(Command.BIND_TRANSCEIVER)
 _RECEIPT_TYPE_MASK = 0x3C  # esm_class bits 5-2: message type
 _T_RECEIPTED_ID = int(Tag.receipted_message_id)
-
-
-class _Unusual(Exception):
-    """Not the plain shape :func:`scan_deliver_sm` reads: use the full decoder."""
-
-
-def scan_deliver_sm(fr: bytes) -> tuple[int, bytes | None]:
-    """(esm_class, receipted_message_id without NUL or None) of a deliver_sm.
-
-    Reads only what the count needs, about 4x cheaper than a full decode;
-    raises :class:`_Unusual` at anything it does not expect (the caller then
-    decodes fully and answers a malformed PDU with its error status).
-    """
-    n = len(fr)
-    find = fr.find
-    p = find(0, 16, 22)  # service_type
-    if p < 0:
-        raise _Unusual
-    p = find(0, p + 3, p + 24)  # source_addr_ton, _npi, source_addr
-    if p < 0:
-        raise _Unusual
-    p = find(0, p + 3, p + 24)  # dest_addr_ton, _npi, destination_addr
-    if p < 0 or p + 4 >= n:
-        raise _Unusual
-    esm_class = fr[p + 1]
-    p = find(0, p + 4, p + 21)  # protocol_id, priority_flag, schedule_delivery_time
-    if p < 0:
-        raise _Unusual
-    p = find(0, p + 1, p + 18)  # validity_period
-    if p < 0 or p + 5 >= n:
-        raise _Unusual
-    p += 5  # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
-    p += 1 + fr[p]  # sm_length + short_message
-    rid = None
-    while p < n:
-        if p + 4 > n:
-            raise _Unusual
-        tag = (fr[p] << 8) | fr[p + 1]
-        length = (fr[p + 2] << 8) | fr[p + 3]
-        p += 4
-        if p + length > n:
-            raise _Unusual
-        if tag == _T_RECEIPTED_ID:
-            nul = find(0, p, p + length)
-            rid = fr[p:nul] if nul >= 0 else fr[p : p + length]
-        p += length
-    if p != n:
-        raise _Unusual
-    return esm_class, rid
 
 
 class BindError(Exception):
@@ -102,8 +61,8 @@ class BindError(Exception):
 @dataclass
 class LoadResult:
     """What a run measured. Rates are over the submit phase (accepted) and from
-    the first submit to the last receipt (receipts), so a hub that lags on
-    receipts shows it."""
+    the first submit to the last of our receipts (receipts), so a hub that lags
+    on receipts shows it."""
 
     sent: int = 0
     accepted: int = 0
@@ -112,15 +71,26 @@ class LoadResult:
     accepted_per_s: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    #: Receipts for ids this run got in a submit_sm_resp of a message that asked for one.
     receipts: int = 0
+    #: Accepted messages that asked for a receipt (registered_delivery 1).
+    receipts_expected: int = 0
     receipts_per_s: float = 0.0
-    receipt_ids_matched: int = 0
-    #: Submits that never got a response (connection lost or response_timeout).
+    #: Receipts for ids this run is not waiting for (left from an earlier run,
+    #: or repeated): reported, never counted in ``receipts``.
+    receipts_foreign: int = 0
+    #: Receipts for our messages sent without registered_delivery.
+    receipts_unrequested: int = 0
+    #: Submits that never got a response (connection lost or response timeout).
     lost: int = 0
     #: deliver_sm that were not receipts (MO), answered and counted only.
     mo: int = 0
     connections: int = 1
     window: int = 0
+    profile: str = ""
+    #: This process's CPU from the first submit to the end, per submit sent: the
+    #: client's own cost, to check that it is not what limits a run.
+    client_cpu_us_per_msg: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -129,58 +99,90 @@ class LoadResult:
 
 
 class _Run:
-    """State shared by the connections of one run."""
+    """State shared by the connections of one run: the traffic, the counts, the end."""
 
-    def __init__(self, reactor: Any, n: int, window: int, connections: int, registered_delivery: int,
-                 receipt_timeout: float, response_timeout: float) -> None:
+    def __init__(self, reactor: Any, traffic: Traffic, n: int, window: int, connections: int,
+                 receipt_timeout: float) -> None:
         self.reactor = reactor
+        self.traffic = traffic
         self.remaining = n
         self.window = window
-        self.expect_receipts = (registered_delivery & 3) == 1
         self.receipt_timeout = receipt_timeout
-        self.response_timeout = response_timeout
-        self.result = LoadResult(connections=connections, window=window)
+        self.result = LoadResult(connections=connections, window=window, profile=traffic.profile)
         self.latencies = array("d")
-        self.ids: set[bytes] = set()
-        self.early: set[bytes] = set()  # receipts whose id had not been seen yet
+        #: ids of accepted messages whose receipt we wait for
+        self.awaited: set[bytes] = set()
+        #: ids of accepted messages sent without registered_delivery
+        self.unrequested: set[bytes] = set()
+        #: receipts whose id we have not been given (yet): id -> count
+        self.stray: dict[bytes, int] = {}
+        #: frames of a connection that closed before sending them, for the others
+        self.returned: deque[tuple[bytes, bool]] = deque()
         self.protos: list[LoadProtocol] = []
         self.t_start = 0.0
+        self.cpu_start = 0.0
         self.t_last_resp = 0.0
         self.t_last_receipt = 0.0
-        self.last_progress = time.perf_counter()
         self.submitting_done = False
         self.finishing = False
         self.done: defer.Deferred[LoadResult] = defer.Deferred()
         self._receipt_timer: Any = None
-        self._watchdog: Any = None
+
+    # ---------------------------------------------------------------- counts
+
+    def accepted(self, message_id: bytes, wants_receipt: bool) -> None:
+        result = self.result
+        result.accepted += 1
+        stray = self.stray
+        if wants_receipt:
+            result.receipts_expected += 1
+            if message_id in stray:  # its receipt came first, on another bind
+                self._unstray(message_id)
+                result.receipts += 1
+            else:
+                self.awaited.add(message_id)
+        elif message_id in stray:
+            self._unstray(message_id)
+            result.receipts_unrequested += 1
+        else:
+            self.unrequested.add(message_id)
+
+    def _unstray(self, message_id: bytes) -> None:
+        left = self.stray[message_id] - 1
+        if left:
+            self.stray[message_id] = left
+        else:
+            del self.stray[message_id]
+
+    def receipt(self, message_id: bytes | None, now: float) -> None:
+        awaited = self.awaited
+        if message_id in awaited:
+            awaited.discard(message_id)
+            self.result.receipts += 1
+            self.t_last_receipt = now
+            if self.submitting_done and not awaited:
+                self.finish()
+        elif message_id in self.unrequested:
+            self.unrequested.discard(message_id)
+            self.result.receipts_unrequested += 1
+        else:
+            key = message_id if message_id is not None else b""
+            self.stray[key] = self.stray.get(key, 0) + 1
+
+    def stop_submitting(self) -> None:
+        """A submit was never answered: the target is not answering, send no more."""
+        self.remaining = 0
+        self.returned.clear()
+        for p in self.protos:
+            p.waiting.clear()
 
     # ------------------------------------------------------------- lifecycle
-
-    @property
-    def _watch_every(self) -> float:
-        return min(1.0, self.response_timeout / 2)
-
-    def start_watchdog(self) -> None:
-        self._watchdog = self.reactor.callLater(self._watch_every, self._watch)
-
-    def _watch(self) -> None:
-        """Give up on responses that never come (a hub that drops submits silently)."""
-        self._watchdog = None
-        if self.finishing:
-            return
-        if not self.submitting_done and time.perf_counter() - self.last_progress > self.response_timeout:
-            self.remaining = 0
-            for p in self.protos:
-                p.give_up()
-            self.check()
-        if not self.finishing:
-            self._watchdog = self.reactor.callLater(self._watch_every, self._watch)
 
     def fail(self, reason: Failure | Exception) -> None:
         if self.finishing:
             return
         self.finishing = True
-        self._cancel_timers()
+        self._cancel_timer()
         for p in self.protos:
             p.abort()
         if not self.done.called:
@@ -188,27 +190,24 @@ class _Run:
 
     def check(self) -> None:
         """Called on progress: move to the receipt wait, then to the unbind."""
-        if self.finishing:
+        if self.finishing or self.submitting_done:
             return
-        if not self.submitting_done:
-            if self.remaining > 0 or any(p.outstanding for p in self.protos if p.active):
-                return
-            if any(p.active and not p.bound_once for p in self.protos):
-                return  # a connection still binding will take no work, but wait for it
-            self.submitting_done = True
-            if self.expect_receipts and self.result.receipts < self.result.accepted:
-                self._receipt_timer = self.reactor.callLater(self.receipt_timeout, self.finish)
-                return
-            self.finish()
+        if self.remaining > 0 or self.returned:
             return
-        if self.expect_receipts and self.result.receipts >= self.result.accepted:
+        for p in self.protos:
+            if p.active and (p.busy or not p.bound_once):
+                return  # still sending, or still binding (it will take no work, but wait for it)
+        self.submitting_done = True
+        if self.awaited:
+            self._receipt_timer = self.reactor.callLater(self.receipt_timeout, self.finish)
+        else:
             self.finish()
 
     def finish(self) -> None:
         if self.finishing:
             return
         self.finishing = True
-        self._cancel_timers()
+        self._cancel_timer()
         waits = [p.closed for p in self.protos if not p.closed.called]
         for p in self.protos:
             p.unbind()
@@ -218,22 +217,21 @@ class _Run:
         d.addBoth(lambda _: guard.cancel() if guard.active() else None)
         d.addBoth(lambda _: self._report())
 
-    def _cancel_timers(self) -> None:
-        for t in (self._receipt_timer, self._watchdog):
-            if t is not None and t.active():
-                t.cancel()
-        self._receipt_timer = self._watchdog = None
+    def _cancel_timer(self) -> None:
+        t = self._receipt_timer
+        if t is not None and t.active():
+            t.cancel()
+        self._receipt_timer = None
 
     def _report(self) -> None:
         r = self.result
-        r.lost += sum(p.outstanding for p in self.protos)
-        if self.early:
-            r.receipt_ids_matched += len(self.early & self.ids)
+        r.receipts_foreign = sum(self.stray.values())
         lat = sorted(self.latencies)
         if lat:
             r.p50_ms = lat[(len(lat) - 1) // 2] * 1000.0
             r.p99_ms = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000.0
         if self.t_start:
+            r.client_cpu_us_per_msg = (time.process_time() - self.cpu_start) / max(r.sent, 1) * 1e6
             r.duration_s = max(self.t_last_resp - self.t_start, 1e-9)
             r.accepted_per_s = r.accepted / r.duration_s
             if r.receipts:
@@ -247,20 +245,23 @@ class LoadProtocol(SessionProtocol):
 
     side = Side.ESME
 
-    def __init__(self, run: _Run, system_id: bytes, password: bytes, template: bytes, **kwargs: Any) -> None:
+    def __init__(self, run: _Run, system_id: bytes, password: bytes, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run = run
         self.system_id = system_id
         self.password = password
-        self._head = template[:12]
-        self._tail = template[16:]
-        self._framer = Framer()
-        self._seq = SEQ_BASE
-        self._sent_at: dict[int, float] = {}
-        self.outstanding = 0
+        #: Frames waiting for a window slot, each with "expects a receipt".
+        self.waiting: deque[tuple[bytes, bool]] = deque()
         self.active = True
         self.bound_once = False
         self.closed: defer.Deferred[None] = defer.Deferred()
+        self._now = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Submits outstanding or waiting on this connection."""
+        s = self.session
+        return bool(self.waiting) or s.window_free < s.window
 
     # ------------------------------------------------------------ transport
 
@@ -273,138 +274,108 @@ class LoadProtocol(SessionProtocol):
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        try:
-            frames = self._framer.feed(data)
-        except FramingError as exc:
-            self._handle(exc.frames)
-            # Hand the impossible header to the session: it answers generic_nack
-            # ESME_RINVCMDLEN and closes, as for any ESME.
-            bad = exc.length.to_bytes(4, "big") + bytes(8) + exc.sequence.to_bytes(4, "big")
-            SessionProtocol.dataReceived(self, bad)
-            return
-        self._handle(frames)
-
-    def _handle(self, frames: list[bytes]) -> None:
+        self._now = time.perf_counter()
+        # The hooks below answer, count and refill the window; what they queue
+        # in the session goes out in one write at the end of the read.
+        super().dataReceived(data)
         run = self.run
-        now = time.perf_counter()
-        out: list[bytes] = []
-        fast = self.session.bound
-        sent_at = self._sent_at
-        result = run.result
-        progressed = False
-        for fr in frames:
-            cid = int.from_bytes(fr[4:8], "big")
-            seq = int.from_bytes(fr[12:16], "big")
-            if seq >= SEQ_BASE and (cid == _SUBMIT_SM_RESP or cid == _GENERIC_NACK):
-                t0 = sent_at.pop(seq, None)
-                if t0 is None:
-                    continue  # a late answer after give_up(): already counted as lost
-                self.outstanding -= 1
-                progressed = True
-                run.latencies.append(now - t0)
-                status = int.from_bytes(fr[8:12], "big")
-                if status == 0 and cid == _SUBMIT_SM_RESP:
-                    result.accepted += 1
-                    nul = fr.find(b"\x00", 16)
-                    mid = fr[16:nul] if nul >= 0 else fr[16:]
-                    if mid in run.early:
-                        run.early.discard(mid)
-                        result.receipt_ids_matched += 1
-                    else:
-                        run.ids.add(mid)
-                else:
-                    rej = result.rejected
-                    rej[status] = rej.get(status, 0) + 1
-            elif cid == _DELIVER_SM and fast:
-                out.append(self._deliver_sm(fr, seq, now))
-            else:
-                # bind_resp, enquire_link, unbind and friends: the session's job.
-                SessionProtocol.dataReceived(self, fr)
-                fast = self.session.bound
-        if progressed:
-            run.last_progress = now
-            run.t_last_resp = now
-        if fast and self.active and not run.finishing:
-            self._fill(out, now)
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-        if progressed or run.submitting_done:
+        if not run.submitting_done:
             run.check()
 
-    def _deliver_sm(self, fr: bytes, seq: int, now: float) -> bytes:
+    def _fill(self, now: float) -> None:
+        """Top the session's window up from the waiting queue, a message at a time."""
         run = self.run
-        try:
-            esm_class, rid = scan_deliver_sm(fr)
-        except _Unusual:
-            try:
-                pdu = decode(fr)
-            except DecodeError as exc:
-                return encode(Pdu(Command.DELIVER_SM_RESP, seq, exc.status))
-            esm_class = pdu.fields.get("esm_class", 0)
-            rid = pdu.tlvs.get(_T_RECEIPTED_ID)
-            if rid is not None:
-                nul = rid.find(b"\x00")
-                if nul >= 0:
-                    rid = rid[:nul]
-        if esm_class & _RECEIPT_TYPE_MASK == ESM_RECEIPT:
-            result = run.result
-            result.receipts += 1
-            run.t_last_receipt = now
-            if rid is not None:
-                if rid in run.ids:
-                    run.ids.discard(rid)
-                    result.receipt_ids_matched += 1
-                else:
-                    run.early.add(rid)
-        else:
-            run.result.mo += 1
-        return _DSR_HEAD + seq.to_bytes(4, "big") + b"\x00"
-
-    def _fill(self, out: list[bytes], now: float) -> None:
-        """Top the window up with submits (one template, a fresh sequence each)."""
-        run = self.run
-        free = min(run.window - self.outstanding, run.remaining)
+        session = self.session
+        free = session.window_free
         if free <= 0:
             return
-        if not run.t_start:
-            run.t_start = now
-        head, tail = self._head, self._tail
-        sent_at = self._sent_at
-        seq = self._seq
-        for _ in range(free):
-            seq += 1
-            if seq > _SEQ_MAX:
-                seq = SEQ_BASE + 1
-            out.append(head + seq.to_bytes(4, "big") + tail)
-            sent_at[seq] = now
-        self._seq = seq
-        self.outstanding += free
-        run.remaining -= free
-        run.result.sent += free
+        waiting = self.waiting
+        send = session.send_encoded
+        sent = 0
+        while free > 0:
+            if not waiting:
+                if run.returned:
+                    waiting.append(run.returned.popleft())
+                elif run.remaining > 0:
+                    frames = run.traffic.next_message(run.remaining)
+                    run.remaining -= len(frames)
+                    waiting.extend(frames)
+                else:
+                    break
+            frame, wants_receipt = waiting.popleft()
+            send(frame, (now, wants_receipt))
+            free -= 1
+            sent += 1
+        if sent:
+            if not run.t_start:
+                run.t_start = now
+                run.cpu_start = time.process_time()
+            run.result.sent += sent
 
     # ------------------------------------------------------------------ hooks
 
     def on_request(self, pdu: Pdu) -> None:
-        # Requests the fast path did not take (data_sm, deliver_sm before bind
-        # completes cannot happen: the session refuses it): answer politely.
-        self.session.respond(pdu, 0, {"message_id": b""} if pdu.command_id == Command.DATA_SM else None)
+        """deliver_sm (receipts and MO) and data_sm: count, answer ROK."""
+        cid = pdu.command_id
+        if cid == _DELIVER_SM:
+            # Answer first: the last receipt ends the run, and an answer queued
+            # behind our unbind would be dropped and the receipt sent again.
+            self.session.respond(pdu, 0)
+            if pdu.fields.get("esm_class", 0) & _RECEIPT_TYPE_MASK == ESM_RECEIPT:
+                self.run.receipt(_receipt_id(pdu), self._now or time.perf_counter())
+            else:
+                self.run.result.mo += 1
+        else:
+            self.run.result.mo += 1
+            self.session.respond(pdu, 0, {"message_id": b""} if cid == _DATA_SM else None)
 
     def on_response(self, pdu: Pdu, request: Outstanding) -> None:
-        if request.command_id == Command.BIND_TRANSCEIVER:
+        cid = request.command_id
+        run = self.run
+        if cid == _SUBMIT_SM:
+            t0, wants_receipt = request.context
+            now = self._now
+            run.latencies.append(now - t0)
+            run.t_last_resp = now
+            if pdu.status == 0 and pdu.command_id == _SUBMIT_SM_RESP:
+                run.accepted(pdu.fields["message_id"], wants_receipt)
+            else:
+                rej = run.result.rejected
+                status = pdu.status or Status.ESME_RUNKNOWNERR
+                rej[status] = rej.get(status, 0) + 1
+            if self.active and not run.finishing:
+                # Refill the freed slot now: the submit goes out in the same
+                # write as this read's deliver_sm_resp (one write per read).
+                self._fill(now)
+        elif cid == _BIND_TRANSCEIVER:
             if pdu.status != 0 or pdu.command_id == Command.GENERIC_NACK:
-                self.run.fail(BindError(pdu.status or Status.ESME_RUNKNOWNERR))
+                run.fail(BindError(pdu.status or Status.ESME_RUNKNOWNERR))
                 return
-            self.bound_once = True  # _handle fills the window right after this read
+            self.bound_once = True
+            self._fill(self._now)
+
+    def on_timeout(self, request: Outstanding) -> None:
+        if request.command_id == _SUBMIT_SM:
+            self.run.result.lost += 1
+            self.run.stop_submitting()
             self.run.check()
 
     def on_closed(self, reason: str, pending: list[Outstanding]) -> None:
         run = self.run
         self.active = False
+        run.result.lost += sum(1 for p in pending if p.command_id == _SUBMIT_SM)
+        if self.waiting and not run.finishing:
+            run.returned.extend(self.waiting)  # never sent: another bind takes them
+        self.waiting.clear()
         if not self.bound_once and not run.finishing:
             run.fail(ConnectionError(f"connection closed before bind: {reason}"))
         else:
-            self.give_up()
             run.check()
+            if run.returned:
+                for p in run.protos:  # a bind with a free window sends them now
+                    if p.active and p.session.bound:
+                        p._fill(time.perf_counter())
+                        p.flush()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         super().connectionLost(reason)
@@ -412,13 +383,6 @@ class LoadProtocol(SessionProtocol):
             self.closed.callback(None)
 
     # ---------------------------------------------------------------- control
-
-    def give_up(self) -> None:
-        """Count what is still outstanding as lost and stop waiting for it."""
-        if self.outstanding:
-            self.run.result.lost += self.outstanding
-            self.outstanding = 0
-            self._sent_at.clear()
 
     def unbind(self) -> None:
         self.active = False
@@ -434,41 +398,33 @@ class LoadProtocol(SessionProtocol):
             self.transport.abortConnection()
 
 
-def submit_template(source: str | bytes, destination: str | bytes, text: bytes, registered_delivery: int,
-                    data_coding: int = 0) -> bytes:
-    """The submit_sm every connection sends, encoded once with sequence 0."""
-    src = source.encode("latin-1") if isinstance(source, str) else source
-    dst = destination.encode("latin-1") if isinstance(destination, str) else destination
-    numeric_src = src.isdigit()
-    fields = {
-        "source_addr_ton": 1 if numeric_src else 5,
-        "source_addr_npi": 1 if numeric_src else 0,
-        "source_addr": src,
-        "dest_addr_ton": 1,
-        "dest_addr_npi": 1,
-        "destination_addr": dst,
-        "registered_delivery": registered_delivery,
-        "data_coding": data_coding,
-    }
-    tlvs: dict[int, bytes] = {}
-    if len(text) > 254:
-        fields["short_message"] = b""
-        tlvs[Tag.message_payload] = text
-    else:
-        fields["short_message"] = text
-    return encode(Pdu(Command.SUBMIT_SM, 0, 0, fields, tlvs))
+def _receipt_id(pdu: Pdu) -> bytes | None:
+    """The receipted message id: the TLV, else the ``id:`` of the Appendix B text."""
+    rid = pdu.tlvs.get(_T_RECEIPTED_ID)
+    if rid is not None:
+        nul = rid.find(b"\x00")
+        return rid[:nul] if nul >= 0 else rid
+    try:
+        text_id = parse_receipt(pdu.fields.get("short_message", b"")).id
+    except ValueError:
+        return None
+    return text_id.encode("latin-1") if text_id else None
 
 
 def run_load(
     reactor: Any,
     host: str,
     port: int,
-    system_id: str | bytes,
-    password: str | bytes,
+    system_id: str | bytes | None = None,
+    password: str | bytes | None = None,
     *,
+    credentials: list[tuple[bytes, bytes]] | None = None,
     n: int = 10000,
     window: int = 50,
-    connections: int = 1,
+    connections: int | None = None,
+    profile: str = REALISTIC,
+    seed: int = 1,
+    regions: list[str] | None = None,
     text: bytes = b"hello world",
     destination: str = "393331234567",
     source: str = "Staffetta",
@@ -477,31 +433,46 @@ def run_load(
     response_timeout: float = 30.0,
     data_coding: int = 0,
 ) -> defer.Deferred[LoadResult]:
-    """Bind ``connections`` TRX sessions, push ``n`` submit_sm through them, collect receipts.
+    """Bind TRX sessions, push ``n`` submit_sm through them, collect our receipts.
 
-    Each connection keeps ``window`` submits outstanding while work remains;
-    after the last response the run waits for every receipt (when
-    registered_delivery asks for all of them, bits 1-0 == 01) or
-    ``receipt_timeout``, then unbinds. Fails with :class:`BindError` on a
-    refused bind and with the connection error when the target is down.
+    ``credentials`` (or ``system_id``/``password`` for one) are used in turn,
+    one per connection; ``connections`` defaults to one per credential. Each
+    connection keeps ``window`` submits outstanding while work remains. The
+    traffic is ``profile``: :data:`~simulator.traffic.REALISTIC` (the mix of
+    docs/benchmarks.md, from ``seed``, to ``regions`` or all of its
+    countries) or ``single-destination`` (one template
+    from ``text``, ``destination``, ``source``, ``registered_delivery``).
+    After the last response the run waits for the receipts of its own
+    messages that asked for one, at most ``receipt_timeout``, then unbinds. A
+    submit not answered within ``response_timeout`` is counted lost and ends
+    the sending. Fails with :class:`BindError` on a refused bind and with the
+    connection error when the target is down.
     """
+    creds = list(credentials or [])
+    if system_id is not None:
+        sid = system_id.encode("latin-1") if isinstance(system_id, str) else system_id
+        pw = (password or b"").encode("latin-1") if isinstance(password, str) else (password or b"")
+        creds.insert(0, (sid, pw))
+    if not creds:
+        raise ValueError("give system_id and password, or credentials")
+    if connections is None:
+        connections = len(creds)
     if n < 0 or window < 1 or connections < 1:
         raise ValueError("n must be >= 0, window and connections >= 1")
-    sid = system_id.encode("latin-1") if isinstance(system_id, str) else system_id
-    pw = password.encode("latin-1") if isinstance(password, str) else password
-    template = submit_template(source, destination, text, registered_delivery, data_coding)
-    run = _Run(reactor, n, window, connections, registered_delivery, receipt_timeout, response_timeout)
-    # The session's own timers: never let it unbind a long run for "inactivity"
-    # (our submits bypass it, so it cannot see them).
-    timers = Timers(inactivity=1e9)
+    traffic = Traffic(profile, seed=seed, regions=regions, destination=destination.encode("latin-1"),
+                      source=source.encode("latin-1"), text=text, registered_delivery=registered_delivery,
+                      data_coding=data_coding)
+    run = _Run(reactor, traffic, n, window, connections, receipt_timeout)
+    timers = Timers(response=response_timeout)
     endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)
-    for _ in range(connections):
-        proto = LoadProtocol(run, sid, pw, template, clock=reactor, timers=timers, window=10)
+    for i in range(connections):
+        sid, pw = creds[i % len(creds)]
+        proto = LoadProtocol(run, sid, pw, clock=reactor, timers=timers, window=window)
+        proto.tick_interval = min(1.0, response_timeout / 2)
         run.protos.append(proto)
         d = endpoints.connectProtocol(endpoint, proto)
         d.addErrback(run.fail)
-    run.start_watchdog()
     return run.done
 
 
-__all__ = ["SEQ_BASE", "BindError", "LoadProtocol", "LoadResult", "run_load", "submit_template"]
+__all__ = ["BindError", "LoadProtocol", "LoadResult", "run_load"]
