@@ -56,7 +56,7 @@ def one_run(n: int, work: Path, profile: str) -> tuple[list[int], dict]:
     create_accounts(cli, ["--data-dir", str(data)], profile)
     cfg = work / f"hub-{n}.yaml"
     cfg.write_text(hub_config(hub_port, sim_port, f"data_dir: {data}\n"))
-    sim = subprocess.Popen([*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.1",
+    sim = subprocess.Popen([*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.1", "--hlr", "off",
                             "--control", "off"], stdout=subprocess.DEVNULL)
     prefix = str(work / f"cg-{n}")
     hub = None

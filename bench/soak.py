@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_spine import cpu_seconds, free_port, pinned, wait_port  # noqa: E402
+from bench_spine import bench_args, cpu_seconds, create_accounts, free_port, hub_config, pinned, wait_port  # noqa: E402
 
 #: Receipt delay per mode: "absent" is a delay no run outlives.
 DLR_DELAY = {"normal": 0.1, "delayed": 300.0, "absent": 1e9}
@@ -58,6 +58,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--sample", type=float, default=10.0, metavar="SECONDS")
     ap.add_argument("--window", type=int, default=50)
+    ap.add_argument("--profile", choices=["realistic", "single-destination"], default="realistic")
     ap.add_argument("--max-tracked", type=int, default=None,
                     help="the hub's correlation table size (default: the hub's own default)")
     ap.add_argument("--json", action="store_true")
@@ -72,17 +73,10 @@ def main() -> int:
     try:
         sim_port, hub_port, metrics_port = free_port(), free_port(), free_port()
         cfg = tmp / "soak.yaml"
-        cfg.write_text(
-            f"listen: 127.0.0.1:{hub_port}\n"
-            f"data_dir: {tmp / 'data'}\n"
-            f"metrics_listen: 127.0.0.1:{metrics_port}\n"
-            "session: {inbound_window: 200, window: 50}\n"
-            + (f"max_tracked: {args.max_tracked}\n" if args.max_tracked else "")
-            + "upstreams:\n"
-            f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
-        )
-        subprocess.run([*cli, "account", "create", "demo", "--password", "demo", "--credits", "100000000",
-                        "--config", str(cfg)], check=True, stdout=subprocess.DEVNULL)
+        cfg.write_text(hub_config(hub_port, sim_port, f"data_dir: {tmp / 'data'}\n")
+                       .replace("metrics_listen: null", f"metrics_listen: 127.0.0.1:{metrics_port}")
+                       + (f"max_tracked: {args.max_tracked}\n" if args.max_tracked else ""))
+        create_accounts(cli, ["--config", str(cfg)], args.profile)
         procs.append(subprocess.Popen(
             pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--control", "off",
                        "--hlr", "off", "--dlr-delay", str(DLR_DELAY[args.receipts])]),
@@ -94,8 +88,8 @@ def main() -> int:
         wait_port(metrics_port)
         time.sleep(0.5)  # the connector binds upstream
         load = subprocess.Popen(
-            pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", "--system-id", "demo",
-                       "--password", "demo", "-n", "1000000000", "--window", str(args.window)]),
+            pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(args.profile),
+                       "-n", "1000000000", "--window", str(args.window)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(load)
         start = time.monotonic()
