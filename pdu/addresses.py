@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import attrs
-import phonenumbers
-from phonenumbers import PhoneNumberType
 
 from staffetta.pdu.constants import Npi, Status, Ton
 from staffetta.pdu.errors import SubmitRejected
+from staffetta.pdu.numbering import MOBILE_TYPES, UNKNOWN_REGION, Reading, plan
 
 DEFAULT_SENDER_CHARSET: frozenset[str] = frozenset(string.ascii_letters + string.digits + " ")
 #: E.164 allows at most 15 digits including the country code.
 E164_MAX_DIGITS = 15
 _NPIS = frozenset(int(n) for n in Npi)
-_MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 _CACHE_SIZE = 100_000
 
 
@@ -68,7 +66,7 @@ class Destination:
 _Refusal = tuple[int, str, str]
 
 
-def _parse_mobile(digits: str, ton: int, default_cc: int) -> phonenumbers.PhoneNumber | None:
+def _read_mobile(digits: str, ton: int, default_cc: int) -> Reading | None:
     """The first reading of ``digits`` under ``ton`` that is a valid mobile number.
 
     TON 1: international as given.  TON 2: national in the default country.
@@ -76,29 +74,18 @@ def _parse_mobile(digits: str, ton: int, default_cc: int) -> phonenumbers.PhoneN
     country first, then as international (a number that already starts with
     its country code).
     """
-    region = phonenumbers.region_code_for_country_code(default_cc)
+    p = plan()
     if ton == Ton.INTERNATIONAL:
-        tries: tuple[tuple[str, str | None], ...] = (("+" + digits, None),)
+        got = p.read(digits)
     elif ton == Ton.NATIONAL:
-        tries = ((digits, region),)
+        got = p.read(digits, p.main_region(default_cc))
     elif digits.startswith("00"):
-        tries = (("+" + digits[2:], None),)
+        got = p.read(digits[2:])
     else:
-        tries = ((digits, region), ("+" + digits, None))
-    for text, reg in tries:
-        if reg == phonenumbers.UNKNOWN_REGION:
-            continue
-        try:
-            num = phonenumbers.parse(text, reg)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(num) and phonenumbers.number_type(num) in _MOBILE_TYPES:
-            return num
-    return None
-
-
-def _e164(num: phonenumbers.PhoneNumber) -> str:
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)[1:]
+        got = p.read(digits, p.main_region(default_cc))
+        if got is None or got.type not in MOBILE_TYPES:
+            got = p.read(digits)
+    return got if got is not None and got.type in MOBILE_TYPES else None
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -134,11 +121,11 @@ def _sender(addr: bytes, ton: int, npi: int, rules: SenderRules) -> Sender | _Re
                     f"sender {s!r} has letters but TON {ton}; alphanumeric senders use TON 5")
         return (Status.ESME_RINVSRCADR, "source_addr", f"numeric sender {s!r} is not all digits")
     limit = min(E164_MAX_DIGITS, rules.max_numeric_digits)
-    num = _parse_mobile(digits, ton, rules.default_country_code)
+    num = _read_mobile(digits, ton, rules.default_country_code)
     if num is None:
         return (Status.ESME_RINVSRCADR, "source_addr",
                 f"numeric sender {digits} is not an international mobile number")
-    e164 = _e164(num)
+    e164 = num.e164
     if len(e164) > limit:
         return (Status.ESME_RINVSRCADR, "source_addr",
                 f"numeric sender {e164} longer than {limit} digits")
@@ -174,12 +161,11 @@ def _destination(addr: bytes, ton: int, npi: int, default_cc: int) -> Destinatio
     if not (digits.isdigit() and digits.isascii()):
         return (Status.ESME_RINVDSTADR, "destination_addr",
                 f"{addr.decode('latin-1')!r} is not all digits")
-    num = _parse_mobile(digits.decode("ascii"), ton, default_cc)
+    num = _read_mobile(digits.decode("ascii"), ton, default_cc)
     if num is None:
         return (Status.ESME_RINVDSTADR, "destination_addr",
                 f"{digits.decode('ascii')} (TON {ton}) is not a valid mobile number")
-    region = phonenumbers.region_code_for_number(num) or phonenumbers.UNKNOWN_REGION
-    return Destination(_e164(num), region, num.country_code)
+    return Destination(num.e164, num.region or UNKNOWN_REGION, num.calling_code)
 
 
 def normalize_destination(addr: bytes, ton: int, npi: int, default_cc: int = 39) -> Destination:
