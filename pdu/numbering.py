@@ -329,8 +329,11 @@ class NumberingPlan:
         if got is None:
             return None
         cc, nsn = got
-        region_of, kind = self.codes[cc].classify(nsn)
-        return Reading(cc, nsn, region_of, kind)
+        code = self.codes[cc]
+        entry = code.by_length[len(nsn)]  # parse keeps len(nsn) <= MAX_NSN, the table's last index
+        if entry is not None and (m := entry[0].fullmatch(nsn)) is not None:
+            return Reading(cc, nsn, *entry[1][m.lastindex])  # type: ignore[index]
+        return Reading(cc, nsn, *code.fallback)
 
     def main_region(self, cc: int) -> str:
         """``region_code_for_country_code``: the main region, "001" if non-geographic, "ZZ" if unknown.

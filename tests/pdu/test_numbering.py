@@ -204,3 +204,39 @@ def test_plan_covers_every_region_and_is_built_once() -> None:
     assert set(plan().codes) == set(COUNTRY_CODE_TO_REGION_CODE)
     assert plan().main_region(44) == "GB" and plan().main_region(800) == "001"
     assert plan().main_region(999) == "ZZ"
+
+
+def test_hub_paths_never_call_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sender, destination, pricing by country and HLR job input all read numbers through the plan.
+
+    phonenumbers' per-number functions are made to fail: the old path called
+    them for every new number (~80 µs), the plan never does once built.
+    """
+    from staffetta.billing.plans import plan_from_dict, quote
+    from staffetta.hlr.jobs import normalize_number, prepare_items
+    from staffetta.pdu.addresses import check_sender, normalize_destination
+    from staffetta.pdu.message import AccountPolicy, assess_submit
+    from tests.builders import submit_fields
+
+    plan()
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise AssertionError("phonenumbers called on the hub path")
+
+    for name in ("parse", "is_valid_number", "is_valid_number_for_region", "number_type",
+                 "region_code_for_number", "region_code_for_country_code", "format_number",
+                 "national_significant_number"):
+        monkeypatch.setattr(phonenumbers, name, tripwire)
+
+    prices = plan_from_dict({"countries": {"GB": {"PRO": 2}, "US": {"PRO": 3}, "IM": {"PRO": 4}}})
+    for addr, ton, region, cost in [(b"447400123456", 1, "GB", 200), (b"12015550123", 1, "US", 300),
+                                    (b"447624123456", 1, "IM", 400), (b"3481234567", 2, "IT", 160)]:
+        a = assess_submit(submit_fields(destination_addr=addr, dest_addr_ton=ton, service_type=b"PRO"),
+                          {}, AccountPolicy())
+        assert a.destination.region == region
+        assert quote(prices, a) == cost
+    assert check_sender(b"+447400123457", 1, 1).addr == "447400123457"
+    assert normalize_destination(b"07400123458", 0, 1, 44).e164 == "447400123458"
+    assert normalize_number("+44 7400 123459") == ("447400123459", "")
+    assert [s for _, s, _ in prepare_items(["3481234567", "+390612345678", "x"], 39)] == \
+        ["pending", "invalid", "invalid"]
