@@ -20,6 +20,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import attrs
 
@@ -31,6 +32,9 @@ DEFAULT_SENDER_CHARSET: frozenset[str] = frozenset(string.ascii_letters + string
 #: E.164 allows at most 15 digits including the country code.
 E164_MAX_DIGITS = 15
 _NPIS = frozenset(int(n) for n in Npi)
+# Plain ints on the per-message path: an Enum attribute lookup costs ~0.3 µs on Python 3.11.
+_INTERNATIONAL, _NATIONAL = int(Ton.INTERNATIONAL), int(Ton.NATIONAL)
+_NUMBER_TONS = frozenset({int(Ton.UNKNOWN), _INTERNATIONAL, _NATIONAL})
 _SENDER_CACHE_SIZE = 100_000
 
 
@@ -57,9 +61,11 @@ class Sender:
     npi: int
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """A destination in E.164 digits (no '+'), with ISO region and calling code for pricing."""
+class Destination(NamedTuple):
+    """A destination in E.164 digits (no '+'), with ISO region and calling code for pricing.
+
+    A named tuple rather than a frozen dataclass: one is built per submit, at half the cost.
+    """
 
     e164: str
     region: str
@@ -78,9 +84,9 @@ def _read_mobile(digits: str, ton: int, default_cc: int) -> Reading | None:
     its country code).
     """
     p = plan()
-    if ton == Ton.INTERNATIONAL:
+    if ton == _INTERNATIONAL:
         got = p.read(digits)
-    elif ton == Ton.NATIONAL:
+    elif ton == _NATIONAL:
         got = p.read(digits, p.main_region(default_cc))
     elif digits.startswith("00"):
         got = p.read(digits[2:])
@@ -161,7 +167,7 @@ def normalize_destination(addr: bytes, ton: int, npi: int, default_cc: int = 39)
         raise SubmitRejected(Status.ESME_RINVDSTTON, "dest_addr_ton", f"reserved TON {ton}")
     if npi not in _NPIS:
         raise SubmitRejected(Status.ESME_RINVDSTNPI, "dest_addr_npi", f"reserved NPI {npi}")
-    if ton not in (Ton.UNKNOWN, Ton.INTERNATIONAL, Ton.NATIONAL):
+    if ton not in _NUMBER_TONS:
         raise SubmitRejected(Status.ESME_RINVDSTTON, "dest_addr_ton",
                              f"TON {ton} not accepted for a destination (use 1, 2 or 0)")
     if not addr:

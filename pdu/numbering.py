@@ -75,6 +75,8 @@ class Reading(NamedTuple):
     region: str | None
     #: ``number_type``: a ``phonenumbers.PhoneNumberType`` value (UNKNOWN = not valid).
     type: int
+    #: E.164 digits without the '+' (a field, not a property: the submit path reads it every time).
+    e164: str
 
     @property
     def valid(self) -> bool:
@@ -84,11 +86,6 @@ class Reading(NamedTuple):
     def mobile(self) -> bool:
         """Mobile or fixed-line-or-mobile (a country that does not tell them apart, like the US)."""
         return self.type in MOBILE_TYPES
-
-    @property
-    def e164(self) -> str:
-        """E.164 digits without the '+'."""
-        return f"{self.calling_code}{self.nsn}"
 
 
 # ------------------------------------------------------------------- compiled form
@@ -331,9 +328,10 @@ class NumberingPlan:
         cc, nsn = got
         code = self.codes[cc]
         entry = code.by_length[len(nsn)]  # parse keeps len(nsn) <= MAX_NSN, the table's last index
-        if entry is not None and (m := entry[0].fullmatch(nsn)) is not None:
-            return Reading(cc, nsn, *entry[1][m.lastindex])  # type: ignore[index]
-        return Reading(cc, nsn, *code.fallback)
+        region_of, kind = (entry[1][m.lastindex]  # type: ignore[index]
+                           if entry is not None and (m := entry[0].fullmatch(nsn)) is not None
+                           else code.fallback)
+        return Reading(cc, nsn, region_of, kind, code.meta.cc_str + nsn)
 
     def main_region(self, cc: int) -> str:
         """``region_code_for_country_code``: the main region, "001" if non-geographic, "ZZ" if unknown.

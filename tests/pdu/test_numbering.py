@@ -63,8 +63,9 @@ def reference(digits: str, region: str | None = None) -> Reading | None:
     num = _parse(digits, region)
     if num is None:
         return None
-    return Reading(num.country_code, phonenumbers.national_significant_number(num),
-                   phonenumbers.region_code_for_number(num), phonenumbers.number_type(num))
+    nsn = phonenumbers.national_significant_number(num)
+    return Reading(num.country_code, nsn, phonenumbers.region_code_for_number(num),
+                   phonenumbers.number_type(num), f"{num.country_code}{nsn}")
 
 
 def _agree(digits: str, region: str | None = None) -> Reading | None:
