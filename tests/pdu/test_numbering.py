@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberType
 from phonenumbers.phonemetadata import PhoneMetadata
 
-from staffetta.pdu.numbering import MOBILE_TYPES, UNKNOWN, Reading, plan
+from staffetta.pdu.numbering import _PENDING, MOBILE_TYPES, UNKNOWN, NumberingPlan, Reading, plan
 
 #: The most-used calling codes by subscribers and A2P traffic: the property's dense set.
 TOP_CODES = (
@@ -205,6 +205,19 @@ def test_plan_covers_every_region_and_is_built_once() -> None:
     assert set(plan().codes) == set(COUNTRY_CODE_TO_REGION_CODE)
     assert plan().main_region(44) == "GB" and plan().main_region(800) == "001"
     assert plan().main_region(999) == "ZZ"
+
+
+def test_classifiers_compile_on_first_use_and_all_at_once() -> None:
+    """A length's classifier is compiled when a number of that length first arrives; compile_all does the rest."""
+    fresh = NumberingPlan()
+    code = fresh.codes[44]
+    assert code.by_length[10] is _PENDING
+    assert fresh.read("447400123456") == plan().read("447400123456")
+    assert code.by_length[10] is not _PENDING and code.by_length[9] is _PENDING
+    fresh.compile_all()
+    assert all(e is not _PENDING for c in fresh.codes.values() for e in c.by_length)
+    for cc, nsn in TOP_EXAMPLES:
+        assert fresh.read(f"{cc}{nsn}") == plan().read(f"{cc}{nsn}")
 
 
 def test_hub_paths_never_call_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> None:
