@@ -348,12 +348,7 @@ class NumberingPlan:
             return None
         cc, nsn = got
         code = self.codes[cc]
-        entry = code.by_length[len(nsn)]  # parse keeps len(nsn) <= MAX_NSN, the table's last index
-        if entry is _PENDING:
-            entry = code.compile(len(nsn))
-        region_of, kind = (entry[1][m.lastindex]  # type: ignore[index]
-                           if entry is not None and (m := entry[0].fullmatch(nsn)) is not None
-                           else code.fallback)
+        region_of, kind = code.classify(nsn)
         return Reading(cc, nsn, region_of, kind, code.meta.cc_str + nsn)
 
     def compile_all(self) -> None:
