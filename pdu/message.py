@@ -9,8 +9,8 @@ immutable :class:`Assessment`.  Anything wrong raises
 :class:`~pdu.errors.SubmitRejected` with the exact ``command_status``.
 
 It runs on the hot path, so it is written as straight-line dict lookups and
-integer tests; the costly parts (``phonenumbers``) are memoised in
-:mod:`pdu.addresses`.
+integer tests; numbers are read through the compiled plan of
+:mod:`pdu.numbering` (a few microseconds, no ``phonenumbers`` call).
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from staffetta.pdu.addresses import (
     Destination,
@@ -13,6 +16,7 @@ from staffetta.pdu.addresses import (
 )
 from staffetta.pdu.constants import Status
 from staffetta.pdu.errors import SubmitRejected
+from tests.pdu.test_numbering import TOP_CODES, TOP_EXAMPLES
 
 
 def _status(fn, *args) -> int:
@@ -143,15 +147,88 @@ def test_destination_ton_npi(ton: int, npi: int, status: int) -> None:
     assert _status(normalize_destination, b"393481234567", ton, npi, 39) == status
 
 
-def test_results_and_refusals_are_cached() -> None:
+def test_senders_are_cached_destinations_are_not() -> None:
+    """Senders repeat (a few per account): memoised.  Destinations rarely do: read every time."""
+    s = check_sender(b"393481234567", 1, 1)
+    assert check_sender(b"393481234567", 1, 1) is s
     a = normalize_destination(b"393401112223", 1, 1, 39)
-    assert normalize_destination(b"393401112223", 1, 1, 39) is a
+    assert normalize_destination(b"393401112223", 1, 1, 39) == a
     with pytest.raises(SubmitRejected) as e1:
-        normalize_destination(b"390612345678", 1, 1, 39)
+        check_sender(b"390612345678", 1, 1)
     with pytest.raises(SubmitRejected) as e2:
-        normalize_destination(b"390612345678", 1, 1, 39)
+        check_sender(b"390612345678", 1, 1)
     assert e1.value is not e2.value           # fresh exception, no growing traceback
     assert (e1.value.status, e1.value.reason) == (e2.value.status, e2.value.reason)
+    assert not hasattr(normalize_destination, "cache_info")
+
+
+# -- the same decisions as phonenumbers (issue 15): the rule as it was, on phonenumbers ---------
+
+_MOBILE = frozenset({phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})
+
+
+def _old_mobile(digits: str, ton: int, default_cc: int) -> phonenumbers.PhoneNumber | None:
+    """``pdu.addresses._parse_mobile`` before the numbering plan, verbatim in substance."""
+    region = phonenumbers.region_code_for_country_code(default_cc)
+    if ton == 1:
+        tries: tuple[tuple[str, str | None], ...] = (("+" + digits, None),)
+    elif ton == 2:
+        tries = ((digits, region),)
+    elif digits.startswith("00"):
+        tries = (("+" + digits[2:], None),)
+    else:
+        tries = ((digits, region), ("+" + digits, None))
+    for text, reg in tries:
+        if reg == phonenumbers.UNKNOWN_REGION:
+            continue
+        try:
+            num = phonenumbers.parse(text, reg)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(num) and phonenumbers.number_type(num) in _MOBILE:
+            return num
+    return None
+
+
+def _old_destination(digits: str, ton: int, default_cc: int) -> Destination | None:
+    num = _old_mobile(digits, ton, default_cc)
+    if num is None:
+        return None
+    return Destination(phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)[1:],
+                       phonenumbers.region_code_for_number(num) or "ZZ", num.country_code)
+
+
+_DEFAULT_CCS = (*TOP_CODES, 800, 999)
+
+
+@st.composite
+def _written(draw: st.DrawFn) -> str:
+    """A number as clients write it: international, national with or without trunk, '00', noise."""
+    cc, nsn = draw(st.sampled_from(TOP_EXAMPLES))
+    nsn = nsn[:draw(st.integers(max(0, len(nsn) - 4), len(nsn)))] + draw(st.text("0123456789", max_size=5))
+    return draw(st.sampled_from([f"{cc}{nsn}", nsn, "0" + nsn, f"00{cc}{nsn}", f"011{cc}{nsn}"])) \
+        if draw(st.integers(0, 9)) else draw(st.text("0123456789", max_size=16))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(digits=_written(), ton=st.sampled_from([0, 1, 2]), default_cc=st.sampled_from(_DEFAULT_CCS))
+def test_destination_decisions_as_phonenumbers(digits: str, ton: int, default_cc: int) -> None:
+    want = _old_destination(digits, ton, default_cc)
+    if want is None:
+        assert _status(normalize_destination, digits.encode(), ton, 1, default_cc) == Status.ESME_RINVDSTADR
+    else:
+        assert normalize_destination(digits.encode(), ton, 1, default_cc) == want
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(digits=_written(), ton=st.sampled_from([0, 1, 2]), default_cc=st.sampled_from(_DEFAULT_CCS))
+def test_numeric_sender_decisions_as_phonenumbers(digits: str, ton: int, default_cc: int) -> None:
+    rules = SenderRules(default_country_code=default_cc)
+    want = _old_destination(digits, ton, default_cc)
+    if want is None or len(want.e164) > 15:
+        assert _status(check_sender, digits.encode(), ton, 1, rules) == Status.ESME_RINVSRCADR
+    else:
+        assert check_sender(digits.encode(), ton, 1, rules) == Sender(want.e164, 1, 1)
 
 
 def test_error_names_the_field() -> None:
