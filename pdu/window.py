@@ -279,10 +279,12 @@ class Window(Generic[T]):
         self.is_open = True
         self.line.attach(self)
 
-    def close(self) -> list[T]:
+    def close(self, *, give_back: bool = True) -> list[T]:
         """The link is gone: hand every outstanding item back to the head, in order.
 
-        Returns the items handed back (for logs and counters).
+        Returns the items that were outstanding (for logs and counters). With
+        ``give_back=False`` they are only returned, for an owner that must not
+        send them again (a load client counts them as lost).
         """
         self.is_open = False
         self.line.detach(self)
@@ -292,7 +294,8 @@ class Window(Generic[T]):
             self._resume.cancel()
         self._resume = None
         self.paused_until = 0.0
-        self.line.put_back(entries)
+        if give_back:
+            self.line.put_back(entries)
         return [e[1] for e in entries]
 
     # ---------------------------------------------------------------- answers

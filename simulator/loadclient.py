@@ -9,11 +9,12 @@ the business of a benchmark:
 * what to send: :class:`simulator.traffic.Traffic`, frames encoded ahead
   (sequence 0) and handed to :meth:`Session.send_encoded`, which only patches
   the sequence number, so building a message costs a few µs;
-* a small waiting queue in front of the session's window (``waiting``, filled
-  a whole message at a time so that the parts of a long message stay on one
-  bind and in order). It is the only place that pushes into the session
-  (:meth:`LoadProtocol._fill`), so the shared ``pdu.window.Window`` can take
-  its place later;
+* the project's one window object (:mod:`pdu.window`): each bind has a
+  :class:`~pdu.window.Line` filled a whole message at a time (so the parts of
+  a long message stay on one bind and in order) and a
+  :class:`~pdu.window.Window` on it that sends through the session;
+  :meth:`LoadProtocol._fill` tops the line up as slots free, so frames are
+  built only when they can go;
 * counting its own receipts (issue 11.5): a receipt counts when its id is one
   that a ``submit_sm_resp`` of this run gave for a message that asked for a
   receipt. Anything else (left from an earlier run, for an id this run never
@@ -39,6 +40,7 @@ from staffetta.pdu.constants import ESM_RECEIPT, Command, Status, Tag, status_na
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.receipt import parse_receipt
 from staffetta.pdu.session import Outstanding, Side, Timers
+from staffetta.pdu.window import Line, Window
 from staffetta.simulator.traffic import REALISTIC, Traffic
 
 _SUBMIT_SM = int(Command.SUBMIT_SM)
@@ -174,7 +176,7 @@ class _Run:
         self.remaining = 0
         self.returned.clear()
         for p in self.protos:
-            p.waiting.clear()
+            p.line.take(lambda item: True)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -250,8 +252,10 @@ class LoadProtocol(SessionProtocol):
         self.run = run
         self.system_id = system_id
         self.password = password
-        #: Frames waiting for a window slot, each with "expects a receipt".
-        self.waiting: deque[tuple[bytes, bool]] = deque()
+        #: Frames waiting for a window slot, each with "expects a receipt"; the
+        #: window (opened at bind) sends them through the session.
+        self.line: Line[tuple[bytes, bool]] = Line()
+        self.window: Window[tuple[bytes, bool]] | None = None
         self.active = True
         self.bound_once = False
         self.closed: defer.Deferred[None] = defer.Deferred()
@@ -260,8 +264,7 @@ class LoadProtocol(SessionProtocol):
     @property
     def busy(self) -> bool:
         """Submits outstanding or waiting on this connection."""
-        s = self.session
-        return bool(self.waiting) or s.window_free < s.window
+        return bool(self.line) or (self.window is not None and len(self.window) > 0)
 
     # ------------------------------------------------------------ transport
 
@@ -282,35 +285,33 @@ class LoadProtocol(SessionProtocol):
         if not run.submitting_done:
             run.check()
 
-    def _fill(self, now: float) -> None:
-        """Top the session's window up from the waiting queue, a message at a time."""
+    def _send(self, item: tuple[bytes, bool]) -> int:
+        """The window's send: the frame as encoded, its time and "expects a receipt" as context."""
         run = self.run
-        session = self.session
-        free = session.window_free
-        if free <= 0:
+        if not run.t_start:
+            run.t_start = self._now
+            run.cpu_start = time.process_time()
+        run.result.sent += 1
+        return self.session.send_encoded(item[0], (self._now, item[1]))
+
+    def _fill(self, now: float) -> None:
+        """Top the line up a message at a time while the window has room; the window sends."""
+        run = self.run
+        window = self.window
+        if window is None:
             return
-        waiting = self.waiting
-        send = session.send_encoded
-        sent = 0
-        while free > 0:
-            if not waiting:
-                if run.returned:
-                    waiting.append(run.returned.popleft())
-                elif run.remaining > 0:
-                    frames = run.traffic.next_message(run.remaining)
-                    run.remaining -= len(frames)
-                    waiting.extend(frames)
-                else:
-                    break
-            frame, wants_receipt = waiting.popleft()
-            send(frame, (now, wants_receipt))
-            free -= 1
-            sent += 1
-        if sent:
-            if not run.t_start:
-                run.t_start = now
-                run.cpu_start = time.process_time()
-            run.result.sent += sent
+        self._now = now
+        line = self.line
+        while window.room() > 0 and not line:
+            if run.returned:
+                line.put(run.returned.popleft())
+            elif run.remaining > 0:
+                frames = run.traffic.next_message(run.remaining)
+                run.remaining -= len(frames)
+                for frame in frames:
+                    line.put(frame)
+            else:
+                break
 
     # ------------------------------------------------------------------ hooks
 
@@ -343,6 +344,7 @@ class LoadProtocol(SessionProtocol):
                 rej = run.result.rejected
                 status = pdu.status or Status.ESME_RUNKNOWNERR
                 rej[status] = rej.get(status, 0) + 1
+            self.window.done(request.sequence)  # frees the slot (and sends what the line holds)
             if self.active and not run.finishing:
                 # Refill the freed slot now: the submit goes out in the same
                 # write as this read's deliver_sm_resp (one write per read).
@@ -352,21 +354,29 @@ class LoadProtocol(SessionProtocol):
                 run.fail(BindError(pdu.status or Status.ESME_RUNKNOWNERR))
                 return
             self.bound_once = True
+            # The window counts its own slots (the session's, as nothing else of
+            # ours is windowed); the client stops filling before it unbinds.
+            self.window = Window(self.line, self.session.window, self._send, flush=self.flush)
+            self.window.open()
             self._fill(self._now)
 
     def on_timeout(self, request: Outstanding) -> None:
         if request.command_id == _SUBMIT_SM:
             self.run.result.lost += 1
-            self.run.stop_submitting()
+            self.run.stop_submitting()  # empties the lines first: freeing the slot sends nothing
+            if self.window is not None:
+                self.window.done(request.sequence)  # counted lost, never sent again
             self.run.check()
 
     def on_closed(self, reason: str, pending: list[Outstanding]) -> None:
         run = self.run
         self.active = False
         run.result.lost += sum(1 for p in pending if p.command_id == _SUBMIT_SM)
-        if self.waiting and not run.finishing:
-            run.returned.extend(self.waiting)  # never sent: another bind takes them
-        self.waiting.clear()
+        if self.window is not None:
+            self.window.close(give_back=False)  # what was outstanding is counted lost above
+        waiting = self.line.take(lambda item: True)
+        if waiting and not run.finishing:
+            run.returned.extend(waiting)  # never sent: another bind takes them
         if not self.bound_once and not run.finishing:
             run.fail(ConnectionError(f"connection closed before bind: {reason}"))
         else:

@@ -121,3 +121,30 @@ def test_memory_per_message_in_flight_is_within_its_documented_bound():
     per_message = (tracemalloc.get_traced_memory()[0] - before) / n
     tracemalloc.stop()
     assert per_message <= 1024, per_message
+
+
+def test_memory_per_queued_receipt_is_within_its_documented_bound():
+    """docs/operations.md: a client receipt queued in memory for a bound client holds at most 0.6 KB."""
+    import gc
+    import tracemalloc
+
+    from staffetta.pdu.message import AccountPolicy, assess_submit
+    from staffetta.pdu.window import Line
+    from staffetta.router.messages import Delivery
+    from staffetta.router.router import client_receipt
+    from tests.builders import submit_fields
+
+    n = 5_000
+    f = submit_fields(text="Your code is 123456. It expires in 10 minutes.")
+    a = assess_submit(f, {}, AccountPolicy())
+    records = [MessageRecord.from_submit(1_000_000 + i, 3, dict(f), {}, a, 1.8e9, 1.8e9 + 86400, "default", None)
+               for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    line = Line()
+    for i, r in enumerate(records):
+        line.put(Delivery(10_000 + i, 3, r.id, "dlr", client_receipt(r, 2, 0, 1.8e9 + 5), 1.8e9, 1.8e9 + 86400))
+    per_receipt = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert per_receipt <= 600, per_receipt
