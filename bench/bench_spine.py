@@ -36,6 +36,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """End a benchmark's processes: terminate all, then wait (kill what does not stop in 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -69,6 +80,14 @@ def calibrate() -> float:
     frame = encode(Pdu(4, 1, 0, {"source_addr": b"Staffetta", "destination_addr": b"393331234567",
                                  "registered_delivery": 1, "short_message": b"hello world"}))
     return min(timeit.repeat(lambda: encode(decode(frame)), number=20000, repeat=5)) / 20000 * 1e6
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    """A process's resident memory (or VmHWM, its peak) in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def pinned(core: int, cmd: list[str]) -> list[str]:
@@ -194,13 +213,7 @@ def main() -> int:
                     flush=True,
                 )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             drop_pg_schema(args.database_url, schema)

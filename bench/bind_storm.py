@@ -37,39 +37,10 @@ from pathlib import Path
 from staffetta.pdu.codec import Pdu, decode, encode
 from staffetta.pdu.constants import Command, Status, status_name
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_spine import free_port, pinned, rss_mib, stop, wait_port  # noqa: E402
+
 CLI = [sys.executable, "-m", "staffetta.smsc.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    """The hub alone on core 0, everything else on core 1 (as bench_spine.py), when taskset exists."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(core), *cmd]
-    return cmd
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} did not open")
-
-
-def rss_mib(pid: int, key: str = "VmRSS") -> float:
-    """A process's resident memory (or VmHWM, its peak) in MiB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -280,12 +251,12 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
         procs.append(subprocess.Popen(pinned(1, [*CLI, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                        "--dlr-delay", "0.05", "--control", "off", "--hlr", "off"]),
                                       stdout=log, stderr=log))
-        wait_port(sim_port)
+        wait_port(sim_port, timeout=30)
         hub_log = (tmp / "hub.log").open("w")
         hub = subprocess.Popen(pinned(0, [*CLI, "-v", "run", "--config", str(cfg)]), stdout=hub_log, stderr=hub_log)
         procs.append(hub)
         try:
-            wait_port(hub_port)
+            wait_port(hub_port, timeout=30)
         except SystemExit:
             raise SystemExit("the hub did not start: " + (tmp / "hub.log").read_text()[-2000:]) from None
 
@@ -350,13 +321,7 @@ def run(binds: int = 1000, addresses: int = 249, concurrency: int = 200, submits
                 sock.close()
         ok = True
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         if ok:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -30,19 +30,21 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_spine import bench_args, cpu_seconds, create_accounts, free_port, hub_config, pinned, wait_port  # noqa: E402
+from bench_spine import (  # noqa: E402
+    bench_args,
+    cpu_seconds,
+    create_accounts,
+    free_port,
+    hub_config,
+    pinned,
+    rss_mib,
+    stop,
+    wait_port,
+)
 
 #: Receipt delay per mode: "absent" is a delay no run outlives.
 DLR_DELAY = {"normal": 0.1, "delayed": 300.0, "absent": 1e9}
 _ACCEPTED = re.compile(r'^staffetta_submits_total\{[^}]*status="ESME_ROK"[^}]*\} ([0-9.e+]+)$', re.M)
-
-
-def rss_mib(pid: int) -> float:
-    """Resident set size of a process in MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def accepted(metrics_port: int) -> int:
@@ -106,13 +108,7 @@ def main() -> int:
                 break
             time.sleep(min(args.sample, max(end - now, 0.0)))
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(list(reversed(procs)))
         shutil.rmtree(tmp, ignore_errors=True)
     minutes = per_minute(samples)
     report = {"receipts": args.receipts, "window": args.window, "samples": samples, "minutes": minutes}

@@ -49,7 +49,7 @@ from staffetta.pdu.constants import (
 )
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.protocol import SessionProtocol
-from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt, receipt_fields
+from staffetta.pdu.receipt import DELIVER_SM_NULL, STAT_TO_STATE, format_receipt, receipt_fields
 from staffetta.pdu.session import Outstanding, Side, Timers
 from staffetta.pdu.window import Line, Window
 
@@ -109,30 +109,6 @@ _TEMPLATE_CACHE_MAX = 4096
 _T_UMR = int(Tag.user_message_reference)
 _T_PAYLOAD = int(Tag.message_payload)
 _DELIVER_SM = Command.DELIVER_SM
-
-#: Every mandatory field of a deliver_sm, NULL. The codec's fast encoder wants
-#: them all present (a missing one sends it down the slow, checking path), and
-#: 3.4 §4.6.1 wants the scheduling/replace fields NULL in deliver_sm anyway.
-_DELIVER_SM_NULL: dict[str, Any] = {
-    "service_type": b"",
-    "source_addr_ton": 0,
-    "source_addr_npi": 0,
-    "source_addr": b"",
-    "dest_addr_ton": 0,
-    "dest_addr_npi": 0,
-    "destination_addr": b"",
-    "esm_class": 0,
-    "protocol_id": 0,
-    "priority_flag": 0,
-    "schedule_delivery_time": b"",
-    "validity_period": b"",
-    "registered_delivery": 0,
-    "replace_if_present_flag": 0,
-    "data_coding": 0,
-    "sm_default_msg_id": 0,
-    "short_message": b"",
-}
-
 
 def fault_bytes(kind: str, sequence: int = FAULT_SEQUENCE) -> bytes:
     """The exact octets of an unsolicited fault fixture ('unbind' excepted: it is a real unbind).
@@ -830,7 +806,7 @@ class Carrier(protocol.ServerFactory):
         if len(src) > 20 or len(dst) > 20:
             raise ValueError("MO source and destination must be at most 20 characters")
         fields: dict[str, Any] = {
-            **_DELIVER_SM_NULL,
+            **DELIVER_SM_NULL,
             "source_addr_ton": 1 if src.isdigit() else 5,
             "source_addr_npi": 1 if src.isdigit() else 0,
             "source_addr": src,
