@@ -20,6 +20,7 @@ halves of a UTF-16 surrogate pair: such a part closes one unit early.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
@@ -290,8 +291,9 @@ class Reassembler:
     def __init__(self, timeout: float, max_pending: int = 10_000) -> None:
         self.timeout = timeout
         self.max_pending = max_pending
-        # (key, ref, total) -> (deadline, {seq: data}); insertion order = deadline order
-        self._pending: dict[tuple, tuple[float, dict[int, bytes]]] = {}
+        # (key, ref, total) -> (deadline, {seq: data}); insertion order = deadline order.
+        # An OrderedDict: a dict's first item costs a scan of its deleted slots.
+        self._pending: OrderedDict[tuple, tuple[float, dict[int, bytes]]] = OrderedDict()
         self._evicted: list[tuple[Hashable, int, int, dict[int, bytes]]] = []
 
     def __len__(self) -> int:
@@ -312,8 +314,8 @@ class Reassembler:
         entry = self._pending.get(k)
         if entry is None:
             if len(self._pending) >= self.max_pending:
-                old = next(iter(self._pending))
-                self._evicted.append((*old, self._pending.pop(old)[1]))
+                old, (_, old_parts) = self._pending.popitem(last=False)
+                self._evicted.append((*old, old_parts))
             entry = (now + self.timeout, {})
             self._pending[k] = entry
         parts = entry[1]

@@ -11,6 +11,7 @@ never loses the receipt.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -119,8 +120,10 @@ class Router:
         self.track_grace = track_grace
         self.unknown_receipt_retries = unknown_receipt_retries
         self.metrics = metrics
-        #: Messages in flight by our id, oldest first (dicts keep insertion order).
-        self._by_message: dict[int, MessageRecord] = {}
+        #: Messages in flight by our id, oldest first. An OrderedDict, not a dict:
+        #: taking a dict's first item scans the slots its earlier deletions left
+        #: (~160 µs a message at 300,000 in flight), an OrderedDict's is O(1).
+        self._by_message: OrderedDict[int, MessageRecord] = OrderedDict()
         self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
 
     # ---------------------------------------------------------------- routing
@@ -179,7 +182,7 @@ class Router:
         """
         by_message = self._by_message
         if len(by_message) >= self.max_tracked:
-            self._forget(by_message.pop(next(iter(by_message))))
+            self._forget(by_message.popitem(last=False)[1])
         by_message[record.id] = record
 
     def _forget(self, old: MessageRecord) -> None:

@@ -148,3 +148,27 @@ def test_memory_per_queued_receipt_is_within_its_documented_bound():
     per_receipt = (tracemalloc.get_traced_memory()[0] - before) / n
     tracemalloc.stop()
     assert per_receipt <= 600, per_receipt
+
+
+def test_eviction_costs_the_same_with_a_full_table_as_with_a_small_one():
+    """A carrier that never sends receipts: past max_tracked every message evicts the oldest.
+
+    A plain dict's first item costs a scan of the slots its earlier deletions
+    left (CPython), so eviction from a dict of 200,000 costs ~100x what it does
+    from one of 2,000: the cliff of the soak benchmark. Both sizes must cost
+    about the same (a wide margin: timing on a shared machine).
+    """
+    import time
+
+    def per_eviction(size: int, warm: int = 100_000, n: int = 20_000) -> float:
+        """Seconds per message once ``warm`` messages have already evicted as many."""
+        router = _router(size)
+        for i in range(size + warm):
+            router._track(_record(i))
+        start = time.perf_counter()
+        for i in range(size + warm, size + warm + n):
+            router._track(_record(i))
+        return (time.perf_counter() - start) / n
+
+    small, large = per_eviction(2_000), per_eviction(200_000)
+    assert large < 10 * small, (small, large)
