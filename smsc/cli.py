@@ -299,7 +299,7 @@ def cmd_demo(args) -> int:
         f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"  addresses for the other verbs: {addresses}\n"
-        f"Try: staffetta bench --target {smpp} --system-id demo --password demo -n 1000\n"
+        f"Try: staffetta bench --target {smpp} --system-id demo --password demo -n 1000 --countries IT\n"
         f"Ctrl-C stops.",
         flush=True,
     )
