@@ -72,6 +72,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="staffetta-soak-"))
     procs: list[subprocess.Popen] = []
     samples: list[dict] = []
+    stopped_early = ""
     try:
         sim_port, hub_port, metrics_port = free_port(), free_port(), free_port()
         cfg = tmp / "soak.yaml"
@@ -92,7 +93,7 @@ def main() -> int:
         load = subprocess.Popen(
             pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(args.profile),
                        "-n", "1000000000", "--window", str(args.window)]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=(tmp / "load.out").open("w"), stderr=subprocess.STDOUT)
         procs.append(load)
         start = time.monotonic()
         end = start + args.minutes * 60
@@ -102,16 +103,22 @@ def main() -> int:
             samples.append({"t": round(now - start, 1), "accepted": accepted(metrics_port),
                             "rss_mib": round(rss_mib(hub.pid), 1),
                             "hub_cpu_s": round(cpu_seconds(hub.pid) - cpu0, 2)})
-            if load.poll() is not None:
-                raise SystemExit(f"the load client stopped early (exit {load.returncode})")
+            if load.poll() is not None:  # report what was measured, and why it stopped
+                stopped_early = f"the load client stopped after {now - start:.0f} s (exit {load.returncode})"
+                break
             if now >= end:
                 break
             time.sleep(min(args.sample, max(end - now, 0.0)))
     finally:
         stop(list(reversed(procs)))
+        out = tmp / "load.out"
+        load_said = out.read_text()[-2000:] if out.exists() else ""
         shutil.rmtree(tmp, ignore_errors=True)
     minutes = per_minute(samples)
     report = {"receipts": args.receipts, "window": args.window, "samples": samples, "minutes": minutes}
+    if stopped_early:
+        report["stopped_early"] = stopped_early
+        report["load_client_said"] = load_said
     if len(minutes) >= 2:
         first, last = minutes[0], minutes[-1]
         report["last_vs_first_throughput"] = round(last["msg_per_s"] / max(first["msg_per_s"], 1e-9), 3)
@@ -124,7 +131,7 @@ def main() -> int:
         for m in minutes:
             print(f"minute {m['minute']:>3}: {m['msg_per_s']:8.0f} msg/s, RSS {m['rss_mib']:7.1f} MiB, "
                   f"hub CPU {m['hub_cpu_us_per_msg']:.0f} µs/msg")
-        for key in ("last_vs_first_throughput", "rss_growth_last_5_min"):
+        for key in ("last_vs_first_throughput", "rss_growth_last_5_min", "stopped_early", "load_client_said"):
             if key in report:
                 print(f"{key}: {report[key]}")
     return 0
