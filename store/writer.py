@@ -137,10 +137,15 @@ class GroupCommitWriter:
         while True:
             if not items:
                 with self._lock:
-                    # _idle goes up before the last look at the deque: an append
+                    # _idle goes up before every look at the deque: an append
                     # that this look misses sees _idle and wakes us (_append).
-                    self._idle = True
-                    while not items and not self._stopping:
+                    # Up again after each wake-up: an _append that read _idle
+                    # before our previous look found its item wakes us late,
+                    # for nothing, and lowers it (tests/store/test_writer_wakeup.py).
+                    while True:
+                        self._idle = True
+                        if items or self._stopping:
+                            break
                         self._wake.wait()
                     self._idle = False
                     if not items:  # stopping, and all is written
