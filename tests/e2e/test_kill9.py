@@ -7,11 +7,13 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from staffetta.pdu.codec import Pdu, encode
 from staffetta.pdu.constants import Command, Status, Tag
 from staffetta.pdu.smpptime import format_smpp_time
 from tests.e2e.recording_carrier import RecordingCarrier
@@ -135,3 +137,43 @@ def test_kill9_between_submit_and_receipt_loses_no_refund(rig):
     carrier.wait(lambda: carrier.receipt_answers == [0])  # acknowledged only once recorded
     assert hub.sql("SELECT state FROM messages WHERE id = ?", mid) == [(5,)]  # UNDELIVERABLE
     assert hub.balance() == "10.00"
+
+
+def test_kill9_after_the_acknowledgements_are_committed_redelivers_nothing(rig):
+    """docs/operations.md: after a kill -9 a client sees again only receipts whose answer was not yet committed."""
+    carrier, hub = rig
+    _cli("account", "create", "demo", "--password", "demo", "--credits", "100", "--data-dir", str(hub.data))
+    hub.start()
+    c = SyncEsme(hub.port)
+    assert c.bind("demo", "demo", Command.BIND_TRANSCEIVER).status == 0
+    mids = [int(_submit(c, b"", b"m%d" % i).fields["message_id"]) for i in range(3)]
+    carrier.wait(lambda: [r[0] for r in hub.sql("SELECT upstream_id FROM messages ORDER BY id")]
+                 == ["c1", "c2", "c3"])
+    # The carrier sends the three receipts at its next bind.
+    carrier.pending_receipts += [(f"c{i}", "DELIVRD", b"393481234567", b"Staffetta") for i in (1, 2, 3)]
+    carrier.go_down()
+    carrier.come_up()
+    got = []
+    while len(got) < 3:
+        p = c.read()
+        if p.command_id == Command.DELIVER_SM:
+            got.append(int(p.tlvs[Tag.receipted_message_id].rstrip(b"\0")))
+            c.sock.sendall(encode(Pdu(Command.DELIVER_SM_RESP, p.sequence, 0, {"message_id": b""})))
+    assert sorted(got) == mids
+    carrier.wait(lambda: hub.sql("SELECT count(*) FROM outbox") == [(0,)])  # the answers are committed
+    c.close()
+    hub.kill9()
+
+    hub.start()
+    c = SyncEsme(hub.port)
+    assert c.bind("demo", "demo", Command.BIND_TRANSCEIVER).status == 0
+    time.sleep(1.5)  # the bind's outbox refill has read the table by now
+    c.send(Command.ENQUIRE_LINK)
+    seen = []
+    while True:
+        p = c.read()
+        seen.append(p.command_id)
+        if p.command_id == Command.ENQUIRE_LINK_RESP:
+            break
+    assert Command.DELIVER_SM not in seen
+    c.close()
