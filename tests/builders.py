@@ -20,3 +20,13 @@ def submit_fields(text: str | None = "Hello", **over) -> dict:
     if "short_message" in over and "sm_length" not in over:
         f["sm_length"] = len(f["short_message"])
     return f
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """Whole PDUs of a byte stream, each still encoded (lengths from the headers)."""
+    out = []
+    while data:
+        n = int.from_bytes(data[:4], "big")
+        out.append(data[:n])
+        data = data[n:]
+    return out

@@ -11,6 +11,7 @@ from staffetta.pdu.codec import Pdu, decode, encode
 from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.session import RequestReceived, ResponseReceived, Session, Side, State
+from tests.builders import split_frames
 
 
 def esme(inbound_window: int = 2) -> Session:
@@ -46,7 +47,7 @@ def test_a_full_window_holds_in_order_and_releases_as_answers_free_slots():
     s.respond(more[0].pdu)
     assert [e.pdu.sequence for e in s.release()] == [15]
     assert not s.holding
-    statuses = {decode(f).status for f in _frames(s.data_to_send())}
+    statuses = {decode(f).status for f in split_frames(s.data_to_send())}
     assert statuses == {Status.ESME_ROK}
     assert s._pdu_counts[(True, Command.DELIVER_SM, 0)] == 6  # each counted once
 
@@ -67,7 +68,7 @@ def test_without_hold_the_window_still_refuses():
     s.hold_when_full = False
     events = s.receive(deliver(10) + deliver(11))
     assert len(events) == 2 and not s.holding
-    [resp] = [decode(f) for f in _frames(s.data_to_send())]
+    [resp] = [decode(f) for f in split_frames(s.data_to_send())]
     assert (resp.sequence, resp.status) == (11, Status.ESME_RTHROTTLED)
 
 
@@ -114,11 +115,3 @@ def test_the_edge_stops_reading_while_frames_are_held_and_resumes_after():
     assert t.producerState == "producing" and not p.reading_paused
     p.connectionLost()
 
-
-def _frames(data: bytes) -> list[bytes]:
-    out = []
-    while data:
-        n = int.from_bytes(data[:4], "big")
-        out.append(data[:n])
-        data = data[n:]
-    return out

@@ -25,6 +25,7 @@ from staffetta.pdu.codec import Pdu, decode, encode
 from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.session import ProtocolViolation, RequestReceived, Session, Side, State
 from staffetta.smsc.binds import BindLimiter, CheckCache, PasswordChecks
+from tests.builders import split_frames
 from tests.e2e.harness import make_env, wait_until, with_settings, with_timeout
 from tests.esme import RawPeer, connect_esme
 
@@ -50,7 +51,7 @@ def test_a_second_bind_while_one_is_checked_is_refused_and_the_first_goes_on():
     events = s.receive(bind_frame(1) + bind_frame(2, password=b"other"))
     assert [type(e) for e in events] == [RequestReceived, ProtocolViolation]
     assert events[1].reason == "bind in progress"
-    [resp] = [decode(f) for f in _frames(s.data_to_send())]
+    [resp] = [decode(f) for f in split_frames(s.data_to_send())]
     assert (resp.command_id, resp.sequence, resp.status) == (
         Command.BIND_TRANSCEIVER_RESP, 2, Status.ESME_RALYBND)
     s.accept_bind(events[0].pdu, b"hub")
@@ -65,14 +66,6 @@ def test_a_bind_counts_toward_the_inbound_window():
     assert isinstance(ev, ProtocolViolation) and ev.status == Status.ESME_RTHROTTLED
     assert s.state == State.OPEN
 
-
-def _frames(data: bytes) -> list[bytes]:
-    out = []
-    while data:
-        n = int.from_bytes(data[:4], "big")
-        out.append(data[:n])
-        data = data[n:]
-    return out
 
 
 # ----------------------------------------------------------------- limiter
