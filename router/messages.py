@@ -102,7 +102,8 @@ _INSERT_MESSAGES = insert_sql("messages", list(MESSAGE_COLUMNS))
 _OUTBOX_COLUMNS = ("id", "account_id", "message_id", "kind", "pdu", "created_at", "expires_at")
 _INSERT_OUTBOX = insert_sql("outbox", _OUTBOX_COLUMNS)
 _SET_UPSTREAM = "UPDATE messages SET phase = 1, connector = ?, upstream_id = ?, state = ? WHERE id = ?"
-_SET_FINAL = "UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ? WHERE id = ?"
+_SET_FINAL = ("UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ?, connector = COALESCE(?, connector)"
+              " WHERE id = ?")
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
 
 
@@ -134,16 +135,17 @@ def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> No
 
 
 def record_outcomes(
-    conn: Connection, items: list[tuple[int, int, int, float, Delivery | None, str | None]]
+    conn: Connection, items: list[tuple[int, int, int, float, Delivery | None, str | None, str | None]]
 ) -> list[int]:
-    """Items: (message id, final state, err, done_at, delivery or None, refund reason or None).
+    """Items: (message id, final state, err, done_at, delivery or None, refund reason or None, connector or None).
 
     The final state, the client's receipt and the refund (when policy says so)
-    commit together; returns the refunded amount per item.
+    commit together; returns the refunded amount per item. ``connector``: the
+    carrier that refused the message (its row names it like a carried one's).
     """
-    executemany(conn, _SET_FINAL, [(s, e, t, m) for m, s, e, t, _, _ in items])
-    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for _, _, _, _, d, _ in items if d is not None])
-    refunds = [(i, m, r) for i, (m, _, _, t, _, r) in enumerate(items) if r]
+    executemany(conn, _SET_FINAL, [(s, e, t, c, m) for m, s, e, t, _, _, c in items])
+    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for _, _, _, _, d, _, _ in items if d is not None])
+    refunds = [(i, m, r) for i, (m, _, _, t, _, r, _) in enumerate(items) if r]
     out = [0] * len(items)
     if refunds:
         amounts = refund_batch(conn, [(m, r) for _, m, r in refunds], now=items[0][3])

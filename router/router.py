@@ -544,7 +544,8 @@ class Router:
             if ack is not None:  # the carrier will retry its receipt
                 ack(Status.ESME_RX_T_APPN)
 
-        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund), committed, failed)
+        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund, t.connector),
+                                committed, failed)
 
 
 def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:

@@ -130,6 +130,11 @@ def test_failover_on_a_refusing_carrier_moves_each_message_in_order(data_dir):
         assert Counter(states) == {bytes([MessageState.DELIVERED]): 11, bytes([MessageState.REJECTED]): 1}
         moved = env.hub.metrics.hot.failovers[("it", "a", "b", "0x00000008")]
         assert moved == 11
+        with env.hub.engine.connect() as conn:  # route and connector on every row, refused or carried
+            rows = dict(((d, (r, c)) for d, r, c in conn.exec_driver_sql(
+                "SELECT destination, route, connector FROM messages")))
+        assert rows["393330000009"] == ("it", "a")
+        assert {v for k, v in rows.items() if k != "393330000009"} == {("it", "b")}
     finally:
         yield close(env)
 
