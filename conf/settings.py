@@ -55,6 +55,9 @@ class UpstreamSettings:
     #: Submits per second at most over all sessions (0: no limit). Held back, never
     #: refused: the queue waits, so order is kept.
     throughput: float = 0.0
+    #: Seconds of silence before we send enquire_link on this carrier's sessions
+    #: (None: ``session.enquire_link``). Some carriers drop a link idle for 30 s.
+    enquire_link: float | None = None
 
 
 BIND_MODES = ("transceiver", "transmitter-receiver")
@@ -216,7 +219,9 @@ def _value(typ: str, value: Any, path: str, name: str):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{path}: expected an integer >= {least}, got {value!r}")
         return value
-    if t == "float":
+    if t == "float|None" and value is None:
+        return None
+    if t in ("float", "float|None"):
         positive = name in _POSITIVE
         if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
                 or value < 0 or (positive and value == 0)):

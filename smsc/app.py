@@ -118,7 +118,10 @@ class Hub:
     # ----------------------------------------------------------------- helpers
 
     def _connector(self, u: UpstreamSettings) -> Connector:
-        return Connector(u, self.router, self.reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
+        timers = self.timers
+        if u.enquire_link is not None:
+            timers = Timers(timers.session_init, u.enquire_link, timers.response, timers.inactivity)
+        return Connector(u, self.router, self.reactor, timers=timers, pdu_counts=self.metrics.pdu_counts,
                          max_queue=self.settings.max_queue)
 
     def _query_of(self, record) -> RouteQuery:

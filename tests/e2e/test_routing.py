@@ -296,3 +296,20 @@ def test_connector_sessions_bind_modes_and_a_throughput_limit_that_keeps_order(d
         assert states == [bytes([MessageState.DELIVERED])] * 60
     finally:
         yield close(env)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connectors_own_enquire_link_interval(data_dir):
+    from staffetta.pdu.constants import Command
+
+    env, fl = yield fleet(data_dir, None, upstream={"b": {"enquire_link": 0.5}})
+    try:
+        router = env.hub.router
+        yield wait_until(lambda: router.connectors["a"].up and router.connectors["b"].up)
+        counts = env.hub.metrics.pdu_counts
+        sent = lambda: counts[(False, Command.ENQUIRE_LINK, 0)]  # noqa: E731
+        before = sent()
+        yield wait_until(lambda: sent() >= before + 2, timeout=5)  # b's, every half second of silence
+        assert router.connectors["a"].timers.enquire_link == 30.0  # a keeps the session setting
+    finally:
+        yield close(env)
