@@ -14,6 +14,9 @@ scripts in other processes, benchmarks). JSON in, JSON out::
     POST /fault             {"kind"}  -> send a fault fixture to every bound session
 
 Every error is a 400 with ``{"error": "..."}`` naming the field.
+
+A fleet (simulator/fleet.py) serves the same endpoints per carrier under its
+name (``/NAME/stats``, ``/NAME/mo``, ...) and ``GET /stats`` for all of them.
 """
 
 from __future__ import annotations
@@ -165,17 +168,46 @@ class FaultResource(_Endpoint):
         return _json(request, 200, {"kind": kind, "sessions": n})
 
 
-def control_site(carrier: Carrier) -> server.Site:
-    """The twisted.web Site serving the control endpoints (no access log)."""
+def carrier_resource(carrier: Carrier) -> resource.Resource:
+    """The control endpoints of one carrier, as children of one resource."""
     root = resource.Resource()
     root.putChild(b"stats", StatsResource(carrier))
     root.putChild(b"mo", MoResource(carrier))
     root.putChild(b"script", ScriptResource(carrier))
     root.putChild(b"fault", FaultResource(carrier))
+    return root
+
+
+def _site(root: resource.Resource) -> server.Site:
     site = server.Site(root)
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]
     return site
+
+
+def control_site(carrier: Carrier) -> server.Site:
+    """The twisted.web Site serving the control endpoints (no access log)."""
+    return _site(carrier_resource(carrier))
+
+
+class FleetStatsResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, fleet: Any) -> None:
+        super().__init__()
+        self.fleet = fleet
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+        return _json(request, 200, self.fleet.snapshot())
+
+
+def fleet_control_site(fleet: Any) -> server.Site:
+    """``/NAME/...`` per carrier of a :class:`simulator.fleet.Fleet`, and ``/stats`` for all."""
+    root = resource.Resource()
+    root.putChild(b"stats", FleetStatsResource(fleet))
+    for name, carrier in fleet.carriers.items():
+        root.putChild(name.encode("ascii"), carrier_resource(carrier))
+    return _site(root)
 
 
 def listen_control(carrier: Carrier, port: int, interface: str = "127.0.0.1") -> IListeningPort:
@@ -183,4 +215,9 @@ def listen_control(carrier: Carrier, port: int, interface: str = "127.0.0.1") ->
     return carrier.reactor.listenTCP(port, control_site(carrier), interface=interface)
 
 
-__all__ = ["control_site", "listen_control"]
+def listen_fleet_control(fleet: Any, port: int, interface: str = "127.0.0.1") -> IListeningPort:
+    """Serve a fleet's control API on ``interface:port``."""
+    return fleet.reactor.listenTCP(port, fleet_control_site(fleet), interface=interface)
+
+
+__all__ = ["carrier_resource", "control_site", "fleet_control_site", "listen_control", "listen_fleet_control"]
