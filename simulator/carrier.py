@@ -510,6 +510,8 @@ class Carrier(protocol.ServerFactory):
         """Start accepting ESMEs on ``interface:port`` (port 0: any free port)."""
         lp = self.reactor.listenTCP(port, self, interface=interface)
         self._ports.append(lp)
+        if self._heap and self._timer is None:
+            self._arm(self.reactor.seconds())  # listening again after close(): what is owed goes on
         return lp
 
     def stop_sessions(self) -> defer.Deferred[None]:

@@ -16,7 +16,8 @@ scripts in other processes, benchmarks). JSON in, JSON out::
 Every error is a 400 with ``{"error": "..."}`` naming the field.
 
 A fleet (simulator/fleet.py) serves the same endpoints per carrier under its
-name (``/NAME/stats``, ``/NAME/mo``, ...) and ``GET /stats`` for all of them.
+name (``/NAME/stats``, ``/NAME/mo``, ...), ``POST /NAME/down`` and
+``POST /NAME/up`` (a dead carrier and its return) and ``GET /stats`` for all.
 """
 
 from __future__ import annotations
@@ -201,12 +202,35 @@ class FleetStatsResource(resource.Resource):
         return _json(request, 200, self.fleet.snapshot())
 
 
+class UpDownResource(resource.Resource):
+    """``POST /NAME/down`` kills a fleet carrier (connects refused), ``POST /NAME/up`` revives it."""
+
+    isLeaf = True
+
+    def __init__(self, fleet: Any, name: str, up: bool) -> None:
+        super().__init__()
+        self.fleet, self.name, self.up = fleet, name, up
+
+    def render_POST(self, request: server.Request) -> bytes:  # noqa: N802
+        fleet, name = self.fleet, self.name
+        if self.up != (not fleet.is_up(name)):
+            return _json(request, 409, {"error": f"{name} is already {'up' if self.up else 'down'}"})
+        if self.up:
+            fleet.up(name)
+        else:
+            fleet.down(name)
+        return _json(request, 200, {"carrier": name, "up": self.up, "port": fleet.port(name)})
+
+
 def fleet_control_site(fleet: Any) -> server.Site:
-    """``/NAME/...`` per carrier of a :class:`simulator.fleet.Fleet`, and ``/stats`` for all."""
+    """``/NAME/...`` per carrier of a :class:`simulator.fleet.Fleet` (plus up/down), ``/stats`` for all."""
     root = resource.Resource()
     root.putChild(b"stats", FleetStatsResource(fleet))
     for name, carrier in fleet.carriers.items():
-        root.putChild(name.encode("ascii"), carrier_resource(carrier))
+        child = carrier_resource(carrier)
+        child.putChild(b"down", UpDownResource(fleet, name, False))
+        child.putChild(b"up", UpDownResource(fleet, name, True))
+        root.putChild(name.encode("ascii"), child)
     return _site(root)
 
 

@@ -382,14 +382,17 @@ class Fleet:
         self.carriers = carriers
         self.listening = listening
         self.hlr = hlr
+        #: name -> port of carriers taken :meth:`down`.
+        self.down_ports: dict[str, int] = {}
 
     def port(self, name: str) -> int:
         """The TCP port carrier ``name`` listens on (the real one when the spec said 0)."""
+        if name in self.down_ports:
+            return self.down_ports[name]
         return self.listening[name].getHost().port
 
     def address(self, name: str) -> tuple[str, int]:
-        h = self.listening[name].getHost()
-        return h.host, h.port
+        return self.specs[name].host, self.port(name)
 
     def order(self, name: str, destination: str | bytes) -> list[bytes]:
         """The texts of the submits ``name`` accepted for ``destination``, in the order it took them."""
@@ -414,13 +417,33 @@ class Fleet:
             "binds": st["binds"],
         }
 
+    def down(self, name: str) -> defer.Deferred[None]:
+        """Carrier ``name`` dies: it stops listening (connects are refused) and drops its sessions.
+
+        Receipts it still owes wait in its queues and go out after :meth:`up`,
+        as from a carrier that restarts with its store intact.
+        """
+        carrier = self.carriers[name]
+        self.down_ports[name] = self.port(name)
+        return carrier.close()
+
+    def up(self, name: str) -> IListeningPort:
+        """Carrier ``name`` comes back on the port it had."""
+        port = self.down_ports.pop(name)
+        lp = self.carriers[name].listen(port, self.specs[name].host)
+        self.listening[name] = lp
+        return lp
+
+    def is_up(self, name: str) -> bool:
+        return name not in self.down_ports
+
     def snapshot(self) -> dict[str, Any]:
         """Every carrier's :meth:`Carrier.snapshot` with its port, for /stats."""
         out = {}
         for name, c in self.carriers.items():
             snap = c.snapshot()
             snap["port"] = self.port(name)
-            snap.pop("seen", None)
+            snap["up"] = self.is_up(name)
             out[name] = snap
         return out
 

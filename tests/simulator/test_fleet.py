@@ -524,8 +524,21 @@ def test_cli_runs_a_fleet_with_control_and_hlr(tmp_path):
         hlr = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ph}/lookup?msisdn=393331234567",
                                                 timeout=5).read())
         assert hlr["result"] in ("DELIVERED", "ABSENT", "UNKNOWN_SUBSCRIBER")
-        a.close()
         b.close()
+
+        def post(path: str) -> dict:
+            req = urllib.request.Request(f"http://127.0.0.1:{pc}{path}", data=b"", method="POST")
+            return json.loads(urllib.request.urlopen(req, timeout=5).read())
+
+        assert post("/a/down") == {"carrier": "a", "up": False, "port": pa}
+        with pytest.raises(ConnectionError):
+            a.read()  # its session dropped
+        with pytest.raises(ConnectionRefusedError):
+            SyncEsme(pa)
+        assert post("/a/up")["up"] is True
+        a = SyncEsme(pa)
+        assert a.bind("hub", "x").status == 0
+        a.close()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -547,3 +560,27 @@ def test_cli_single_carrier_flags_unchanged():
         proc.terminate()
         proc.wait(10)
 
+
+
+@inline
+def test_a_carrier_goes_down_and_comes_back_with_what_it_owed(fleet, esme_to):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.error import ConnectionRefusedError
+
+    f = fleet(CarrierSpec("a", dlr_delay=0.3), CarrierSpec("b"))
+    esme = yield esme_to(f, "a")
+    resp = yield within(esme.submit())
+    port = f.port("a")
+    yield f.down("a")
+    yield within(esme.lost)
+    assert not f.is_up("a") and f.port("a") == port
+    with pytest.raises(ConnectionRefusedError):
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Esme())
+    other = yield esme_to(f, "b")  # the rest of the fleet lives on
+    assert (yield within(other.submit())).status == 0
+    yield sleep(0.4)  # the receipt falls due while the carrier is down
+    f.up("a")
+    assert f.port("a") == port
+    again = yield esme_to(f, "a")
+    receipt = yield again.next_request()
+    assert parse_receipt(receipt.fields["short_message"]).id == resp.fields["message_id"].decode()
