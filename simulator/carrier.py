@@ -359,6 +359,9 @@ class Carrier(protocol.ServerFactory):
         #: destination -> short_message (or message_payload) of each submit accepted for it,
         #: in the order the carrier took them (None unless ``record``); at most ``record_limit``.
         self.seen: dict[bytes, list[bytes]] | None = {} if record else None
+        #: Called with (system_id of the session, submit_sm) for each submit accepted:
+        #: the handsets' conversation mode (simulator/handsets.py) replies from it.
+        self.on_accept: Any = None
         self.record_limit = record_limit
         self.set_outcomes(outcomes if outcomes is not None else {"DELIVRD": 1.0})
 
@@ -606,6 +609,8 @@ class Carrier(protocol.ServerFactory):
         proto.session.respond(pdu, 0, {"message_id": mid})
         if self.seen is not None:
             self._record(pdu)
+        if self.on_accept is not None:
+            self.on_accept(proto.key, pdu)
         self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
 
     def _submit_faulty(self, proto: CarrierProtocol, pdu: Pdu, answer: Answer) -> None:
@@ -658,6 +663,8 @@ class Carrier(protocol.ServerFactory):
             proto.session.respond(pdu, 0, {"message_id": mid})
             if self.seen is not None:
                 self._record(pdu)
+            if self.on_accept is not None:
+                self.on_accept(proto.key, pdu)
             fields = pdu.fields
             self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
         if disconnect:
@@ -735,6 +742,10 @@ class Carrier(protocol.ServerFactory):
 
     # ---------------------------------------------------------- receipt timer
 
+    def call_later(self, delay: float, fn: Any) -> None:
+        """Call ``fn()`` after ``delay`` seconds on the receipt timer (one heap, one DelayedCall)."""
+        self._schedule(self.reactor.seconds() + delay, fn)
+
     def _schedule(self, due: float, item: Any) -> None:
         heapq.heappush(self._heap, (due, next(self._tie), item))
         timer = self._timer
@@ -764,9 +775,9 @@ class Carrier(protocol.ServerFactory):
                 item = pop(heap)[2]
                 if item.__class__ is not _Outbound:
                     try:
-                        item()  # a late submit answer
+                        item()  # a late submit answer, a handset's reply (call_later)
                     except Exception:
-                        log.exception("late answer failed")
+                        log.exception("delayed call failed")
                     continue
                 try:
                     if item.fields is None:

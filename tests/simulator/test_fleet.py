@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 
 from staffetta.pdu.codec import tlv_int
 from staffetta.pdu.constants import Command, MessageState, Status, Tag
@@ -38,63 +37,13 @@ from staffetta.simulator.fleet import (
     fleet_from_data,
     load_fleet_file,
     parse_carrier_flag,
-    start_fleet,
 )
-from tests.simulator.conftest import Esme, within
+from tests.simulator.conftest import Esme, answered_by, sleep, within
 from tests.syncesme import CLI, SyncEsme, free_port
 
 inline = pytest_twisted.inlineCallbacks
 
 DEST = b"393331234567"
-
-
-@pytest.fixture
-def fleet():
-    """fleet(*specs, **kw) -> a running Fleet on free ports; closed after the test."""
-    made = []
-
-    def make(*specs: CarrierSpec, **kw: Any):
-        f = start_fleet(reactor, specs, **kw)
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        pytest_twisted.blockon(f.close())
-
-
-@pytest.fixture
-def esme_to():
-    """esme_to(fleet, name, **kw) -> Deferred[Esme] bound TRX to that carrier; dropped after the test."""
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-    made: list[Esme] = []
-
-    @defer.inlineCallbacks
-    def conn(f, name: str, **kw: Any):
-        esme = Esme(**kw)
-        made.append(esme)
-        yield within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", f.port(name)), esme))
-        resp = yield esme.bind()
-        assert resp.status == 0
-        return esme
-
-    yield conn
-    for esme in made:
-        if esme.transport is not None and not esme.lost.called:
-            esme.transport.abortConnection()
-            pytest_twisted.blockon(esme.lost)
-
-
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-def answered_by(d: defer.Deferred) -> list:
-    """A box that holds the response once ``d`` fires (to check "not answered yet")."""
-    box: list = []
-    d.addCallback(lambda r: box.append(r) or r)
-    return box
 
 
 # -------------------------------------------------------- several carriers
