@@ -110,6 +110,15 @@ SINGLE_CARRIER_DEFAULTS: dict[str, Any] = {
     "system_id": "staffsim",
     "credential": None,
     "window": 100,
+    # The handsets (simulator/handsets.py); a fleet carrier says mo_rate=... itself.
+    "mo_rate": 0.0,
+    "mo_count": 0,
+    "mo_to": "4000",
+    "mo_text": "Hello",
+    "mo_long_share": 0.0,
+    "reply_share": 0.0,
+    "reply_delay": 2.0,
+    "reply_text": "Re: {text}",
 }
 
 
@@ -144,6 +153,21 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hlr-error-rate", type=float, default=0.0, metavar="P",
                         help="share of HLR lookups answered HTTP 500 (default 0)")
     parser.add_argument("--hlr-csv", metavar="FILE", help="fixed HLR answers: number,status,mcc,mnc,...")
+    parser.add_argument("--mo-rate", type=float, default=None, metavar="MO_PER_S",
+                        help="handsets send this many MO per second while a receiver is bound (default 0: none)")
+    parser.add_argument("--mo-count", type=int, default=None, metavar="N",
+                        help="stop the MO load after N (default 0: no end)")
+    parser.add_argument("--mo-to", default=None, metavar="ADDR,...",
+                        help="the numbers the handsets write to, in turn (default 4000)")
+    parser.add_argument("--mo-text", default=None, help="the MO text (default Hello)")
+    parser.add_argument("--mo-long-share", type=float, default=None, metavar="P",
+                        help="share of MO sent as multipart, parts reversed (default 0)")
+    parser.add_argument("--reply-share", type=float, default=None, metavar="P",
+                        help="share of MT recipients that reply to the sender (default 0)")
+    parser.add_argument("--reply-delay", type=float, default=None, metavar="SECONDS",
+                        help="seconds from the MT to its reply (default 2)")
+    parser.add_argument("--reply-text", default=None,
+                        help="the reply; {text} is the MT's first 40 characters, {n} a counter (default 'Re: {text}')")
 
 
 def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
@@ -176,6 +200,15 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
     if args.window < 1:
         _error("simulator", "--window: must be >= 1")
         return 2
+    from staffetta.simulator.fleet import HANDSET_FIELDS, CarrierSpec, SpecError, handsets_for
+
+    try:
+        handsets = CarrierSpec("sim", **{k: getattr(args, k) for k in HANDSET_FIELDS if k != "mo_to"},
+                               mo_to=tuple(t.strip() for t in str(args.mo_to).split(",") if t.strip()))
+    except (SpecError, TypeError) as exc:
+        field, _, why = str(exc).partition(": ")
+        _error("simulator", f"--{field.replace('_', '-')}: {why}")
+        return 2
 
     from twisted.internet.error import CannotListenError
 
@@ -205,6 +238,9 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
     except CannotListenError as exc:
         _error("simulator", f"--listen: cannot listen on {host}:{port}: {exc.socketError}")
         return 1
+    load, _conv = handsets_for(carrier, handsets, args.seed)
+    if load is not None:
+        load.start()
     where = f"listening on {host}:{lp.getHost().port}"
     if control is not None:
         try:
@@ -215,6 +251,10 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
         where += f", control http://{control[0]}:{cp.getHost().port}/stats"
     where += hlr_where
     mix = ", ".join(f"{k} {v:.0%}" for k, v in carrier.outcomes.items())
+    if handsets.mo_rate:
+        mix += f"; MO {handsets.mo_rate:g}/s to {','.join(handsets.mo_to)}"
+    if handsets.reply_share:
+        mix += f"; replies {handsets.reply_share:.0%} after {handsets.reply_delay}s"
     print(f"staffetta simulator: {where}; dlr delay {args.dlr_delay}s; outcomes {mix}", flush=True)
     reactor.run()
     return 0

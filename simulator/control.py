@@ -6,7 +6,9 @@ scripts in other processes, benchmarks). JSON in, JSON out::
 
     GET  /stats             counters, queue sizes, sessions
     POST /mo                {"source", "destination", "text", "data_coding"?, "esm_class"?,
-                             "system_id"?, "wait"?}  -> inject an MO
+                             "system_id"?, "wait"?, "multipart"?, "order"?}  -> inject an MO
+                            (multipart: udh8|udh16|sar, order: reverse|shuffle|last_first|in_order
+                             or a list of part numbers: a long MO cut in parts, sent in that order)
     POST /script            {"prefix", "submit_status"?, "stat"?, "err"?, "delay"?,
                              "respond"?, "answer"?}  -> add/replace a rule
     GET  /script            the rules
@@ -99,15 +101,26 @@ class MoResource(_Endpoint):
         esm = _field(data, "esm_class", int, 0)
         sid = _field(data, "system_id", str, None)
         wait = _field(data, "wait", bool, False)
+        form = _field(data, "multipart", str, None)
+        order = _field(data, "order", (str, list), "reverse")
         if not 0 <= dc <= 255:
             raise BadRequest("data_coding: must be 0-255")
         if not 0 <= esm <= 255:
             raise BadRequest("esm_class: must be 0-255")
-        try:
-            d = self.carrier.inject_mo(source, destination, text, data_coding=dc, esm_class=esm,
-                                       system_id=sid)
-        except ValueError as exc:
-            raise BadRequest(f"text/source/destination: {exc}") from None
+        d: Any
+        if form is not None:
+            from staffetta.simulator.handsets import multipart_mo
+
+            try:
+                d = multipart_mo(self.carrier, source, destination, text, form=form, order=order, system_id=sid)
+            except ValueError as exc:
+                raise BadRequest(f"multipart/order/source/destination: {exc}") from None
+        else:
+            try:
+                d = self.carrier.inject_mo(source, destination, text, data_coding=dc, esm_class=esm,
+                                           system_id=sid)
+            except ValueError as exc:
+                raise BadRequest(f"text/source/destination: {exc}") from None
         if not wait:
             d.addErrback(lambda _f: None)  # nobody waits: a dropped MO is only counted
             return _json(request, 202, {"queued": True})
@@ -115,10 +128,15 @@ class MoResource(_Endpoint):
         finished = [False]
         request.notifyFinish().addErrback(lambda _f: finished.__setitem__(0, True))
 
-        def done(status: int) -> None:
-            if not finished[0]:
-                request.write(_json(request, 200, {"status": status, "status_name": status_name(status)}))
-                request.finish()
+        def done(status: int | list[int]) -> None:
+            if finished[0]:
+                return
+            if isinstance(status, list):  # a multipart MO: one status per part, in part order
+                body = {"statuses": status, "status_names": [status_name(s) for s in status]}
+            else:
+                body = {"status": status, "status_name": status_name(status)}
+            request.write(_json(request, 200, body))
+            request.finish()
 
         def failed(f: Failure) -> None:
             if not finished[0]:

@@ -34,6 +34,7 @@ from staffetta.pdu.constants import Status
 from staffetta.pdu.receipt import STAT_TO_STATE
 from staffetta.simulator.carrier import ID_FORMATS, RECEIPT_FORMATS, Carrier
 from staffetta.simulator.faults import Faults
+from staffetta.simulator.handsets import Conversations, MoLoad, MoLoadResult
 from staffetta.simulator.hlr import HlrSimulator
 
 FINAL_STATS = tuple(s for s in STAT_TO_STATE if s != "ENROUTE")
@@ -86,6 +87,17 @@ class CarrierSpec:
     seed: int | None = None
     #: Keep the per-destination order of accepted submits (Carrier.seen).
     record: bool = True
+    #: Handsets (simulator/handsets.py): MO per second while a receiving session is bound (0: none),
+    #: how many in all (0: no end), to which numbers, with what text, the share that is multipart.
+    mo_rate: float = 0.0
+    mo_count: int = 0
+    mo_to: tuple[str, ...] = ("4000",)
+    mo_text: str = "Hello"
+    mo_long_share: float = 0.0
+    #: Conversations: the share of MT recipients that reply to the sender, after reply_delay.
+    reply_share: float = 0.0
+    reply_delay: float = 2.0
+    reply_text: str = "Re: {text}"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
@@ -134,6 +146,20 @@ class CarrierSpec:
             self.faults()
         except ValueError as exc:
             raise SpecError(str(exc)) from None
+        if isinstance(self.mo_rate, bool) or not isinstance(self.mo_rate, int | float) \
+                or not 0 <= self.mo_rate < math.inf:
+            raise SpecError(f"mo_rate: {self.mo_rate!r} is not a number of MO per second >= 0")
+        if isinstance(self.mo_count, bool) or not isinstance(self.mo_count, int) or self.mo_count < 0:
+            raise SpecError(f"mo_count: {self.mo_count!r} is not a whole number >= 0")
+        if not self.mo_to or not all(isinstance(t, str) and 0 < len(t) <= 20 for t in self.mo_to):
+            raise SpecError(f"mo_to: {self.mo_to!r} is not a list of addresses of 1-20 characters")
+        for name in ("mo_long_share", "reply_share"):
+            _check_share(name, getattr(self, name))
+        _check_seconds("reply_delay", self.reply_delay)
+        try:
+            self.reply_text.format(text="", n=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SpecError(f"reply_text: {self.reply_text!r} may name only {{text}} and {{n}} ({exc})") from None
 
     def faults(self) -> Faults:
         """The submit misbehaviour part of the spec (simulator/faults.py)."""
@@ -165,6 +191,8 @@ def derive_seed(seed: int | None, name: str) -> int | None:
 _FIELDS = {f.name: f for f in fields(CarrierSpec)}
 #: Flag keys that repeat, one pair each, and the spec field they fill.
 _PAIR_KEYS = {"outcome": "outcomes", "error": "errors", "serve": "serves", "credential": "credentials"}
+#: Flag keys that repeat, one item each.
+_LIST_KEYS = frozenset({"mo_to"})
 
 
 def parse_status(v: Any) -> int:
@@ -229,9 +257,10 @@ def spec_from_mapping(data: Mapping[str, Any]) -> CarrierSpec:
             raise SpecError(f"{key}: given twice")
         if v is None and key not in ("throughput", "mccmnc", "credentials", "system_id", "seed"):
             raise SpecError(f"{key}: empty")
-        if key in ("port", "window", "disconnect_every", "seed"):
+        if key in ("port", "window", "disconnect_every", "seed", "mo_count"):
             v = None if v is None else _number(key, v, int)
-        elif key in ("latency", "dlr_delay", "unanswered", "slow", "slow_delay"):
+        elif key in ("latency", "dlr_delay", "unanswered", "slow", "slow_delay", "mo_rate", "mo_long_share",
+                     "reply_share", "reply_delay"):
             v = _number(key, v)
         elif key == "throughput":
             v = None if v is None or str(v).strip().lower() in ("off", "none") else _number(key, v)
@@ -254,8 +283,12 @@ def spec_from_mapping(data: Mapping[str, Any]) -> CarrierSpec:
             v = {p: _number(f"serves: share of {p}", s) for p, s in _mapping(key, v).items()}
         elif key == "credentials":
             v = None if v is None else {k: str(pw) for k, pw in _mapping(key, v).items()}
+        elif key == "mo_to":
+            v = tuple(str(t).strip() for t in (v if isinstance(v, list | tuple) else [v]))
         elif key in ("mccmnc", "system_id", "name", "host", "id_format", "receipt_format"):
             v = None if v is None else str(v).strip()
+        elif key in ("mo_text", "reply_text"):
+            v = str(v)
         kw[key] = v
     if "name" not in kw:
         raise SpecError("name: required")
@@ -278,7 +311,10 @@ def parse_carrier_flag(text: str) -> CarrierSpec:
         key = key.strip().replace("-", "_")
         if not sep:
             raise SpecError(f"{part!r} is not KEY=VALUE")
-        if key in _PAIR_KEYS:
+        if key in _LIST_KEYS:
+            items = data.setdefault(key, [])
+            items.append(value.strip())
+        elif key in _PAIR_KEYS:
             target = _PAIR_KEYS[key]
             k, sep2, val = value.partition(":")
             if key == "serve" and not sep2:
@@ -384,6 +420,10 @@ class Fleet:
         self.hlr = hlr
         #: name -> port of carriers taken :meth:`down`.
         self.down_ports: dict[str, int] = {}
+        #: name -> the carrier's MO load and conversations (simulator/handsets.py), when its spec asks.
+        self.mo_loads: dict[str, MoLoad] = {}
+        self.mo_results: dict[str, defer.Deferred[MoLoadResult]] = {}
+        self.conversations: dict[str, Conversations] = {}
 
     def port(self, name: str) -> int:
         """The TCP port carrier ``name`` listens on (the real one when the spec said 0)."""
@@ -415,6 +455,8 @@ class Fleet:
             "disconnects": st["disconnects"],
             "receipts_sent": st["receipts_sent"],
             "binds": st["binds"],
+            "mo_sent": st["mo_sent"],
+            "mo_acked": st["mo_acked"],
         }
 
     def down(self, name: str) -> defer.Deferred[None]:
@@ -448,7 +490,11 @@ class Fleet:
         return out
 
     def close(self) -> defer.Deferred[None]:
-        """Stop every carrier and the HLR; fires when all are down."""
+        """Stop every carrier, its handsets and the HLR; fires when all are down."""
+        for load in self.mo_loads.values():
+            load.stop()
+        for conv in self.conversations.values():
+            conv.close()
         ds = [c.close() for c in self.carriers.values()]
         if self.hlr is not None:
             ds.append(self.hlr.close())
@@ -513,10 +559,44 @@ def start_fleet(reactor: Any, specs: Iterable[CarrierSpec], *, seed: int | None 
         if hlr is not None:
             hlr.close()
         raise
-    return Fleet(reactor, {s.name: s for s in specs}, carriers, listening, hlr)
+    fleet = Fleet(reactor, {s.name: s for s in specs}, carriers, listening, hlr)
+    for spec in specs:
+        start_handsets(fleet, spec, seed)
+    return fleet
+
+
+def start_handsets(fleet: Fleet, spec: CarrierSpec, fleet_seed: int | None = None) -> None:
+    """The spec's MO load and conversations on its fleet carrier (seeded like the carrier)."""
+    seed = spec.seed if spec.seed is not None else derive_seed(fleet_seed, spec.name)
+    load, conv = handsets_for(fleet.carriers[spec.name], spec, seed)
+    if conv is not None:
+        fleet.conversations[spec.name] = conv
+    if load is not None:
+        fleet.mo_loads[spec.name] = load
+        fleet.mo_results[spec.name] = load.start()
+
+
+def handsets_for(carrier: Carrier, spec: CarrierSpec,
+                 seed: int | None) -> tuple[MoLoad | None, Conversations | None]:
+    """What ``spec``'s mo_* and reply_* fields ask for on ``carrier`` (the MO load not yet started)."""
+    conv = None
+    if spec.reply_share:
+        conv = Conversations(carrier, share=spec.reply_share, delay=spec.reply_delay, text=spec.reply_text,
+                             seed=seed)
+    load = None
+    if spec.mo_rate:
+        load = MoLoad(carrier, rate=spec.mo_rate, n=spec.mo_count or None, to=spec.mo_to, text=spec.mo_text,
+                      long_share=spec.mo_long_share, seed=seed)
+    return load, conv
+
+
+#: The spec fields of the handsets, which ``staffetta simulator`` also takes as options (``--mo-rate``...).
+HANDSET_FIELDS = ("mo_rate", "mo_count", "mo_to", "mo_text", "mo_long_share", "reply_share", "reply_delay",
+                  "reply_text")
 
 
 __all__ = [
+    "HANDSET_FIELDS",
     "CarrierSpec",
     "Fleet",
     "FleetFile",
@@ -525,6 +605,7 @@ __all__ = [
     "check_fleet",
     "derive_seed",
     "fleet_from_data",
+    "handsets_for",
     "load_fleet_file",
     "parse_carrier_flag",
     "parse_status",

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import random
+import subprocess
 
 import phonenumbers
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from staffetta.pdu.codec import tlv_int
-from staffetta.pdu.constants import ESM_UDHI, Tag
+from staffetta.pdu.codec import Pdu, encode, tlv_int
+from staffetta.pdu.constants import ESM_UDHI, Command, Tag
 from staffetta.pdu.segments import parse_udh
 from staffetta.pdu.text import GSM, UCS2, decode
-from staffetta.simulator.fleet import CarrierSpec
+from staffetta.simulator import cli
+from staffetta.simulator.fleet import CarrierSpec, SpecError, parse_carrier_flag
 from staffetta.simulator.handsets import Conversations, MoLoad, multipart_mo, part_order
 from tests.simulator.conftest import sleep, within
+from tests.syncesme import CLI, SyncEsme, free_port
 
 inline = pytest_twisted.inlineCallbacks
 
@@ -160,3 +163,123 @@ def test_a_share_of_recipients_reply_seeded(fleet, esme_to):
         yield f.close()
     assert 15 <= len(picked[0]) <= 45
     assert picked[0] == picked[1]
+
+
+# ------------------------------------------------- from a spec, flags, HTTP
+
+
+@inline
+def test_fleet_specs_start_handsets(fleet, esme_to):
+    spec_mo = parse_carrier_flag("name=a,mo_rate=100,mo_count=5,mo_to=4000,mo_to=4001,mo_text=Hi there")
+    spec_reply = parse_carrier_flag("name=b,reply_share=1,reply_delay=0.05,reply_text=got {text}")
+    f = fleet(spec_mo, spec_reply, seed=4)
+    a = yield esme_to(f, "a")
+    mos = yield collect(a, 5)
+    assert [p.fields["destination_addr"] for p in mos] == [b"4000", b"4001"] * 2 + [b"4000"]
+    assert {p.fields["short_message"] for p in mos} == {b"Hi there"}
+    result = yield within(f.mo_results["a"])
+    assert result.answered == 5
+    b = yield esme_to(f, "b")
+    yield within(b.submit(b"393331234567", b"ping", registered_delivery=0, source_addr=b"393401112222",
+                          source_addr_ton=1, source_addr_npi=1))
+    reply = yield b.next_request()
+    assert reply.fields["short_message"] == b"got ping"
+    yield sleep(0.1)  # our deliver_sm_resp reaches the carrier
+    assert f.conversations["b"].stats["acked"] == 1
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("name=a,mo_rate=-1", "mo_rate: -1.0 is not a number of MO per second"),
+    ("name=a,mo_count=x", "mo_count: 'x' is not a whole number"),
+    ("name=a,mo_long_share=2", "mo_long_share: 2.0 is not a share"),
+    ("name=a,reply_share=1.5", "reply_share: 1.5 is not a share"),
+    ("name=a,reply_delay=-3", "reply_delay: -3.0 is not a number of seconds"),
+    ("name=a,reply_text={who}", "reply_text: '{who}' may name only {text} and {n}"),
+    ("name=a,mo_to=123456789012345678901", "mo_to:"),
+])
+def test_bad_handset_fields(text, needle):
+    with pytest.raises(SpecError) as exc:
+        parse_carrier_flag(text)
+    assert needle in str(exc.value)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--mo-rate", "-5"], "--mo-rate: -5.0 is not a number of MO per second >= 0"),
+    (["--reply-share", "2"], "--reply-share: 2.0 is not a share between 0 and 1"),
+    (["--reply-text", "{oops}"], "--reply-text: '{oops}' may name only"),
+    (["--carrier", "name=a", "--mo-rate", "5"], "--mo-rate: not with --carrier/--fleet"),
+])
+def test_simulator_cli_handset_mistakes_exit_2(capsys, argv, needle):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_simulator_arguments(parser)
+    assert cli.simulator_main(parser.parse_args(argv), reactor=object()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_cli_single_carrier_mo_load_and_replies():
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "simulator", "--listen", f"127.0.0.1:{port}", "--control", "off", "--hlr", "off",
+                             "--mo-rate", "50", "--mo-count", "3", "--mo-to", "4000,4001", "--reply-share", "1",
+                             "--reply-delay", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert "MO 50/s to 4000,4001" in banner and "replies 100%" in banner, banner
+        s = SyncEsme(port)
+        assert s.bind("hub", "x", Command.BIND_TRANSCEIVER).status == 0
+        got = []
+        while len(got) < 3:
+            p = s.read()
+            if p.command_id == Command.DELIVER_SM:
+                s.sock.sendall(encode(Pdu(Command.DELIVER_SM_RESP, p.sequence, 0, {"message_id": b""})))
+                got.append(p.fields["destination_addr"])
+        assert got == [b"4000", b"4001", b"4000"]
+        s.send(Command.SUBMIT_SM, {"source_addr_ton": 1, "source_addr_npi": 1, "source_addr": b"393401112222",
+                                   "dest_addr_ton": 1, "dest_addr_npi": 1, "destination_addr": b"393331234567",
+                                   "short_message": b"yo"})
+        kinds = {}
+        while len(kinds) < 2:
+            p = s.read()
+            kinds[p.command_id] = p
+        reply = kinds[Command.DELIVER_SM]
+        assert (reply.fields["source_addr"], reply.fields["short_message"]) == (b"393331234567", b"Re: yo")
+        s.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@inline
+def test_http_control_sends_a_multipart_mo(fleet, esme_to):
+    import json
+    import urllib.request
+
+    from twisted.internet import threads
+
+    from staffetta.simulator.control import listen_fleet_control
+
+    f = fleet(CarrierSpec("c"))
+    lp = listen_fleet_control(f, 0)
+    try:
+        esme = yield esme_to(f, "c")
+        url = f"http://127.0.0.1:{lp.getHost().port}/c/mo"
+        body = json.dumps({"source": "393331234567", "destination": "4000", "text": LONG, "multipart": "udh16",
+                           "order": [2, 3, 1], "wait": True}).encode()
+        answer = threads.deferToThread(
+            lambda: json.loads(urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5).read()))
+        pdus = yield collect(esme, 3)
+        assert reassemble(pdus) == ([2, 3, 1], LONG)
+        assert (yield answer) == {"statuses": [0, 0, 0], "status_names": ["ESME_ROK"] * 3}
+        bad = json.dumps({"source": "1", "destination": "2", "text": "x", "multipart": "udh7"}).encode()
+        try:
+            yield threads.deferToThread(lambda: urllib.request.urlopen(urllib.request.Request(url, data=bad),
+                                                                       timeout=5))
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400 and b"udh7" in exc.read()
+        else:
+            raise AssertionError("a bad multipart form was accepted")
+    finally:
+        yield lp.stopListening()
