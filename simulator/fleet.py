@@ -590,6 +590,24 @@ def handsets_for(carrier: Carrier, spec: CarrierSpec,
     return load, conv
 
 
+def demo_specs() -> list[CarrierSpec]:
+    """Two carriers that make routing visible (a suggestion for ``staffetta demo``).
+
+    ``cheap`` throttles above 20 msg/s, refuses destinations under 3934 with
+    ESME_RSUBMITFAIL and loses a share of its receipts to UNDELIV/EXPIRED: a
+    failover route moves traffic off it, a least-cost route prefers it until
+    its delivery ratio falls under a floor. ``premium`` is dearer and
+    reliable; its network (222 10) serves a fifth of the 39333 numbers, so a
+    ported number has somewhere to go. Both on free ports; magic on.
+    """
+    return [
+        CarrierSpec("cheap", dlr_delay=1.0, outcomes={"DELIVRD": 0.85, "UNDELIV": 0.1, "EXPIRED": 0.05},
+                    throughput=20, errors={"3934": int(Status.ESME_RSUBMITFAIL)}, mccmnc="22288"),
+        CarrierSpec("premium", dlr_delay=0.5, latency=0.01, mccmnc="22210", serves={"39333": 0.2},
+                    reply_share=0.1, reply_delay=5.0),
+    ]
+
+
 #: The spec fields of the handsets, which ``staffetta simulator`` also takes as options (``--mo-rate``...).
 HANDSET_FIELDS = ("mo_rate", "mo_count", "mo_to", "mo_text", "mo_long_share", "reply_share", "reply_delay",
                   "reply_text")
@@ -603,6 +621,7 @@ __all__ = [
     "SpecError",
     "build_carrier",
     "check_fleet",
+    "demo_specs",
     "derive_seed",
     "fleet_from_data",
     "handsets_for",

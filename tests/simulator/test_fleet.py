@@ -533,3 +533,18 @@ def test_a_carrier_goes_down_and_comes_back_with_what_it_owed(fleet, esme_to):
     again = yield esme_to(f, "a")
     receipt = yield again.next_request()
     assert parse_receipt(receipt.fields["short_message"]).id == resp.fields["message_id"].decode()
+
+
+@inline
+def test_the_demo_fleet_throttles_refuses_and_serves(fleet, esme_to):
+    from staffetta.simulator.fleet import demo_specs
+
+    f = fleet(*demo_specs(), seed=1)
+    cheap = yield esme_to(f, "cheap")
+    resps = yield within(defer.gatherResults([cheap.submit(registered_delivery=0) for _ in range(25)]))
+    assert [r.status for r in resps].count(Status.ESME_RTHROTTLED) >= 4
+    refused = yield within(cheap.submit(b"393471234567", registered_delivery=0))
+    assert refused.status in (Status.ESME_RSUBMITFAIL, Status.ESME_RTHROTTLED)
+    served = [n for n in (f"39333{i:07d}" for i in range(200))
+              if (f.hlr.answer(n)["serving"] or {}).get("mccmnc") == "22210"]
+    assert 20 < len(served) < 70
