@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
 
 from staffetta.pdu.codec import tlv_int
@@ -22,6 +24,7 @@ from staffetta.pdu.receipt import parse_receipt
 from staffetta.simulator import cli
 from staffetta.simulator.faults import (
     MAGIC_DISCONNECT,
+    MAGIC_MODES,
     MAGIC_OUTCOME,
     MAGIC_REFUSE,
     MAGIC_SILENT,
@@ -548,3 +551,25 @@ def test_the_demo_fleet_throttles_refuses_and_serves(fleet, esme_to):
     served = [n for n in (f"39333{i:07d}" for i in range(200))
               if (f.hlr.answer(n)["serving"] or {}).get("mccmnc") == "22210"]
     assert 20 < len(served) < 70
+
+
+@given(prefix=st.text("0123456789", min_size=2, max_size=8), mode=st.sampled_from(MAGIC_MODES),
+       argument=st.integers(0, 999))
+def test_magic_destinations_round_trip(prefix, mode, argument):
+    assert magic(magic_destination(prefix, mode, argument).encode()) == (mode, argument)
+
+
+@given(number=st.text("0123456789", min_size=7, max_size=15))
+def test_only_999_and_a_known_mode_is_magic(number):
+    expected = number[-7:-4] == "999" and number[-4] in "01234"
+    assert (magic(number.encode()) is not None) == expected
+
+
+@given(rate=st.floats(0.5, 1000), steps=st.lists(st.floats(0, 0.5), min_size=1, max_size=300))
+def test_throughput_never_admits_more_than_the_bucket_allows(rate, steps):
+    plan = FaultPlan(Faults(throughput=rate, magic=False), seed=1)
+    t, admitted = 0.0, 0
+    for dt in steps:
+        t += dt
+        admitted += plan.decide(DEST, t).cause != "throttled"
+    assert admitted <= max(1.0, rate) + rate * t + 1e-6
