@@ -149,6 +149,9 @@ class MoLoad:
     """
 
     tick = 0.01
+    #: MO waiting in the carrier's lines above which the load holds back: a receiver slower than
+    #: ``rate`` sets the pace (and the result says so) instead of a backlog growing without end.
+    max_backlog = 2000
 
     def __init__(self, carrier: Carrier, *, rate: float, n: int | None = None, to: Sequence[str] = ("4000",),
                  text: str = "Hello", long_share: float = 0.0, long_text: str | None = None,
@@ -213,6 +216,10 @@ class MoLoad:
         if self._started is None:
             self._started = now
         due = int(self.rate * (now - self._t0)) + 1 - (self.result.sent - self._sent_at_t0)
+        room = self.max_backlog - self.carrier.queued
+        if due > room:  # the receiver is behind: never more than max_backlog waiting, and no catch-up burst
+            self._sent_at_t0 += due - max(0, room)
+            due = room
         for _ in range(max(0, due)):
             if self.n is not None and self.result.sent >= self.n:
                 self.stop()

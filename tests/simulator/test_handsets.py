@@ -283,3 +283,17 @@ def test_http_control_sends_a_multipart_mo(fleet, esme_to):
             raise AssertionError("a bad multipart form was accepted")
     finally:
         yield lp.stopListening()
+
+
+@inline
+def test_mo_load_holds_back_behind_a_slow_receiver(fleet, esme_to):
+    f = fleet(CarrierSpec("c", window=10))
+    esme = yield esme_to(f, "c", ack_status=None)  # never answers: the window fills, MO wait in the line
+    carrier = f.carriers["c"]
+    load = MoLoad(carrier, rate=2000, seed=1)
+    load.max_backlog = 50
+    load.start()
+    yield sleep(0.5)
+    assert carrier.queued <= 50 and load.result.sent <= 10 + 50
+    load.stop()
+    assert esme.requests.pending  # the first ten did go out
