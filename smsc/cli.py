@@ -259,17 +259,16 @@ def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
     from staffetta.conf.settings import HlrSettings
-    from staffetta.simulator.hlr import listen_hlr
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
-    hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
-    settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
-    fleet = start_demo_fleet(reactor, args.dlr_delay)
-    ports = {name: lp.getHost().port for name, (_, lp) in fleet.items()}
+    fleet = start_demo_fleet(reactor, args.dlr_delay)  # two carriers and the HLR (lookups off until asked)
+    hlr_url = fleet.hlr.url
+    settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_url}))
+    ports = {name: fleet.port(name) for name in DEMO_CARRIERS}
     settings = demo_settings(settings, ports)
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
@@ -282,7 +281,7 @@ def cmd_demo(args) -> int:
         "metrics": metrics,
         "carrier": f"127.0.0.1:{ports[DEMO_CARRIERS[0]]}",
         "carriers": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
-        "hlr": hlr_sim.url,
+        "hlr": hlr_url,
     }
     addresses = write_addresses(settings.data_dir, started)
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
@@ -292,7 +291,7 @@ def cmd_demo(args) -> int:
         f"  carriers: alpha on 127.0.0.1:{ports['alpha']} (cheap; refuses {DEMO_REFUSED}... with ESME_RSYSERR), "
         f"beta on 127.0.0.1:{ports['beta']}; receipts after {args.dlr_delay}s\n"
         f"  routes:  +39 failover alpha -> beta; the rest least-cost (docs/routing.md)\n"
-        f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
+        f"  HLR:     simulator at {hlr_url} (turn on with: staffetta account set demo --hlr cached)\n"
         f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"  addresses for the other verbs: {addresses}\n"
@@ -320,18 +319,21 @@ DEMO_ROUTES = [
 ]
 
 
-def start_demo_fleet(reactor: Any, dlr_delay: float) -> dict[str, tuple[Any, Any]]:
-    """The demo's two simulated carriers on free ports: name -> (carrier, listening port)."""
-    from staffetta.pdu.constants import Status
-    from staffetta.simulator.carrier import Carrier
+def start_demo_fleet(reactor: Any, dlr_delay: float) -> Any:
+    """The demo's two simulated carriers (simulator/fleet.py) on free ports, with the fleet's HLR.
 
-    fleet = {}
-    for name in DEMO_CARRIERS:
-        carrier = Carrier(reactor, dlr_delay=dlr_delay,
-                          credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
-        fleet[name] = (carrier, carrier.listen(0))
-    fleet["alpha"][0].script(DEMO_REFUSED, submit_status=Status.ESME_RSYSERR)  # a failover to watch
-    return fleet
+    alpha is the cheap one and refuses ``DEMO_REFUSED``... with ESME_RSYSERR,
+    which the Italy rule fails over on: the failover to watch in /metrics.
+    """
+    from staffetta.pdu.constants import Status
+    from staffetta.simulator.fleet import CarrierSpec, start_fleet
+
+    login = {DEMO_SIM_SYSTEM_ID: DEMO_SIM_PASSWORD}
+    return start_fleet(reactor, [
+        CarrierSpec("alpha", dlr_delay=dlr_delay, credentials=login, mccmnc="22288",
+                    errors={DEMO_REFUSED: int(Status.ESME_RSYSERR)}),
+        CarrierSpec("beta", dlr_delay=dlr_delay, credentials=login, mccmnc="22210", latency=0.005),
+    ], seed=1)
 
 
 def demo_settings(settings: Settings, ports: dict[str, int]) -> Settings:
