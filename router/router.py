@@ -36,6 +36,8 @@ from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are
     text20_of,
 )
 from staffetta.router.routes import Route
+from staffetta.router.schedule import DEFAULT_LIMIT as SCHEDULE_LIMIT
+from staffetta.router.schedule import Schedule
 from staffetta.router.upstream import Connector, Forward
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class Router:
         receipt_ttl: float = RECEIPT_TTL,
         metrics=None,
         refund_network_failures: Callable[[int], bool] = lambda account_id: False,
+        max_scheduled: int = SCHEDULE_LIMIT,
+        schedule_horizon: float = 7 * 86400.0,
     ) -> None:
         #: Per account: is a message that fails in the network refunded? (billing policy)
         self.refund_network_failures = refund_network_failures
@@ -125,6 +129,9 @@ class Router:
         #: (~160 µs a message at 300,000 in flight), an OrderedDict's is O(1).
         self._by_message: OrderedDict[int, MessageRecord] = OrderedDict()
         self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
+        #: Messages waiting for their schedule_delivery_time (router/schedule.py).
+        self.schedule = Schedule(reactor, self._released, self._expired_scheduled,
+                                 horizon=schedule_horizon, limit=max_scheduled)
 
     # ---------------------------------------------------------------- routing
 
@@ -170,7 +177,10 @@ class Router:
 
         ``tlvs``: the submit's TLV dict when the caller has it (see
         :meth:`MessageRecord.forward`); a resumed message decodes its row's.
+        A message scheduled for later waits in :attr:`schedule` (also after a restart).
         """
+        if record.deliver_at is not None and self.schedule.hold(record):
+            return
         self._track(record)
         self.enqueue(record.route or DEFAULT_ROUTE, record.forward(tlvs))
 
@@ -251,21 +261,38 @@ class Router:
         """
         by_message = self._by_message
 
-        def match(item: Forward) -> bool:
-            t = by_message.get(item.message_id)
-            if t is None or t.account_id != account_id:
+        def match_record(t: MessageRecord) -> bool:
+            if t.account_id != account_id:
                 return False
             if message_id is not None:
-                return item.message_id == message_id and (not source or t.source == source)
+                return t.id == message_id and (not source or t.source == source)
             return t.source == source and (destination is None or t.destination == destination)
 
+        def match(item: Forward) -> bool:
+            t = by_message.get(item.message_id)
+            return t is not None and match_record(t)
+
         n = 0
+        for t in self.schedule.take(match_record, message_id):  # not yet released
+            self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
+            n += 1
         for route in self.routes.values():
             for item in route.take(match):
                 t = by_message.pop(item.message_id)
                 self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
                 n += 1
         return n
+
+    def _released(self, record: MessageRecord) -> None:
+        """Its schedule_delivery_time came: the row says ENROUTE, the message joins its route."""
+        self.writer.enqueue("released", record.id)
+        record.state = _ENROUTE
+        self._track(record)
+        self.enqueue(record.route or DEFAULT_ROUTE, record.forward())
+
+    def _expired_scheduled(self, record: MessageRecord) -> None:
+        """Validity ran out while it waited for its time: as in a queue (EXPIRED, refund, receipt)."""
+        self._finish(record, MessageState.EXPIRED, 0, None, refund="expired_in_queue")
 
     # ------------------------------------------------------- upstream answers
 

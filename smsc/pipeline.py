@@ -35,6 +35,7 @@ from staffetta.pdu.constants import Status
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
 from staffetta.router.record import MessageRecord
+from staffetta.router.schedule import lifetime
 from staffetta.smsc.throttle import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,11 @@ class SubmitPipeline:
 
     def __init__(self, *, choose_route: Callable[[int, str, str], str | None],
                  can_accept: Callable[[str], bool], message_ids: Callable[[], int],
-                 default_validity: float, max_validity: float) -> None:
+                 default_validity: float, max_validity: float,
+                 check_schedule: Callable[[float, float], tuple[int, str] | None] | None = None) -> None:
         self.choose_route = choose_route
+        #: ``(deliver_at, now)`` -> ``(status, reason)`` when a schedule cannot be held (Schedule.admit).
+        self.check_schedule = check_schedule
         self.can_accept = can_accept
         self.message_ids = message_ids
         self.default_validity = default_validity
@@ -150,6 +154,10 @@ class SubmitPipeline:
             a = assess_submit(fields, tlvs, who.policy)
         except SubmitRejected as exc:
             return self.refuse(account, exc.status, f"{exc.field}: {exc.reason}")
+        if a.schedule is not None and self.check_schedule is not None:
+            held = self.check_schedule(a.schedule.timestamp(), now)
+            if held is not None:
+                return self.refuse(account, *held)
         route = self.choose_route(account.id, a.destination.e164, a.msg_type)
         if route is None:
             return self.refuse(account, NO_ROUTE_STATUS, f"no route for {a.msg_type} to {a.destination.e164}")
@@ -194,11 +202,7 @@ class SubmitPipeline:
 
     def _accepted(self, fields: dict, tlvs: dict[int, bytes], a: Assessment, who: Submitter,
                   route: str, price: int, now: float, mccmnc: str | None) -> Accepted:
-        validity = a.validity
-        if validity is None:
-            expires_at = now + self.default_validity
-        else:
-            expires_at = min(validity.timestamp(), now + self.max_validity)
+        deliver_at, expires_at = lifetime(a.schedule, a.validity, now, self.default_validity, self.max_validity)
         record = MessageRecord.from_submit(self.message_ids(), who.account.id, fields, tlvs, a, now,
-                                           expires_at, route, mccmnc)
+                                           expires_at, route, mccmnc, deliver_at)
         return Accepted(record, route, price, mccmnc)
