@@ -11,8 +11,8 @@ from twisted.internet import task
 from staffetta.pdu.constants import MessageState, Status
 from staffetta.pdu.window import Line
 from staffetta.router.record import SCHEDULED, MessageRecord
-from staffetta.router.routes import Route
 from staffetta.router.router import Router
+from staffetta.router.routes import Route
 from staffetta.router.schedule import Schedule, lifetime
 from staffetta.router.upstream import Forward
 
@@ -259,3 +259,30 @@ def test_a_scheduled_message_past_its_validity_ends_expired_and_refunded():
     assert [(k, i[0], i[1], i[5]) for k, i in writes.outcomes] == [
         ("outcomes", 1, MessageState.EXPIRED, "expired_in_queue")]
     assert list(line) == []
+
+
+def test_memory_per_held_message_is_within_its_documented_bound():
+    """docs/operations.md: a message held for its schedule costs at most 1 KB (short GSM text)."""
+    import gc
+    import tracemalloc
+
+    from staffetta.pdu.message import AccountPolicy, assess_submit
+    from tests.builders import submit_fields
+
+    n = 5_000
+    fields = submit_fields(text="Your code is 123456. It expires in 10 minutes.", registered_delivery=1)
+    policy = AccountPolicy()
+    h = Held(limit=n)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        f = dict(fields, destination_addr=b"3933312%05d" % i, short_message=bytes(fields["short_message"]))
+        a = assess_submit(f, {}, policy)
+        r = MessageRecord.from_submit(1_000_000 + i, 3, f, {}, a, T0, T0 + 4 * DAY, "default", None,
+                                      T0 + DAY + i)
+        assert h.schedule.hold(r)
+    per_message = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    print(f"held message: {per_message:.0f} B")
+    assert per_message <= 1024, per_message
