@@ -284,11 +284,24 @@ class Router:
         return n
 
     def _released(self, record: MessageRecord) -> None:
-        """Its schedule_delivery_time came: the row says ENROUTE, the message joins its route."""
+        """Its schedule_delivery_time came: the row says ENROUTE, the message joins its route.
+
+        The route was chosen at acceptance, maybe days ago; if the route table
+        no longer has it, the message takes the route chosen now, and with
+        none it ends REJECTED and refunded rather than stranded.
+        """
+        route = record.route or DEFAULT_ROUTE
+        if route not in self.routes:
+            route = self.choose_route(record.account_id, record.destination, record.msg_type)
+            if route is None:
+                log.warning("scheduled message %d: no route at its release", record.id)
+                self._finish(record, MessageState.REJECTED, 0, None, refund="no_route")
+                return
+            record.route = route
         self.writer.enqueue("released", record.id)
         record.state = _ENROUTE
         self._track(record)
-        self.enqueue(record.route or DEFAULT_ROUTE, record.forward())
+        self.enqueue(route, record.forward())
 
     def _expired_scheduled(self, record: MessageRecord) -> None:
         """Validity ran out while it waited for its time: as in a queue (EXPIRED, refund, receipt)."""

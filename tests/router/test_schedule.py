@@ -211,7 +211,7 @@ def _full(mid: int, deliver_at: float | None, **kw) -> MessageRecord:
     r = _record(mid, deliver_at, **kw)
     r.source_ton, r.source_npi, r.esm_class, r.protocol_id, r.priority = 5, 0, 0, 0, 0
     r.registered_delivery, r.data_coding, r.short_message, r.tlvs, r.umr = 1, 0, b"hi", b"", None
-    r.submitted_at, r.text20 = T0, "hi"
+    r.submitted_at, r.text20, r.msg_type = T0, "hi", "PRO"
     return r
 
 
@@ -286,3 +286,17 @@ def test_memory_per_held_message_is_within_its_documented_bound():
     tracemalloc.stop()
     print(f"held message: {per_message:.0f} B")
     assert per_message <= 1024, per_message
+
+
+def test_a_route_gone_by_the_release_is_chosen_again_or_the_message_ends_refunded():
+    router, clock, writes, line = _router()
+    router.forward(_full(1, T0 + 10))
+    router.forward(_full(2, T0 + 20))
+    del router.routes["default"]  # the route table changed while they waited
+    clock.advance(10)  # no connector, no route: refused now, refunded, with its receipt
+    assert [(i[0], i[1], i[5]) for _, i in writes.outcomes] == [(1, MessageState.REJECTED, "no_route")]
+    router.routes["other"] = Route("other", clock=clock)
+    router.choose_route = lambda account_id, destination, msg_type: "other"
+    clock.advance(10)
+    assert [i.message_id for i in router.routes["other"].line] == [2]
+    assert router._by_message[2].route == "other"
