@@ -304,6 +304,7 @@ class Hub:
         for name, c in self.router.connectors.items():
             self.metrics.upstream_window.labels(name).set(c.in_flight)
             self.metrics.upstream_queue.labels(name).set(len(c.queue))
+        self.metrics.scheduled.set(len(self.router.schedule))
 
     # -------------------------------------------------------------- lifecycle
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest_twisted
 from sqlalchemy import select
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
 from staffetta.pdu.codec import tlv_cstr
 from staffetta.pdu.constants import Command, MessageState, Status, Tag
@@ -27,6 +28,12 @@ def _row(env, mid: int):
         row = conn.execute(select(messages).where(messages.c.id == mid)).first()
     engine.dispose()
     return row
+
+
+def _metrics(env):
+    port = env.hub.metrics_port.getHost().port
+    return threads.deferToThread(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
 
 
 def _query(c, mid: bytes):
@@ -54,6 +61,7 @@ def test_a_relative_schedule_of_two_seconds_is_released_on_time(data_dir):
         q = yield _query(c, mid)
         assert (q.status, q.fields["message_state"], q.fields["final_date"]) == (0, MessageState.ENROUTE, b"")
         assert env.carrier.stats["submits"] == 0
+        assert "staffetta_scheduled_messages 1.0" in (yield _metrics(env))
         yield wait_until(lambda: env.carrier.stats["submits"] == 1, timeout=5, interval=0.005)
         sent = time.time()
         assert row.deliver_at <= sent <= row.deliver_at + 1.0, sent - row.deliver_at
@@ -62,6 +70,7 @@ def test_a_relative_schedule_of_two_seconds_is_released_on_time(data_dir):
         assert dlr.tlvs[Tag.message_state] == bytes([MessageState.DELIVERED])
         assert env.carrier.stats["submits"] == 1
         assert _balance(env) == start - 160
+        assert "staffetta_scheduled_messages 0.0" in (yield _metrics(env))
     finally:
         yield env.stop()
 
