@@ -38,6 +38,8 @@ from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are
     text20_of,
 )
 from staffetta.router.routes import Choice, Routing
+from staffetta.router.schedule import DEFAULT_LIMIT as SCHEDULE_LIMIT
+from staffetta.router.schedule import Schedule
 from staffetta.router.table import RouteQuery
 from staffetta.router.upstream import Connector, Forward
 
@@ -107,6 +109,8 @@ class Router:
         metrics=None,
         refund_network_failures: Callable[[int], bool] = lambda account_id: False,
         query_of: Callable[[MessageRecord], RouteQuery] | None = None,
+        max_scheduled: int = SCHEDULE_LIMIT,
+        schedule_horizon: float = 7 * 86400.0,
     ) -> None:
         #: Per account: is a message that fails in the network refunded? (billing policy)
         self.refund_network_failures = refund_network_failures
@@ -140,6 +144,9 @@ class Router:
         #: (~160 µs a message at 300,000 in flight), an OrderedDict's is O(1).
         self._by_message: OrderedDict[int, MessageRecord] = OrderedDict()
         self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
+        #: Messages waiting for their schedule_delivery_time (router/schedule.py).
+        self.schedule = Schedule(reactor, self._released, self._expired_scheduled,
+                                 horizon=schedule_horizon, limit=max_scheduled)
 
     # ---------------------------------------------------------------- routing
 
@@ -188,18 +195,26 @@ class Router:
         :meth:`MessageRecord.forward`); a resumed message decodes its row's.
         ``choice``: the routing decision made at submit; without one (a
         resumed message) the table in force decides again.
+        A message scheduled for later waits in :attr:`schedule` (also after a restart).
         """
+        if record.deliver_at is not None and self.schedule.hold(record):
+            return
+        self._send(record, tlvs, choice)
+
+    def _send(self, record: MessageRecord, tlvs: dict[int, bytes] | None, choice: Choice | None) -> bool:
+        """Track a message and queue it on its first connector (False: no route takes it any more)."""
         self._track(record)
         item = record.forward(tlvs)
         if choice is None:
             choice = self._rechoose(record)
             if choice is None:
-                return
+                return False
         item.rule = choice.rule
         item.order = choice.order
         if self.metrics is not None:
             self.metrics.routed(choice.rule.name)
         self.connectors[choice.order[0]].line.put(item)
+        return True
 
     def _rechoose(self, record: MessageRecord) -> Choice | None:
         """The table in force decides for an accepted message (after a restart or a reload).
@@ -405,21 +420,43 @@ class Router:
         """
         by_message = self._by_message
 
-        def match(item: Forward) -> bool:
-            t = by_message.get(item.message_id)
-            if t is None or t.account_id != account_id:
+        def match_record(t: MessageRecord) -> bool:
+            if t.account_id != account_id:
                 return False
             if message_id is not None:
-                return item.message_id == message_id and (not source or t.source == source)
+                return t.id == message_id and (not source or t.source == source)
             return t.source == source and (destination is None or t.destination == destination)
 
+        def match(item: Forward) -> bool:
+            t = by_message.get(item.message_id)
+            return t is not None and match_record(t)
+
         n = 0
+        for t in self.schedule.take(match_record, message_id):  # not yet released
+            self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
+            n += 1
         for c in self.connectors.values():
             for item in c.line.take(match):
                 t = by_message.pop(item.message_id)
                 self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
                 n += 1
         return n
+
+    def _released(self, record: MessageRecord) -> None:
+        """Its schedule_delivery_time came: the table in force chooses its connectors, the row says ENROUTE.
+
+        The route was chosen at acceptance, maybe days ago, when other
+        connectors were up and another table may have been in force; the
+        choice is made again now. With no rule taking it any more it ends
+        REJECTED and refunded rather than stranded (as after a reload).
+        """
+        record.state = _ENROUTE
+        if self._send(record, None, None):
+            self.writer.enqueue("released", record.id)
+
+    def _expired_scheduled(self, record: MessageRecord) -> None:
+        """Validity ran out while it waited for its time: as in a queue (EXPIRED, refund, receipt)."""
+        self._finish(record, MessageState.EXPIRED, 0, None, refund="expired_in_queue")
 
     # ------------------------------------------------------- upstream answers
 
