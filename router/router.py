@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -296,6 +297,21 @@ class Router:
             self.metrics.connector_up(connector.config.name, up)
         self.rebalance()
 
+    def judged(self, connector: Connector, delivered: bool) -> None:
+        """A final outcome of a message ``connector`` carried: its delivery ratio moves.
+
+        When the ratio crosses one of the table's least-cost floors the state
+        version changes, so the next decision sees it (no cached order outlives it).
+        """
+        connector.outcome(delivered)
+        floors = self.routing.floors if self.routing is not None else ()
+        if floors:
+            ratio = connector.delivery_ratio
+            band = -1 if ratio is None else bisect_right(floors, ratio)
+            if band != connector.band:
+                connector.band = band
+                self.state_version += 1
+
     def rebalance(self) -> int:
         """Move what waits on a connector that is down (or removed) to an up candidate of its route.
 
@@ -488,7 +504,7 @@ class Router:
                 return
         # Refused by the carrier: a final failure the client hears about as a receipt.
         log.info("message %d refused upstream by %s with 0x%08x", mid, name, status)
-        connector.outcome(False)
+        self.judged(connector, False)
         t = self._by_message.pop(mid, None)
         if t is None:
             return
@@ -524,7 +540,7 @@ class Router:
         key = (connector.config.name, uid)
         t = self._by_upstream.pop(key, None)
         if t is not None:
-            connector.outcome(state == _DELIVERED)
+            self.judged(connector, state == _DELIVERED)
             self._by_message.pop(t.message_id, None)
             self._finish(t, state, err, ack)
             return
@@ -544,7 +560,7 @@ class Router:
                 ack(_ROK)
                 return
             tracked = Tracked.from_row(row)
-            connector.outcome(state == _DELIVERED)
+            self.judged(connector, state == _DELIVERED)
             self._by_message.pop(tracked.message_id, None)
             self._finish(tracked, state, err, ack)
 

@@ -55,7 +55,7 @@ def test_a_release_never_overwrites_an_outcome(engine):
     held.deliver_at, held.state = 1_800_000_000.0, SCHEDULED
     with engine.begin() as conn:
         M.insert_messages(conn, [held])
-        M.record_outcomes(conn, [(1, int(MessageState.DELETED), 0, 5.0, None, None)])
+        M.record_outcomes(conn, [(1, int(MessageState.DELETED), 0, 5.0, None, None, None)])
         M.set_released(conn, [1])
     with engine.connect() as conn:
         r = M.message_for_account(conn, 1, 1)
