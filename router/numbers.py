@@ -51,6 +51,8 @@ RESERVE_HOLD = 300.0
 #: Statuses of the MT refusals this module decides (vendor range, docs/conformance.md).
 POOL_EXHAUSTED_STATUS = int(Status.STAFFETTA_RPOOLEXHAUSTED)  # 0x410
 OPTED_OUT_STATUS = int(Status.STAFFETTA_ROPTEDOUT)  # 0x411
+_RINVSRCADR = int(Status.ESME_RINVSRCADR)
+_ALPHANUMERIC_TON = 5
 
 #: What an account's client-given sender does on SMART/REPLY (the pool's number is used).
 OWN_SENDER_POLICIES = ("ignore", "refuse")
@@ -68,14 +70,20 @@ ACTIONS = ("reply", "stop", "start", "help")
 UNKNOWN_NUMBER, NO_CODE, ALPHANUMERIC = "unknown_number", "no_code", "alphanumeric"
 
 
-class PoolExhausted(Exception):
-    """No pool number is free for this (account, destination): refuse the MT with :attr:`status`."""
+class MtRefused(Exception):
+    """Refuse the MT with ``status`` (the submit pipeline answers it; docs/two-way.md)."""
 
-    status = POOL_EXHAUSTED_STATUS
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PoolExhausted(MtRefused):
+    """No pool number is free for this (account, destination): status 0x410, never a shared number."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(POOL_EXHAUSTED_STATUS, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,7 @@ class Numbers:
         self.window = self.settings.reply_window
         self.c = Configured()
         self._help: dict[int, Keyword] = {}
+        self._pool_numbers: frozenset[str] = frozenset()
         #: (handset, number) -> conversation, least recently touched first.
         self._conv: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
         #: (account id, handset) -> the REPLY number it sticks to.
@@ -241,6 +250,7 @@ class Numbers:
         """Swap in what the store holds now (at start and at every settings reload)."""
         self.c = configured
         self._help = {k.account_id: k for k in configured.keywords.values() if k.action == "help"}
+        self._pool_numbers = frozenset(n for by in configured.pools.values() for ns in by.values() for n in ns)
         self._opt.clear()  # the snapshot was read after every committed opt-out change
 
     def own_sender(self, account_id: int) -> str:
@@ -256,6 +266,29 @@ class Numbers:
         return own if own else by_owner.get(0, ())
 
     # --------------------------------------------------------------------- MT
+
+    def mt_sender(self, account_id: int, msg_type: str, destination: str, sender: str, sender_ton: int,
+                  client_gave: bool, now: float) -> str | None:
+        """The source address of an MT: a pool number, or None to keep ``sender``; raises :class:`MtRefused`.
+
+        ``client_gave``: the submit carried its own source_addr (not the
+        account's default). Rules (docs/two-way.md "Pools"): a REPLY never
+        leaves from an alphanumeric sender (ESME_RINVSRCADR: replies could not
+        come back); SMART and REPLY take a pool number when a pool of their
+        type exists, ignoring the client's sender, or refusing it
+        (ESME_RINVSRCADR) when the account's policy is ``refuse``; with no
+        pool of the type the client's own sender goes, as before pools.
+        """
+        if msg_type == REPLY and client_gave and sender_ton == _ALPHANUMERIC_TON:
+            raise MtRefused(_RINVSRCADR, "source_addr: a REPLY cannot leave from an alphanumeric sender")
+        if not self.pool(account_id, msg_type):
+            if not sender:
+                raise MtRefused(_RINVSRCADR, f"source_addr: empty and no {msg_type} pool is configured")
+            return None
+        if client_gave and self.c.own_sender.get(account_id) == "refuse":
+            raise MtRefused(_RINVSRCADR, f"source_addr: this account's {msg_type} messages take "
+                                         "their sender from the pool")
+        return self.sender_for(account_id, destination, msg_type, now)
 
     def sender_for(self, account_id: int, destination: str, msg_type: str, now: float) -> str:
         """The pool number a SMART or REPLY message from ``account_id`` to ``destination`` leaves from.
@@ -323,8 +356,11 @@ class Numbers:
         """An MT from ``account_id`` to ``handset`` via ``pool_number`` was accepted at ``now``.
 
         Opens (or extends) the reply window. Also used at start to rebuild the
-        window from the messages table, oldest first.
+        window from the messages table, oldest first. A number that is not in
+        a pool (a client's own sender) opens nothing.
         """
+        if pool_number not in self._pool_numbers:
+            return
         self._hold(account_id, handset, pool_number, msg_type, now, now)
 
     def forget_expired(self, now: float) -> int:
@@ -339,6 +375,10 @@ class Numbers:
                 del self._sticky[(c.account_id, key[0])]
             n += 1
         return n
+
+    def pool_numbers(self) -> frozenset[str]:
+        """Every number of every pool (SMART and REPLY, shared and accounts' own)."""
+        return self._pool_numbers
 
     def conversations(self) -> int:
         return len(self._conv)
