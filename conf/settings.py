@@ -94,6 +94,9 @@ class Settings:
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)
     redis_url: str | None = None
+    #: Sender pools, the reply window, STOP/START/HELP words; validated by
+    #: router.numbers.two_way_from_dict (docs/two-way.md).
+    numbers: dict | None = None
 
     @property
     def db_url(self) -> str:

@@ -128,8 +128,10 @@ def check_sections(settings: Settings) -> None:
     """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
     from staffetta.billing.plans import billing_from_dict
     from staffetta.hlr.model import parse_age
+    from staffetta.router.numbers import two_way_from_dict
 
     billing_from_dict(settings.billing)
+    two_way_from_dict(settings.numbers)
     try:
         parse_age(settings.hlr.max_age)
     except ValueError as exc:
@@ -171,6 +173,7 @@ def engine_for(args):
     import staffetta.hlr.cache  # noqa: F401
     import staffetta.hlr.jobs  # noqa: F401
     import staffetta.router.messages  # noqa: F401
+    import staffetta.router.number_store  # noqa: F401
     from staffetta.billing.accounts import upgrade
     from staffetta.router.messages import upgrade as upgrade_messages
     from staffetta.store.db import create_schema, make_engine
