@@ -47,6 +47,8 @@ MIN_WINDOW = 48 * 3600.0
 #: A REPLY number chosen for a submit that was then refused (throttle, price, credit...)
 #: holds its (handset, number) pair this long, then is free again.
 RESERVE_HOLD = 300.0
+#: An opt-out applied in memory outlives a settings reload this long (> the poll period + a read).
+OPT_OVERLAY = 10.0
 
 #: Statuses of the MT refusals this module decides (vendor range, docs/conformance.md).
 POOL_EXHAUSTED_STATUS = int(Status.STAFFETTA_RPOOLEXHAUSTED)  # 0x410
@@ -239,19 +241,32 @@ class Numbers:
         self._sticky: dict[tuple[int, str], str] = {}
         #: (kind, pool owner) -> next index to try (SMART rotation, REPLY spread).
         self._next: dict[tuple[str, int], int] = {}
-        #: In-memory changes of opt-outs since the last snapshot (a STOP applied before the reload).
-        self._opt: dict[tuple[int, str], bool] = {}
-        self.window_hits = 0  # MO given to their owner by the reply window (metrics)
+        #: Opt-out changes applied in memory after their commit: (account, handset) -> (out, when).
+        #: They win over a snapshot for OPT_OVERLAY seconds (a reload read before the commit).
+        self._opt: dict[tuple[int, str], tuple[bool, float]] = {}
+        self._opt_latest = 0.0
+        #: Metrics (plain ints, exported at scrape): MO owned by the reply window per account,
+        #: opt-out changes per (account, "out" | "in").
+        self.window_hits: dict[int, int] = {}
+        self.opt_changes: dict[tuple[int, str], int] = {}
         self.configure(configured or Configured())
 
     # ------------------------------------------------------------ configuration
 
-    def configure(self, configured: Configured) -> None:
-        """Swap in what the store holds now (at start and at every settings reload)."""
+    def configure(self, configured: Configured, now: float | None = None) -> None:
+        """Swap in what the store holds now (at start and at every settings reload).
+
+        Opt-out changes applied in memory in the last :data:`OPT_OVERLAY`
+        seconds before ``now`` stay on top: the snapshot may have been read
+        before their commit. Without ``now`` (start, tests) none stay.
+        """
         self.c = configured
         self._help = {k.account_id: k for k in configured.keywords.values() if k.action == "help"}
         self._pool_numbers = frozenset(n for by in configured.pools.values() for ns in by.values() for n in ns)
-        self._opt.clear()  # the snapshot was read after every committed opt-out change
+        if now is None or now - self._opt_latest >= OPT_OVERLAY:
+            self._opt.clear()
+        else:
+            self._opt = {k: v for k, v in self._opt.items() if now - v[1] < OPT_OVERLAY}
 
     def own_sender(self, account_id: int) -> str:
         """``ignore`` | ``refuse``: what a client-given sender does on SMART and REPLY."""
@@ -386,14 +401,19 @@ class Numbers:
     def opted_out(self, account_id: int, handset: str) -> bool:
         """Whether ``handset`` said STOP to ``account_id`` (and no START since): its MT are refused."""
         key = (account_id, handset)
-        v = self._opt.get(key)
-        if v is not None:
-            return v
+        if self._opt:
+            v = self._opt.get(key)
+            if v is not None:
+                return v[0]
         return key in self.c.opt_outs
 
     def apply_opt(self, account_id: int, handset: str, out: bool, now: float) -> None:
         """The in-memory change after the durable write of writer kind ``opt_out``."""
-        self._opt[(account_id, handset)] = out
+        if self.opted_out(account_id, handset) != out:
+            k = (account_id, "out" if out else "in")
+            self.opt_changes[k] = self.opt_changes.get(k, 0) + 1
+        self._opt[(account_id, handset)] = (out, now)
+        self._opt_latest = max(self._opt_latest, now)
 
     # --------------------------------------------------------------------- MO
 
@@ -405,8 +425,8 @@ class Numbers:
         w1, w2 = first_words(text)
         conv = self._conv.get((handset, number))
         if conv is not None and conv.last_mt is not None and now - conv.last_mt < self.window:
-            self.window_hits += 1
             a = conv.account_id
+            self.window_hits[a] = self.window_hits.get(a, 0) + 1
             return Owner(a, "reply_window", conv.msg_type == REPLY, self.keyword(a, w1))
         a = c.dedicated.get(number)
         if a is not None:

@@ -75,6 +75,7 @@ class Hub:
         #: Pools, the reply window, codes, keywords, opt-outs (router/numbers.py): configured
         #: part reloaded with the settings, the window rebuilt from the messages at start.
         self.numbers = Numbers(two_way_from_dict(settings.numbers))
+        self.metrics.watch_numbers(self.numbers)
         with self.engine.connect() as conn:
             max_message, max_outbox = store.max_ids(conn)
         self.message_ids = allocator(self.engine, "staffetta_message_ids", max_message + 1)
@@ -183,7 +184,7 @@ class Hub:
 
     def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential], Configured]) -> None:
         version, accts, creds, configured = loaded
-        self.numbers.configure(configured)
+        self.numbers.configure(configured, self.reactor.seconds())
         if version != self._settings_version:
             log.debug("settings version %d: %d accounts reloaded", version, len(accts))
         self._settings_version = version
