@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Column, Float, Integer, PrimaryKeyConstraint, String, Table, select
 from sqlalchemy.engine import Connection
 
-from staffetta.billing.accounts import bump_settings_version
+from staffetta.billing.accounts import accounts, bump_settings_version
 from staffetta.router.numbers import (
     ACTIONS,
     OWN_SENDER_POLICIES,
@@ -124,15 +124,18 @@ def _row_of(conn: Connection, number: str):
     return conn.execute(select(numbers_table).where(numbers_table.c.number == number)).first()
 
 
-def _describe(row, names: dict[int, str] | None = None) -> str:
-    who = f" of account {row.account_id}" if row.account_id is not None else ""
-    if names and row.account_id in names:
-        who = f" of {names[row.account_id]}"
+def _name(conn: Connection, account_id: int) -> str:
+    name = conn.execute(select(accounts.c.name).where(accounts.c.id == account_id)).scalar()
+    return repr(name) if name is not None else f"#{account_id}"
+
+
+def _describe(conn: Connection, row) -> str:
     if row.role == DEDICATED:
-        return f"dedicated{who}"
+        return f"dedicated to account {_name(conn, row.account_id)}"
     if row.role == SHARED:
         return "a shared inbound number"
-    return f"a {row.role} pool number{who or ' (shared pool)'}"
+    whose = f"of account {_name(conn, row.account_id)}" if row.account_id is not None else "(shared pool)"
+    return f"a {row.role} pool number {whose}"
 
 
 # ------------------------------------------------------------------ changes
@@ -144,7 +147,7 @@ def add_pool_number(conn: Connection, number: str, kind: str, account_id: int | 
         raise NumberError(f"pool: expected SMART or REPLY, got {kind!r}")
     row = _row_of(conn, number)
     if row is not None:
-        raise NumberError(f"number: {number} is already {_describe(row)}")
+        raise NumberError(f"number: {number} is already {_describe(conn, row)}")
     conn.execute(numbers_table.insert().values(number=number, role=kind, account_id=account_id, added_at=now))
     bump_settings_version(conn)
 
@@ -153,7 +156,7 @@ def add_shared_number(conn: Connection, number: str, now: float) -> None:
     number = check_number(number)
     row = _row_of(conn, number)
     if row is not None:
-        raise NumberError(f"number: {number} is already {_describe(row)}")
+        raise NumberError(f"number: {number} is already {_describe(conn, row)}")
     conn.execute(numbers_table.insert().values(number=number, role=SHARED, account_id=None, added_at=now))
     bump_settings_version(conn)
 
@@ -163,7 +166,7 @@ def assign_dedicated(conn: Connection, number: str, account_id: int, now: float)
     number = check_number(number)
     row = _row_of(conn, number)
     if row is not None:
-        raise NumberError(f"number: {number} is already {_describe(row)}")
+        raise NumberError(f"number: {number} is already {_describe(conn, row)}")
     conn.execute(numbers_table.insert().values(number=number, role=DEDICATED, account_id=account_id,
                                                added_at=now))
     bump_settings_version(conn)
@@ -177,7 +180,7 @@ def remove_number(conn: Connection, number: str, roles: Iterable[str]) -> Any:
     if row is None or row.role not in roles:
         what = " or ".join(r if r in (SHARED, DEDICATED) else f"{r} pool" for r in roles)
         raise NumberError(f"number: {number} is not a {what} number" +
-                          (f" (it is {_describe(row)})" if row is not None else ""))
+                          (f" (it is {_describe(conn, row)})" if row is not None else ""))
     conn.execute(numbers_table.delete().where(numbers_table.c.number == number))
     bump_settings_version(conn)
     return row
@@ -213,7 +216,7 @@ def add_alias(conn: Connection, account_id: int, alias: str, now: float) -> str:
         raise NumberError(f"alias: {alias!r} is all digits (numeric codes are given out by 'number code assign')")
     row = conn.execute(select(receiving_codes).where(receiving_codes.c.word == w)).first()
     if row is not None:
-        raise NumberError(f"alias: {w} is already the {row.kind} of account {row.account_id}")
+        raise NumberError(f"alias: {w} is already the {row.kind} of account {_name(conn, row.account_id)}")
     conn.execute(receiving_codes.insert().values(word=w, account_id=account_id, kind="alias", added_at=now))
     bump_settings_version(conn)
     return w

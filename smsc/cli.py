@@ -381,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from staffetta.billing.cli import register as register_account_verbs
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
+    from staffetta.smsc.number_cli import register as register_number_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
+    register_number_verbs(sub, engine_for)
     return p
 
 
