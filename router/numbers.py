@@ -340,6 +340,31 @@ class Numbers:
             f"all {size} {msg_type} numbers are held for {destination} by other accounts"
         )
 
+    def reply_source(self, keyword: Keyword, handset: str, number: str, now: float) -> str:
+        """The sender of the automatic reply of ``keyword`` to an MO from ``handset`` to ``number``.
+
+        The keyword's own sender when it has one (PRO); a SMART or REPLY reply
+        goes out from the number the handset wrote to when it is in the
+        account's pool of that type and free for this handset (so the
+        conversation keeps one number), else from :meth:`sender_for`; a PRO
+        reply without a sender answers from ``number``. Raises
+        :class:`PoolExhausted` like any MT. Charged and sent like any MT (the
+        caller's: the MO side).
+        """
+        if keyword.reply_sender:
+            return keyword.reply_sender
+        t = keyword.reply_type
+        if t == PRO:
+            return number
+        account_id = keyword.account_id
+        if number in self.pool(account_id, t):
+            conv = self._conv.get((handset, number))
+            if conv is None or conv.account_id == account_id or not self._holds(conv, now, self.window):
+                if t == REPLY:
+                    self._hold(account_id, handset, number, REPLY, None, now)
+                return number
+        return self.sender_for(account_id, handset, t, now)
+
     @staticmethod
     def _holds(conv: _Conversation, now: float, window: float) -> bool:
         if conv.last_mt is None:

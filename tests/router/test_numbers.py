@@ -304,3 +304,18 @@ def test_config_window_and_defaults() -> None:
     assert two_way_from_dict(None).reply_window == DEFAULT_WINDOW
     assert two_way_from_dict({"reply_window": "4d"}).reply_window == 96 * H
     assert two_way_from_dict({"reply_window": 172800}).reply_window == 48 * H
+
+
+def test_auto_reply_source_keeps_the_conversation_on_its_number() -> None:
+    n = ledger()
+    n.remember_mt(BETA, X, REPLY2, T0)
+    kw = Keyword(BETA, "PROMO", "reply", "ok", "REPLY")
+    assert n.reply_source(kw, X, REPLY2, T0 + 1) == REPLY2  # the number the handset wrote to
+    assert n.sender_for(BETA, X, "REPLY", T0 + 2) == REPLY2  # and it stays sticky
+    # A number held for this handset by another account is not taken: the pool gives another.
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "REPLY"), X, REPLY2, T0 + 1) == REPLY1
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "SMART"), X, SHARED_NO, T0) == SMART1
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "PRO", "ACME"), X, SHARED_NO, T0) == "ACME"
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "PRO"), X, SHARED_NO, T0) == SHARED_NO
+    with pytest.raises(PoolExhausted):
+        n.reply_source(Keyword(GAMMA, "PROMO", "reply", "ok", "REPLY"), X, REPLY1, T0 + 2)
