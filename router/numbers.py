@@ -317,7 +317,7 @@ class Numbers:
         window = self.window
         if msg_type == REPLY:
             n = self._sticky.get((account_id, destination))
-            if n is not None:
+            if n is not None and n in self._pool_numbers:  # a number removed from its pool is not reused
                 conv = self._conv.get((destination, n))
                 if conv is not None and conv.account_id == account_id and self._holds(conv, now, window):
                     return n

@@ -319,3 +319,13 @@ def test_auto_reply_source_keeps_the_conversation_on_its_number() -> None:
     assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "PRO"), X, SHARED_NO, T0) == SHARED_NO
     with pytest.raises(PoolExhausted):
         n.reply_source(Keyword(GAMMA, "PROMO", "reply", "ok", "REPLY"), X, REPLY1, T0 + 2)
+
+
+def test_a_number_removed_from_its_pool_is_not_reused_but_its_window_still_owns_replies() -> None:
+    n = ledger()
+    first = n.sender_for(ACME, X, "REPLY", T0)
+    n.remember_mt(ACME, X, first, T0)
+    other = REPLY2 if first == REPLY1 else REPLY1
+    n.configure(Configured(pools={"REPLY": {0: (other,)}}, shared=frozenset({other})))
+    assert n.sender_for(ACME, X, "REPLY", T0 + 1) == other
+    assert n.owner_of(X, first, "hi", T0 + 2).account_id == ACME  # the MT went out from it: its replies
