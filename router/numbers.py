@@ -439,6 +439,10 @@ class Numbers:
     def owner_of(self, handset: str, number: str, text: str | None, now: float) -> Owner:
         """Whose the MO from ``handset`` to ``number`` is (docs/two-way.md "Ownership")."""
         c = self.c
+        if number[:1] == "+":  # carriers write international numbers either way
+            number = number[1:]
+        if handset[:1] == "+":
+            handset = handset[1:]
         if not number.isdigit():
             return _DEAD[ALPHANUMERIC]
         words = text.split(None, 2) if text else ()

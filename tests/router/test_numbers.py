@@ -75,6 +75,7 @@ def test_smart_replies_are_owned_but_not_free() -> None:
 
 def test_dedicated_then_code_then_alias_case_insensitive() -> None:
     n = ledger()
+    assert n.owner_of("+" + X, "+" + DEDICATED_NO, "hi", T0) == Owner(GAMMA, "dedicated")  # '+' forms too
     assert n.owner_of(X, DEDICATED_NO, "anything at all", T0) == Owner(GAMMA, "dedicated")
     assert n.owner_of(X, SHARED_NO, "10001", T0) == Owner(ACME, "code")
     assert n.owner_of(X, SHARED_NO, "BetaInfo where is my order", T0) == Owner(BETA, "alias")
