@@ -55,6 +55,7 @@ numbers_table = Table(
     Column("role", String(10), nullable=False),  # SMART | REPLY | shared | dedicated
     Column("account_id", Integer, nullable=True),  # pool: NULL = shared pool; dedicated: the owner
     Column("added_at", Float, nullable=False),
+    Column("countries", String(64), nullable=True),  # pool: ISO countries it may send to; NULL: any (C2)
 )
 
 receiving_codes = Table(
@@ -141,14 +142,29 @@ def _describe(conn: Connection, row) -> str:
 # ------------------------------------------------------------------ changes
 
 
-def add_pool_number(conn: Connection, number: str, kind: str, account_id: int | None, now: float) -> None:
+def check_countries(countries: Iterable[str]) -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes, upper-case (``IT``, ``FR``)."""
+    out = []
+    for c in countries:
+        c = c.strip().upper()
+        if len(c) != 2 or not c.isalpha() or not c.isascii():
+            raise NumberError(f"countries: expected ISO country codes like IT or FR, got {c!r}")
+        out.append(c)
+    return tuple(sorted(set(out)))
+
+
+def add_pool_number(conn: Connection, number: str, kind: str, account_id: int | None, now: float,
+                    countries: Iterable[str] = ()) -> None:
+    """A pool number; ``countries``: the only destination countries it may send to (none: any)."""
     number = check_number(number)
     if kind not in POOL_TYPES:
         raise NumberError(f"pool: expected SMART or REPLY, got {kind!r}")
+    allowed = check_countries(countries)
     row = _row_of(conn, number)
     if row is not None:
         raise NumberError(f"number: {number} is already {_describe(conn, row)}")
-    conn.execute(numbers_table.insert().values(number=number, role=kind, account_id=account_id, added_at=now))
+    conn.execute(numbers_table.insert().values(number=number, role=kind, account_id=account_id, added_at=now,
+                                               countries=",".join(allowed) or None))
     bump_settings_version(conn)
 
 
@@ -325,10 +341,13 @@ def load_configured(conn: Connection) -> Configured:
     pools: dict[str, dict[int, list[str]]] = {}
     shared: set[str] = set()
     dedicated: dict[str, int] = {}
-    for r in conn.execute(select(numbers_table.c.number, numbers_table.c.role, numbers_table.c.account_id)
-                          .order_by(numbers_table.c.added_at, numbers_table.c.number)):
+    countries: dict[str, frozenset[str]] = {}
+    t = numbers_table.c
+    for r in conn.execute(select(t.number, t.role, t.account_id, t.countries).order_by(t.added_at, t.number)):
         if r.role in POOL_TYPES:
             pools.setdefault(r.role, {}).setdefault(r.account_id or 0, []).append(r.number)
+            if r.countries:
+                countries[r.number] = frozenset(r.countries.split(","))
             shared.add(r.number)  # an MO to a pool number outside any window routes by code
         elif r.role == SHARED:
             shared.add(r.number)
@@ -342,7 +361,7 @@ def load_configured(conn: Connection) -> Configured:
     return Configured(
         pools={k: {a: tuple(ns) for a, ns in by.items()} for k, by in pools.items()},
         shared=frozenset(shared), dedicated=dedicated, codes=codes, keywords=kws, opt_outs=opts,
-        own_sender=own,
+        own_sender=own, countries=countries,
     )
 
 

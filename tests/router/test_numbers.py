@@ -330,3 +330,15 @@ def test_a_number_removed_from_its_pool_is_not_reused_but_its_window_still_owns_
     n.configure(Configured(pools={"REPLY": {0: (other,)}}, shared=frozenset({other})))
     assert n.sender_for(ACME, X, "REPLY", T0 + 1) == other
     assert n.owner_of(X, first, "hi", T0 + 2).account_id == ACME  # the MT went out from it: its replies
+
+
+def test_a_number_restricted_to_some_countries_is_used_only_there() -> None:
+    fr_short = "36111"
+    n = Numbers(configured=Configured(pools={"SMART": {0: (fr_short, SMART1)}, "REPLY": {0: (fr_short,)}},
+                                      countries={fr_short: frozenset({"FR"})}))
+    assert {n.sender_for(ACME, f"39333{i:07d}", "SMART", T0, "IT") for i in range(4)} == {SMART1}
+    assert {n.sender_for(ACME, f"33612{i:06d}", "SMART", T0, "FR") for i in range(4)} == {fr_short, SMART1}
+    assert n.sender_for(ACME, "33612000000", "REPLY", T0, "FR") == fr_short
+    with pytest.raises(PoolExhausted) as exc:
+        n.sender_for(ACME, X, "REPLY", T0, "IT")
+    assert exc.value.reason == "no REPLY pool number may be used in IT"

@@ -59,15 +59,16 @@ def inproc(tmp_path, capsys):
 
 def test_pools_dedicated_shared_codes_aliases(cli) -> None:
     assert cli("number", "pool", "add", "+393400000001", "393400000002", "--type", "reply") == \
-        {"added": ["393400000001", "393400000002"], "type": "REPLY", "account": None}
+        {"added": ["393400000001", "393400000002"], "type": "REPLY", "account": None, "countries": None}
     assert cli("number", "pool", "add", "393500000001", "--type", "SMART", "--account", "beta")["account"] == "beta"
+    assert cli("number", "pool", "add", "33612345", "--type", "SMART", "--countries", "fr")["countries"] == ["FR"]
     assert cli("number", "pool", "list", "--type", "REPLY")["numbers"] == [
-        {"number": "393400000001", "role": "REPLY", "account": None},
-        {"number": "393400000002", "role": "REPLY", "account": None}]
+        {"number": "393400000001", "role": "REPLY", "account": None, "countries": None},
+        {"number": "393400000002", "role": "REPLY", "account": None, "countries": None}]
     assert cli("number", "dedicated", "assign", "393700000000", "--account", "acme") == \
         {"number": "393700000000", "account": "acme"}
     assert cli("number", "dedicated", "list")["numbers"] == [
-        {"number": "393700000000", "role": "dedicated", "account": "acme"}]
+        {"number": "393700000000", "role": "dedicated", "account": "acme", "countries": None}]
     assert cli("number", "shared", "add", "393600000000")["added"] == ["393600000000"]
     assert cli("number", "code", "assign", "acme") == {"account": "acme", "code": "10001", "new": True}
     assert cli("number", "alias", "add", "beta", "BetaShop") == {"account": "beta", "alias": "BETASHOP"}
@@ -101,6 +102,8 @@ MISTAKES = [
      "staffetta: number: 393700000000 is already dedicated to account 'acme'"),
     (("number", "pool", "add", "Shop", "--type", "SMART"), "staffetta: number: expected 3-15 digits"),
     (("number", "pool", "add", "3935", "--type", "PRO"), "argument --type: invalid choice: 'PRO'"),
+    (("number", "pool", "add", "3935", "--type", "SMART", "--countries", "Italy"),
+     "staffetta: countries: expected ISO country codes like IT or FR, got 'ITALY'"),
     (("number", "alias", "add", "beta", "abc"), "staffetta: alias: at least 5 characters, got 'abc'"),
     (("number", "code", "assign", "nobody"), "staffetta: account: no account named 'nobody'"),
     (("keyword", "add", "acme", "info", "--action", "help"),
