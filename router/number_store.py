@@ -89,6 +89,19 @@ opt_outs = Table(
     PrimaryKeyConstraint("account_id", "handset"),
 )
 
+#: Several hubs on one PostgreSQL: the reply window's conversations, so that an MO
+#: reaching one hub finds the MT another hub sent (router.numbers.Numbers.merge).
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("handset", String(21), nullable=False),
+    Column("number", String(21), nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("msg_type", String(5), nullable=False),
+    Column("last_mt", Float, nullable=False, index=True),
+    PrimaryKeyConstraint("handset", "number"),
+)
+
 number_policies = Table(
     "number_policies",
     metadata,
@@ -332,8 +345,50 @@ def write_opt_outs(conn: Connection, items: list[tuple[int, str, bool, float]]) 
     return [set_opt_out(conn, a, h, out, now) for a, h, out, now in items]
 
 
+def write_conversations(conn: Connection, items: list[list[tuple[str, str, int, str, float]]]) -> None:
+    """Group-commit handler of kind ``conversations``: each item a ``Numbers.take_journal()`` batch.
+
+    An upsert per (handset, number) that keeps the latest MT (rows whose
+    window is over are deleted by kind ``conversations_sweep``).
+    """
+    rows = [r for batch in items for r in batch]
+    if rows:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        # One row per key per statement (PostgreSQL refuses to update a row twice in one).
+        latest: dict[tuple[str, str], tuple] = {}
+        for r in rows:
+            if (r[0], r[1]) not in latest or latest[(r[0], r[1])][4] < r[4]:
+                latest[(r[0], r[1])] = r
+        stmt = insert(conversations)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["handset", "number"],
+            set_={"account_id": stmt.excluded.account_id, "msg_type": stmt.excluded.msg_type,
+                  "last_mt": stmt.excluded.last_mt},
+            where=conversations.c.last_mt < stmt.excluded.last_mt,
+        )
+        conn.execute(stmt, [{"handset": h, "number": n, "account_id": a, "msg_type": t, "last_mt": at}
+                            for h, n, a, t, at in latest.values()])
+
+
+def forget_conversations(conn: Connection, items: list[float]) -> None:
+    """Group-commit handler of kind ``conversations_sweep``: delete rows whose last MT is before the cutoff."""
+    conn.execute(conversations.delete().where(conversations.c.last_mt < min(items)))
+
+
+def conversations_since(conn: Connection, since: float) -> list[tuple[str, str, int, str, float]]:
+    """Conversations whose last MT is after ``since`` (any hub's), for ``Numbers.merge``."""
+    c = conversations.c
+    return [tuple(r) for r in conn.execute(
+        select(c.handset, c.number, c.account_id, c.msg_type, c.last_mt).where(c.last_mt > since))]
+
+
 def register_handlers(writer) -> None:
     writer.register("opt_out", write_opt_outs)
+    writer.register("conversations", write_conversations)
+    writer.register("conversations_sweep", forget_conversations)
 
 
 def load_configured(conn: Connection) -> Configured:

@@ -247,6 +247,10 @@ class Numbers:
         #: opt-out changes per (account, "out" | "in").
         self.window_hits: dict[int, int] = {}
         self.opt_changes: dict[tuple[int, str], int] = {}
+        #: Several hubs on one store: conversations this hub opened since the last
+        #: :meth:`take_journal`, for the others (docs/two-way.md "Several hubs").
+        self.journaling = False
+        self._journal: dict[tuple[str, str], tuple[int, str, float]] = {}
         self.configure(configured or Configured())
 
     # ------------------------------------------------------------ configuration
@@ -417,6 +421,30 @@ class Numbers:
         if pool_number not in self._pool_numbers:
             return
         self._hold(account_id, handset, pool_number, msg_type, now, now)
+        if self.journaling:
+            self._journal[(handset, pool_number)] = (account_id, msg_type, now)
+
+    def take_journal(self) -> list[tuple[str, str, int, str, float]]:
+        """The conversations opened here since the last call: (handset, number, account, type, last MT)."""
+        j, self._journal = self._journal, {}
+        return [(h, n, a, t, at) for (h, n), (a, t, at) in j.items()]
+
+    def merge(self, rows) -> int:
+        """Conversations other hubs opened (``take_journal`` rows read back from the store).
+
+        A row newer than what this hub holds for (handset, number) wins; its
+        own, and older ones, change nothing. Returns how many were taken.
+        """
+        taken = 0
+        for handset, number, account_id, msg_type, last_mt in rows:
+            conv = self._conv.get((handset, number))
+            if conv is not None and conv.last_mt is not None and conv.last_mt >= last_mt:
+                continue
+            if number not in self._pool_numbers:
+                continue
+            self._hold(account_id, handset, number, msg_type, last_mt, last_mt)
+            taken += 1
+        return taken
 
     def forget_expired(self, now: float) -> int:
         """Drop conversations whose window is over, oldest first; returns how many."""

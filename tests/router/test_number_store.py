@@ -119,3 +119,19 @@ def test_opt_out_writer_kind_and_the_window_read_back_from_messages(engine) -> N
     with engine.connect() as conn:
         got = ns.recent_pool_mt(conn, T0 - 96 * 3600, {"393400000001", "393500000001"})
     assert got == [(1, "39334", "393400000001", "REPLY", T0 - 10), (2, "39334", "393500000001", "SMART", T0 - 5)]
+
+
+def test_shared_conversations_keep_the_latest_mt_and_are_swept(engine) -> None:
+    with engine.begin() as conn:
+        ns.write_conversations(conn, [[("39334", "393400000001", 1, "REPLY", T0)],
+                                      [("39334", "393400000001", 1, "REPLY", T0 + 5),
+                                       ("39335", "393400000001", 2, "SMART", T0 + 1)]])
+        ns.write_conversations(conn, [[("39334", "393400000001", 2, "REPLY", T0 + 2)]])  # older: ignored
+    with engine.connect() as conn:
+        assert sorted(ns.conversations_since(conn, T0)) == [("39334", "393400000001", 1, "REPLY", T0 + 5),
+                                                           ("39335", "393400000001", 2, "SMART", T0 + 1)]
+        assert ns.conversations_since(conn, T0 + 1) == [("39334", "393400000001", 1, "REPLY", T0 + 5)]
+    with engine.begin() as conn:
+        ns.forget_conversations(conn, [T0 + 3, T0 + 4])
+    with engine.connect() as conn:
+        assert ns.conversations_since(conn, 0) == [("39334", "393400000001", 1, "REPLY", T0 + 5)]

@@ -342,3 +342,21 @@ def test_a_number_restricted_to_some_countries_is_used_only_there() -> None:
     with pytest.raises(PoolExhausted) as exc:
         n.sender_for(ACME, X, "REPLY", T0, "IT")
     assert exc.value.reason == "no REPLY pool number may be used in IT"
+
+
+def test_journal_and_merge_share_conversations_between_hubs() -> None:
+    a, b = ledger(), ledger()
+    a.journaling = True
+    a.remember_mt(ACME, X, REPLY1, T0)
+    a.remember_mt(ACME, X, REPLY1, T0 + 5)  # one row per conversation, the latest MT
+    rows = a.take_journal()
+    assert rows == [(X, REPLY1, ACME, "REPLY", T0 + 5)] and a.take_journal() == []
+    assert b.merge(rows) == 1 and b.merge(rows) == 0  # the same row twice changes nothing
+    assert b.owner_of(X, REPLY1, "hi", T0 + 6) == Owner(ACME, "reply_window", free=True)
+    assert b.sender_for(BETA, X, "REPLY", T0 + 6) == REPLY2  # hub b does not hand ACME's number to BETA
+    assert b.sender_for(ACME, X, "REPLY", T0 + 6) == REPLY1  # and ACME stays on it there too
+    # An older row from elsewhere does not override a newer conversation here.
+    b.remember_mt(BETA, Y, REPLY1, T0 + 10)
+    assert b.merge([(Y, REPLY1, ACME, "REPLY", T0 + 9)]) == 0
+    assert b.owner_of(Y, REPLY1, "hi", T0 + 11).account_id == BETA
+    assert b.take_journal() == []  # not journaling: a one-hub store shares nothing
