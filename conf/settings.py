@@ -121,6 +121,9 @@ class Settings:
     #: Account groups the rules may match on: group -> [account names].
     account_groups: dict | None = None
     redis_url: str | None = None
+    #: Sender pools, the reply window, STOP/START/HELP words; validated by
+    #: router.numbers.two_way_from_dict (docs/two-way.md).
+    numbers: dict | None = None
 
     @property
     def db_url(self) -> str:

@@ -117,6 +117,8 @@ class Status(IntEnum):
     STAFFETTA_RNOCREDIT = 0x00000401  # not enough credit (default; configurable per account)
     STAFFETTA_RNORATE = 0x00000402  # no price for this destination country
     STAFFETTA_RNOROUTE = 0x00000403  # no upstream for this destination
+    STAFFETTA_RPOOLEXHAUSTED = 0x00000410  # no free SMART/REPLY pool number (docs/two-way.md)
+    STAFFETTA_ROPTEDOUT = 0x00000411  # the handset sent STOP to this account (docs/two-way.md)
 
 
 def status_name(status: int) -> str:

@@ -33,6 +33,8 @@ from staffetta.pdu.message import AccountPolicy
 from staffetta.pdu.numbering import plan as numbering_plan
 from staffetta.pdu.session import Timers
 from staffetta.router import messages as store
+from staffetta.router import number_store
+from staffetta.router.numbers import Configured, Numbers, two_way_from_dict
 from staffetta.router.outbox import Outbox
 from staffetta.router.router import Router
 from staffetta.router.routes import Routing, groups_from_config
@@ -55,6 +57,8 @@ DEFAULT_VALIDITY = 72 * 3600.0  # the seed's "undelivered after 72 hours"
 MAX_VALIDITY = 7 * 86400.0  # a client's validity_period is clamped to this (conformance §11)
 #: How often each hub looks at the settings version (a change applies within about this).
 SETTINGS_POLL = 1.0
+#: Several hubs: how far back each read of the shared conversations reaches before the previous one.
+CONVERSATION_SLACK = 10.0
 
 
 class Hub:
@@ -74,6 +78,15 @@ class Hub:
             on_batch=self.metrics.batch,
         )
         store.register_handlers(self.writer)
+        number_store.register_handlers(self.writer)
+        #: Pools, the reply window, codes, keywords, opt-outs (router/numbers.py): configured
+        #: part reloaded with the settings, the window rebuilt from the messages at start.
+        self.numbers = Numbers(two_way_from_dict(settings.numbers))
+        # Several hubs may share a PostgreSQL store: each shares the conversations it opens.
+        self.numbers.journaling = self.engine.dialect.name == "postgresql"
+        self._conversations_seen = 0.0
+        self._sharing = False
+        self.metrics.watch_numbers(self.numbers)
         with self.engine.connect() as conn:
             max_message, max_outbox = store.max_ids(conn)
         self.message_ids = allocator(self.engine, "staffetta_message_ids", max_message + 1)
@@ -106,7 +119,7 @@ class Hub:
         self.max_validity = MAX_VALIDITY
         self.pipeline = SubmitPipeline(
             routes=self.router, message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY,
-            max_validity=MAX_VALIDITY, check_schedule=self.router.schedule.admit,
+            max_validity=MAX_VALIDITY, check_schedule=self.router.schedule.admit, numbers=self.numbers,
         )
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
@@ -229,13 +242,17 @@ class Hub:
             )
         return s
 
-    def _load_settings(self, conn, bound: list[int]) -> tuple[int, dict[int, Account], dict[int, Credential]]:
-        """The version, then every account and the bound credentials (a change in between is seen next poll)."""
+    def _load_settings(self, conn, bound: list[int]) -> tuple[int, dict[int, Account], dict[int, Credential],
+                                                               Configured]:
+        """The version, then every account, the bound credentials and the numbers (a change in between is
+        seen next poll)."""
         version = current_settings_version(conn)
-        return version, all_accounts(conn), credentials_by_id(conn, bound) if bound else {}
+        return (version, all_accounts(conn), credentials_by_id(conn, bound) if bound else {},
+                number_store.load_configured(conn))
 
-    def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential]]) -> None:
-        version, accts, creds = loaded
+    def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential], Configured]) -> None:
+        version, accts, creds, configured = loaded
+        self.numbers.configure(configured, self.reactor.seconds())
         if version != self._settings_version:
             log.debug("settings version %d: %d accounts reloaded", version, len(accts))
         self._settings_version = version
@@ -361,6 +378,37 @@ class Hub:
 
         return self.read(read).addCallbacks(unbind, lambda f: log.error("credential check failed: %s", f.getErrorMessage()))
 
+    def _forget_conversations(self) -> None:
+        now = self.reactor.seconds()
+        self.numbers.forget_expired(now)
+        if self.numbers.journaling:
+            self.writer.enqueue("conversations_sweep", now - self.numbers.window)
+
+    def _share_conversations(self) -> defer.Deferred | None:
+        """Several hubs: write the conversations opened here, take the ones the others opened.
+
+        Each second; rows are read back from a little before the previous read
+        (``CONVERSATION_SLACK``: commit lag and clock skew between hubs).
+        """
+        batch = self.numbers.take_journal()
+        if batch:
+            self.writer.enqueue("conversations", batch)
+        if self._sharing:
+            return None
+        self._sharing = True
+        started = self.reactor.seconds()
+
+        def done(rows):
+            self._sharing = False
+            self._conversations_seen = started - CONVERSATION_SLACK
+            self.numbers.merge(rows)
+
+        def failed(f):
+            self._sharing = False
+            log.error("reading the shared conversations failed: %s", f.getErrorMessage())
+
+        return self.read(number_store.conversations_since, self._conversations_seen).addCallbacks(done, failed)
+
     def _refresh_gauges(self) -> None:
         m = self.metrics
         for c in self.router.connectors.values():
@@ -385,12 +433,19 @@ class Hub:
             queued = store.queued_messages(conn, limit=self.settings.max_queue + self.settings.max_scheduled)
             alerts = pending_alerts(conn)
             self._apply_settings(self._load_settings(conn, []))
+            now = self.reactor.seconds()
+            for account_id, handset, number, msg_type, at in number_store.recent_pool_mt(
+                    conn, now - self.numbers.window, self.numbers.pool_numbers()):
+                self.numbers.remember_mt(account_id, handset, number, at, msg_type)
+            self.numbers.take_journal()  # already in the store
+            self._conversations_seen = now - self.numbers.window
         self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
                           (self.router.sweep_expired, 5.0), (self.router.forget_expired, 5.0),
-                          (self._poll_settings, SETTINGS_POLL)):
+                          (self._poll_settings, SETTINGS_POLL), (self._forget_conversations, 60.0),
+                          *(((self._share_conversations, SETTINGS_POLL),) if self.numbers.journaling else ())):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -128,8 +128,10 @@ def check_sections(settings: Settings) -> None:
     """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
     from staffetta.billing.plans import billing_from_dict
     from staffetta.hlr.model import parse_age
+    from staffetta.router.numbers import two_way_from_dict
 
     billing_from_dict(settings.billing)
+    two_way_from_dict(settings.numbers)
     try:
         parse_age(settings.hlr.max_age)
     except ValueError as exc:
@@ -160,7 +162,24 @@ def ensure_demo_account(engine) -> bool:
             return False
         acct = create_account(conn, "demo", "demo", default_type="PRO", default_country_code=39)
         topup(conn, acct.id, DEMO_CREDITS, method="demo", reference="demo-initial-credit")
+        add_demo_pools(conn)
         return True
+
+
+#: The demo's shared sender pools (docs/two-way.md): SMART and REPLY leave from these.
+DEMO_POOLS = {"SMART": [f"3935000000{i:02d}" for i in range(1, 11)],
+              "REPLY": [f"3934000000{i:02d}" for i in range(1, 11)]}
+
+
+def add_demo_pools(conn) -> None:
+    """Ten SMART and ten REPLY numbers, so that SMART/REPLY and their replies work in the demo."""
+    import time
+
+    from staffetta.router.number_store import add_pool_number
+
+    for kind, numbers in DEMO_POOLS.items():
+        for n in numbers:
+            add_pool_number(conn, n, kind, None, time.time())
 
 
 def engine_for(args):
@@ -171,6 +190,7 @@ def engine_for(args):
     import staffetta.hlr.cache  # noqa: F401
     import staffetta.hlr.jobs  # noqa: F401
     import staffetta.router.messages  # noqa: F401
+    import staffetta.router.number_store  # noqa: F401
     from staffetta.billing.accounts import upgrade
     from staffetta.router.messages import upgrade as upgrade_messages
     from staffetta.store.db import create_schema, make_engine
@@ -418,9 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from staffetta.billing.cli import register as register_account_verbs
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
+    from staffetta.smsc.number_cli import register as register_number_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
+    register_number_verbs(sub, engine_for)
     return p
 
 
