@@ -244,6 +244,7 @@ _T_RECEIPTED_ID = 0x001E
 _T_MESSAGE_STATE = 0x0427
 _T_NETWORK_ERROR = 0x0423
 _T_UMR = 0x0204
+_T_MESSAGE_PAYLOAD = 0x0424
 
 
 #: Every mandatory field of a deliver_sm, NULL. The codec's fast encoder wants
@@ -343,3 +344,39 @@ _RECEIPT_BODY = (
     b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
 )
 _pack_header = struct.Struct(">IIII").pack
+
+
+def mo_fields(handset: bytes, handset_ton: int, handset_npi: int, number: bytes, number_ton: int,
+              number_npi: int, data_coding: int, user_data: bytes,
+              udh: bytes = b"") -> tuple[dict[str, Any], dict[int, bytes]]:
+    """An MO deliver_sm's (fields, tlvs) as the hub hands it to the owner's bind.
+
+    From the handset to the number it wrote to, addresses as the carrier gave
+    them; esm_class 0x00 (0x40 when ``udh``, a concatenation header, leads the
+    user data: conformance §15, UDHI set by whoever puts a UDH in);
+    ``data_coding`` as received. User data over 254 octets travels in
+    ``message_payload`` (a reassembled long MO), the short_message empty.
+    """
+    data = udh + user_data
+    fields = {
+        **DELIVER_SM_NULL,
+        "source_addr_ton": handset_ton,
+        "source_addr_npi": handset_npi,
+        "source_addr": handset,
+        "dest_addr_ton": number_ton,
+        "dest_addr_npi": number_npi,
+        "destination_addr": number,
+        "esm_class": 0x40 if udh else 0x00,
+        "data_coding": data_coding,
+    }
+    tlvs: dict[int, bytes] = {}
+    if len(data) > 254:
+        tlvs[_T_MESSAGE_PAYLOAD] = data
+    else:
+        fields["short_message"] = data
+    return fields, tlvs
+
+
+def mo_octets(*args: Any, **kw: Any) -> bytes:
+    """:func:`mo_fields` encoded as a whole deliver_sm with sequence 0 (the outbox's form)."""
+    return encode(Pdu(_DELIVER_SM, 0, 0, *mo_fields(*args, **kw)))

@@ -79,7 +79,7 @@ class Outbox:
         *,
         max_queued: int = 5000,
         retry_delay: float = 5.0,
-        on_event: Callable[[str, int], None] | None = None,
+        on_event: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.reactor = reactor
@@ -94,14 +94,15 @@ class Outbox:
         if a is None:
             def expired(d: Delivery) -> None:
                 self._forget_when_deleted(a, d.id)
-                self._event("expired", account_id)
+                self._event("expired", account_id, d.kind)
 
             a = self._accounts[account_id] = _Account(Line(expired=expired, clock=self.reactor))
         return a
 
-    def _event(self, name: str, account_id: int) -> None:
+    def _event(self, name: str, account_id: int, kind: str = "dlr") -> None:
+        """``on_event(name, account_id, kind)``: kind "dlr" (a receipt) or "mo"."""
         if self._on_event is not None:
-            self._on_event(name, account_id)
+            self._on_event(name, account_id, kind)
 
     # ----------------------------------------------------------------- inputs
 
@@ -110,7 +111,7 @@ class Outbox:
         a = self._acct(delivery.account_id)
         if not a.windows or len(a.line) >= self.max_queued:
             a.spilled = True  # stays in the table until a receiver can take it
-            self._event("queued", delivery.account_id)
+            self._event("queued", delivery.account_id, delivery.kind)
             return
         a.known.add(delivery.id)
         a.line.put(delivery)
@@ -152,7 +153,7 @@ class Outbox:
             if status:
                 log.warning("client refused delivery %d permanently: 0x%08x", d.id, status)
             self._forget_when_deleted(a, d.id)
-            self._event("delivered", account_id)
+            self._event("delivered", account_id, d.kind)
             if a.spilled:
                 self._refill(account_id)
         else:
@@ -221,6 +222,14 @@ class Outbox:
             log.error("loading outbox for account %d failed: %s", account_id, f.getErrorMessage())
 
         d.addCallbacks(loaded, failed)
+
+    def refill_all(self) -> None:
+        """Read the table again for every account with a bound receiver (rows written by another
+        process: ``staffetta mo replay``)."""
+        for account_id, a in self._accounts.items():
+            if a.windows:
+                a.spilled = True
+                self._refill(account_id)
 
     def queued(self, account_id: int) -> int:
         a = self._accounts.get(account_id)

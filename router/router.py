@@ -125,6 +125,8 @@ class Router:
         #: (~160 µs a message at 300,000 in flight), an OrderedDict's is O(1).
         self._by_message: OrderedDict[int, MessageRecord] = OrderedDict()
         self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
+        #: The MO path (router.mo.MoRouter), set by the hub.
+        self.mo = None
 
     # ---------------------------------------------------------------- routing
 
@@ -297,8 +299,10 @@ class Router:
         if pdu.command_id == _DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
             self._receipt(connector, pdu, ack, 0)
             return
-        # MO ownership (reply window, keywords, dedicated numbers) is its own issue:
-        # refuse rather than acknowledge and drop.
+        if self.mo is not None:  # router.mo: owner decision, durable, then ack
+            self.mo.received(connector.config.name, pdu, ack)
+            return
+        # No MO path wired (a bare Router in tests): refuse rather than acknowledge and drop.
         log.warning("MO from %s refused: no MO routing configured", connector.config.name)
         ack(Status.ESME_RX_R_APPN)
 

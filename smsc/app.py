@@ -37,6 +37,7 @@ from staffetta.router.upstream import Connector
 from staffetta.smsc.binds import Binds
 from staffetta.smsc.hlr_billing import billing_charge_tx
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
+from staffetta.smsc.mo_hub import HubMo
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import HubFactory
 from staffetta.smsc.throttle import TokenBucket
@@ -111,6 +112,8 @@ class Hub:
         self._buckets: dict[int, TokenBucket] = {}
         self.port = None
         self.metrics_port = None
+        #: The MO path (smsc/mo_hub.py): owner decision, durable write, outbox and webhooks.
+        self.mo = HubMo(self)
 
     # ----------------------------------------------------------------- helpers
 
@@ -180,6 +183,9 @@ class Hub:
         self._credentials.update(creds)
         self._policies.clear()
         self._submitters.clear()
+        mo = getattr(self, "mo", None)
+        if mo is not None:
+            mo.settings_changed()  # a `staffetta mo replay` may be waiting
 
     def _poll_settings(self) -> defer.Deferred | None:
         """Reload account and credential settings when a change bumped the version."""
@@ -326,6 +332,7 @@ class Hub:
         if queued:
             log.info("resuming %d messages accepted but not yet sent upstream", len(queued))
             self.router.resume(queued)
+        self.mo.start()
         host, port = parse_hostport(self.settings.listen, "listen")
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
@@ -355,6 +362,7 @@ class Hub:
             if p.transport is not None:
                 p.transport.loseConnection()
         self.binds.stop()
+        yield self.mo.stop()
         if self.hlr is not None:
             yield self.hlr.close()
         yield self.writer.stop()

@@ -1,0 +1,294 @@
+"""MO end to end over real SMPP: carrier (the simulator) -> hub -> owner's bind, durable first.
+
+The numbers (pools, dedicated numbers, codes, keywords) are put into the
+hub's ledger with :func:`configure`, the one place these tests touch
+router.numbers' configuration.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+from sqlalchemy import select
+from twisted.internet import defer, reactor
+
+from staffetta.billing.wallet import balance
+from staffetta.pdu.codec import Pdu, tlv_cstr
+from staffetta.pdu.constants import Command, Status, Tag
+from staffetta.pdu.segments import udh_concat
+from staffetta.router.mo_store import mo
+from staffetta.router.numbers import Configured, Keyword
+from tests.e2e.harness import make_env, wait_until, with_timeout
+from tests.esme import connect_esme
+
+HANDSET = "393331234567"
+HANDSET2 = "393339876543"
+POOL1, POOL2 = "393400000001", "393400000002"
+DEDICATED = "393400000099"
+SHARED = "393400000050"
+ACCOUNTS = (("acme", "acme"), ("beta", "beta"))
+ACME, BETA = 1, 2
+
+
+def configure(env, **kw) -> None:
+    """Put numbers into the hub's ledger (router.numbers.Configured fields)."""
+    env.hub.numbers.configure(Configured(**kw))
+
+
+def rows(env) -> list:
+    with env.hub.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(mo).order_by(mo.c.id))]
+
+
+def credit(env, account_id: int) -> int:
+    with env.hub.engine.connect() as conn:
+        return balance(conn, account_id)
+
+
+@defer.inlineCallbacks
+def bound(env, name: str, command=Command.BIND_TRANSCEIVER, **kw):
+    c = yield connect_esme(reactor, env.port, **kw)
+    r = yield with_timeout(c.bind(name, name, command))
+    assert r.status == Status.ESME_ROK
+    return c
+
+
+@defer.inlineCallbacks
+def next_mo(client, timeout: float = 10.0):
+    """The next MO deliver_sm a client gets (receipts of its own MT are skipped)."""
+    while True:
+        pdu = yield with_timeout(client.delivered.get(), timeout)
+        if pdu.fields["esm_class"] & 0x3C == 0:
+            return pdu
+
+
+def text(pdu) -> bytes:
+    return pdu.fields["short_message"] or pdu.tlvs.get(Tag.message_payload, b"")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reply_in_the_window_reaches_the_sender_uncharged_then_falls_through(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, pools={"REPLY": {0: (POOL1, POOL2)}}, shared=frozenset({POOL1, POOL2}),
+                  codes={"BETA1": (BETA, "alias")})
+        acme = yield bound(env, "acme")
+        r = yield with_timeout(acme.submit(b"Rispondi pure", source_addr=POOL1.encode(),
+                                           source_addr_ton=1, source_addr_npi=1))
+        assert r.status == Status.ESME_ROK
+        # The submit path opens the window (numbers' sender_for/remember_mt); said here so
+        # this test does not depend on which pool number that wiring picks.
+        env.hub.numbers.remember_mt(ACME, HANDSET, POOL1, reactor.seconds())
+        before = credit(env, ACME)
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "Si grazie"))
+        assert status == Status.ESME_ROK
+        got = yield next_mo(acme)
+        assert got.command_id == Command.DELIVER_SM
+        assert (got.fields["source_addr"], got.fields["destination_addr"]) == (HANDSET.encode(), POOL1.encode())
+        assert got.fields["esm_class"] == 0 and text(got) == b"Si grazie"
+        assert credit(env, ACME) == before  # the reply costs the account nothing
+        [row] = rows(env)
+        assert (row["account_id"], row["how"], row["free"]) == (ACME, "reply_window", True)
+        # After the window, the same number is a shared one: first word decides, else dead letter.
+        env.hub.numbers.window = 0.0
+        beta = yield bound(env, "beta")
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "beta1 ciao"))
+        assert status == Status.ESME_ROK
+        got = yield next_mo(beta)
+        assert text(got) == b"beta1 ciao"
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "Si grazie ancora"))
+        assert status == Status.ESME_ROK  # a dead letter is stored, counted, acknowledged
+        last = rows(env)[-1]
+        assert (last["account_id"], last["how"], last["cause"]) == (None, "dead_letter", "no_code")
+        assert env.hub.metrics.count("mo_dead", "no_code") == 1
+        assert env.hub.metrics.count("mo_in", "sim") == 3
+        assert acme.delivered.pending == [] or all(p.fields["esm_class"] & 0x3C for p in acme.delivered.pending)
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_accounts_writing_to_one_handset_get_their_own_replies(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, pools={"REPLY": {0: (POOL1, POOL2)}})
+        now = reactor.seconds()
+        n1 = env.hub.numbers.sender_for(ACME, HANDSET, "REPLY", now)
+        n2 = env.hub.numbers.sender_for(BETA, HANDSET, "REPLY", now)
+        assert n1 != n2
+        env.hub.numbers.remember_mt(ACME, HANDSET, n1, now)
+        env.hub.numbers.remember_mt(BETA, HANDSET, n2, now)
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        beta = yield bound(env, "beta", Command.BIND_RECEIVER)
+        yield with_timeout(env.carrier.inject_mo(HANDSET, n2, "for beta"))
+        yield with_timeout(env.carrier.inject_mo(HANDSET, n1, "for acme"))
+        a = yield next_mo(acme)
+        b = yield next_mo(beta)
+        assert (text(a), a.fields["destination_addr"]) == (b"for acme", n1.encode())
+        assert (text(b), b.fields["destination_addr"]) == (b"for beta", n2.encode())
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_keyword_an_alias_and_a_dedicated_number_reach_their_owner(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, shared=frozenset({SHARED}), dedicated={DEDICATED: BETA},
+                  codes={"ACMESHOP": (ACME, "alias"), "4242": (BETA, "code")},
+                  keywords={(ACME, "PROMO"): Keyword(ACME, "PROMO", "reply", "Sconto 10% con PROMO10", "PRO")})
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        beta = yield bound(env, "beta", Command.BIND_RECEIVER)
+        before = credit(env, ACME)
+        submits = env.carrier.stats["submits"]
+        yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "hello dedicated"))
+        yield with_timeout(env.carrier.inject_mo(HANDSET, SHARED, "4242 by code"))
+        yield with_timeout(env.carrier.inject_mo(HANDSET, SHARED, "acmeshop promo please"))
+        got = [(yield next_mo(beta)), (yield next_mo(beta)), (yield next_mo(acme))]
+        assert [text(p) for p in got] == [b"hello dedicated", b"4242 by code", b"acmeshop promo please"]
+        r = rows(env)
+        assert [(x["account_id"], x["how"], x["keyword"]) for x in r] == [
+            (BETA, "dedicated", None), (BETA, "code", None), (ACME, "alias", "PROMO")]
+        # The keyword's automatic reply: one MT, to the handset, from the number written to, paid.
+        yield wait_until(lambda: env.carrier.stats["submits"] == submits + 1)
+        assert r[2]["reply_id"] is not None
+        assert credit(env, ACME) == before - 160  # one PRO segment of the default plan
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_records_the_opt_out_before_the_carrier_hears_ok(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, dedicated={DEDICATED: ACME})
+        written = []
+        if not env.hub.writer.handles("opt_out"):  # numbers' store registers it on merge
+            env.hub.writer.register("opt_out", lambda conn, items: written.extend(items))
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "stop"))
+        assert status == Status.ESME_ROK
+        assert env.hub.numbers.opted_out(ACME, HANDSET)
+        if written:
+            assert written[0][:3] == (ACME, HANDSET, True)
+        got = yield next_mo(acme)
+        assert text(got) == b"stop"
+        assert rows(env)[0]["action"] == "stop"
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "START"))
+        assert status == Status.ESME_ROK and not env.hub.numbers.opted_out(ACME, HANDSET)
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_mo_for_an_unbound_client_arrives_on_its_next_bind(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, dedicated={DEDICATED: ACME})
+        tx = yield bound(env, "acme", Command.BIND_TRANSMITTER)  # a transmitter takes no MO
+        for i in range(3):
+            status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, f"msg {i}"))
+            assert status == Status.ESME_ROK
+        yield env.stop_hub()  # across a restart too
+        env.start_hub()
+        configure(env, dedicated={DEDICATED: ACME})
+        rx = yield bound(env, "acme", Command.BIND_RECEIVER)
+        got = []
+        for _ in range(3):
+            got.append(text((yield next_mo(rx))))
+        assert got == [b"msg 0", b"msg 1", b"msg 2"]
+        assert tx.delivered.pending == []
+        yield wait_until(lambda: env.hub.metrics.count("mo_delivered", "acme", "smpp") == 3)
+    finally:
+        yield env.stop()
+
+
+def _part(ref: int, total: int, seq: int, data: bytes, ref16: bool = False) -> tuple[bytes, int]:
+    return udh_concat(ref, total, seq, ref16) + data, 0x40
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_restart_mid_reassembly_loses_no_part(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, dedicated={DEDICATED: ACME})
+        chunks = [b"A" * 153, b"B" * 153, b"C" * 40]
+        # Parts 3 and 1 (out of order), then the hub stops.
+        for seq in (3, 1):
+            sm, esm = _part(7, 3, seq, chunks[seq - 1])
+            status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, sm, esm_class=esm))
+            assert status == Status.ESME_ROK
+        assert rows(env) == []
+        yield env.stop_hub()
+        env.start_hub()
+        configure(env, dedicated={DEDICATED: ACME})
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        sm, esm = _part(7, 3, 2, chunks[1])
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, sm, esm_class=esm))
+        assert status == Status.ESME_ROK
+        got = yield next_mo(acme)
+        assert got.fields["esm_class"] == 0
+        assert got.tlvs[Tag.message_payload] == b"".join(chunks)  # one deliver_sm, whole
+        [row] = rows(env)
+        assert (row["parts_total"], row["parts_present"]) == (3, None)
+        with env.hub.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM mo_parts").scalar() == 0
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sar_and_16_bit_parts_in_any_order(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, dedicated={DEDICATED: ACME})
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        for seq, data in ((2, b" world"), (1, b"hello")):
+            tlvs = {Tag.sar_msg_ref_num: (300).to_bytes(2, "big"), Tag.sar_total_segments: b"\x02",
+                    Tag.sar_segment_seqnum: bytes([seq])}
+            yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, data, tlvs=tlvs))
+        got = yield next_mo(acme)
+        assert text(got) == b"hello world"
+        for seq, data in ((2, b"two"), (1, b"one ")):
+            sm, esm = _part(0x1234, 2, seq, data, ref16=True)
+            yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, sm, esm_class=esm))
+        got = yield next_mo(acme)
+        assert text(got) == b"one two"
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_incomplete_mo_is_delivered_as_its_parts_flagged_after_the_timeout(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        configure(env, dedicated={DEDICATED: ACME})
+        env.hub.mo.router.reassembler.timeout = 0.3
+        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        for seq in (1, 3):
+            sm, esm = _part(9, 3, seq, b"part%d" % seq)
+            yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, sm, esm_class=esm))
+        first = yield next_mo(acme)
+        third = yield next_mo(acme)
+        # As they came: each with its concatenation header, so the client sees part 2 is missing.
+        assert first.fields["esm_class"] == third.fields["esm_class"] == 0x40
+        assert first.fields["short_message"] == udh_concat(9, 3, 1) + b"part1"
+        assert third.fields["short_message"] == udh_concat(9, 3, 3) + b"part3"
+        [row] = rows(env)
+        assert (row["parts_present"], row["part_sizes"]) == ("1,3", "5,5")
+    finally:
+        yield env.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_malformed_mo_gets_a_precise_status(data_dir):
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    try:
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, b"\x09\x00\x03", esm_class=0x40))
+        assert status == Status.ESME_RINVMSGLEN
+        assert rows(env) == []
+        assert env.hub.metrics.count("mo_rejected", "sim") == 1
+    finally:
+        yield env.stop()
+
+
+_ = (Pdu, tlv_cstr)
