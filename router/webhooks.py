@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet import defer
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.internet import defer, protocol
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -107,6 +107,19 @@ class _Bytes:
         pass
 
 
+class _Drain(protocol.Protocol):
+    """Reads a response body to its end, keeping nothing (only the status matters)."""
+
+    def __init__(self, done: defer.Deferred) -> None:
+        self.done = done
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        pass
+
+    def connectionLost(self, reason=None) -> None:  # noqa: N802
+        self.done.callback(None)
+
+
 class HttpPoster:
     """POST with Twisted's Agent over a persistent connection pool; fires with the status code."""
 
@@ -123,7 +136,9 @@ class HttpPoster:
 
         def got(response):
             # Read (and drop) the body so that the connection goes back to the pool.
-            return readBody(response).addBoth(lambda _: response.code)
+            done = defer.Deferred()
+            response.deliverBody(_Drain(done))
+            return done.addBoth(lambda _: response.code)
 
         d.addCallback(got)
         d.addTimeout(self.timeout, self.reactor)
