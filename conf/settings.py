@@ -108,6 +108,9 @@ class Settings:
     hlr: HlrSettings = field(default_factory=HlrSettings)
     mo: MoSettings = field(default_factory=MoSettings)
     redis_url: str | None = None
+    #: Sender pools, the reply window, STOP/START/HELP words; validated by
+    #: router.numbers.two_way_from_dict (docs/two-way.md).
+    numbers: dict | None = None
 
     @property
     def db_url(self) -> str:

@@ -40,6 +40,9 @@ REPLY = "REPLY"
 #: Segments one message of each type may take (seed § TIPOLOGIE SMS, § LONG SMS).
 MAX_SEGMENTS: dict[str, int] = {SMART: 1, PRO: 4, REPLY: 1}
 _SERVICE_TYPES: dict[bytes, str] = {b"SMART": SMART, b"PRO": PRO, b"REPLY": REPLY}
+#: The sender of a SMART / REPLY submit with an empty source_addr and no account default:
+#: a placeholder the submit pipeline replaces with a pool number (or refuses: docs/two-way.md).
+POOL_SENDER = Sender("", int(Ton.INTERNATIONAL), int(Npi.ISDN))
 
 SINGLE = "single"
 UDH = "udh"
@@ -237,8 +240,10 @@ def assess_submit(fields: dict, tlvs: dict[int, bytes], policy: AccountPolicy, *
     else:
         sender = policy.default_sender_checked
         if sender is None:
-            raise _reject(Status.ESME_RINVSRCADR, "source_addr",
-                          "empty and the account has no default sender")
+            if msg_type == PRO:
+                raise _reject(Status.ESME_RINVSRCADR, "source_addr",
+                              "empty and the account has no default sender")
+            sender = POOL_SENDER  # SMART / REPLY: the submit pipeline takes one from the pool
     destination = normalize_destination(fields["destination_addr"], fields["dest_addr_ton"],
                                         fields["dest_addr_npi"], policy.default_country_code)
 

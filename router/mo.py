@@ -244,8 +244,7 @@ class MoRouter:
                  mo_ids: Callable[[], int], outbox_ids: Callable[[], int], webhook_ids: Callable[[], int],
                  account_of: Callable[[int], Any], webhooks=None, replies: Replies | None = None,
                  reassembly_timeout: float = 600.0, max_reassembling: int = 10_000,
-                 outbox_ttl: float = 3 * 86400.0, metrics=None, opt_outs_stored: Callable[[], bool] = lambda: True,
-                 retry_delay: float = 1.0) -> None:
+                 outbox_ttl: float = 3 * 86400.0, metrics=None, retry_delay: float = 1.0) -> None:
         self.writer = writer
         self.reactor = reactor
         self.outbox = outbox
@@ -258,7 +257,6 @@ class MoRouter:
         self.replies = replies
         self.outbox_ttl = outbox_ttl
         self.metrics = metrics
-        self.opt_outs_stored = opt_outs_stored
         self.retry_delay = retry_delay
         self.reassembly_timeout = reassembly_timeout
         self.reassembler = Reassembler(reassembly_timeout, max_reassembling)
@@ -423,10 +421,6 @@ class MoRouter:
 
         if kw is not None and kw.action in ("stop", "start"):
             out = kw.action == "stop"
-            if not self.opt_outs_stored():
-                log.error("opt-out of %s not recorded: the opt_out store is not wired", head.source)
-                store_mo()
-                return
 
             def opted(_) -> None:
                 self.numbers.apply_opt(aid, head.source, out, now)

@@ -47,10 +47,14 @@ MIN_WINDOW = 48 * 3600.0
 #: A REPLY number chosen for a submit that was then refused (throttle, price, credit...)
 #: holds its (handset, number) pair this long, then is free again.
 RESERVE_HOLD = 300.0
+#: An opt-out applied in memory outlives a settings reload this long (> the poll period + a read).
+OPT_OVERLAY = 10.0
 
 #: Statuses of the MT refusals this module decides (vendor range, docs/conformance.md).
 POOL_EXHAUSTED_STATUS = int(Status.STAFFETTA_RPOOLEXHAUSTED)  # 0x410
 OPTED_OUT_STATUS = int(Status.STAFFETTA_ROPTEDOUT)  # 0x411
+_RINVSRCADR = int(Status.ESME_RINVSRCADR)
+_ALPHANUMERIC_TON = 5
 
 #: What an account's client-given sender does on SMART/REPLY (the pool's number is used).
 OWN_SENDER_POLICIES = ("ignore", "refuse")
@@ -68,14 +72,20 @@ ACTIONS = ("reply", "stop", "start", "help")
 UNKNOWN_NUMBER, NO_CODE, ALPHANUMERIC = "unknown_number", "no_code", "alphanumeric"
 
 
-class PoolExhausted(Exception):
-    """No pool number is free for this (account, destination): refuse the MT with :attr:`status`."""
+class MtRefused(Exception):
+    """Refuse the MT with ``status`` (the submit pipeline answers it; docs/two-way.md)."""
 
-    status = POOL_EXHAUSTED_STATUS
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PoolExhausted(MtRefused):
+    """No pool number is free for this (account, destination): status 0x410, never a shared number."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(POOL_EXHAUSTED_STATUS, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,24 +234,39 @@ class Numbers:
         self.window = self.settings.reply_window
         self.c = Configured()
         self._help: dict[int, Keyword] = {}
+        self._pool_numbers: frozenset[str] = frozenset()
         #: (handset, number) -> conversation, least recently touched first.
         self._conv: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
         #: (account id, handset) -> the REPLY number it sticks to.
         self._sticky: dict[tuple[int, str], str] = {}
         #: (kind, pool owner) -> next index to try (SMART rotation, REPLY spread).
         self._next: dict[tuple[str, int], int] = {}
-        #: In-memory changes of opt-outs since the last snapshot (a STOP applied before the reload).
-        self._opt: dict[tuple[int, str], bool] = {}
-        self.window_hits = 0  # MO given to their owner by the reply window (metrics)
+        #: Opt-out changes applied in memory after their commit: (account, handset) -> (out, when).
+        #: They win over a snapshot for OPT_OVERLAY seconds (a reload read before the commit).
+        self._opt: dict[tuple[int, str], tuple[bool, float]] = {}
+        self._opt_latest = 0.0
+        #: Metrics (plain ints, exported at scrape): MO owned by the reply window per account,
+        #: opt-out changes per (account, "out" | "in").
+        self.window_hits: dict[int, int] = {}
+        self.opt_changes: dict[tuple[int, str], int] = {}
         self.configure(configured or Configured())
 
     # ------------------------------------------------------------ configuration
 
-    def configure(self, configured: Configured) -> None:
-        """Swap in what the store holds now (at start and at every settings reload)."""
+    def configure(self, configured: Configured, now: float | None = None) -> None:
+        """Swap in what the store holds now (at start and at every settings reload).
+
+        Opt-out changes applied in memory in the last :data:`OPT_OVERLAY`
+        seconds before ``now`` stay on top: the snapshot may have been read
+        before their commit. Without ``now`` (start, tests) none stay.
+        """
         self.c = configured
         self._help = {k.account_id: k for k in configured.keywords.values() if k.action == "help"}
-        self._opt.clear()  # the snapshot was read after every committed opt-out change
+        self._pool_numbers = frozenset(n for by in configured.pools.values() for ns in by.values() for n in ns)
+        if now is None or now - self._opt_latest >= OPT_OVERLAY:
+            self._opt.clear()
+        else:
+            self._opt = {k: v for k, v in self._opt.items() if now - v[1] < OPT_OVERLAY}
 
     def own_sender(self, account_id: int) -> str:
         """``ignore`` | ``refuse``: what a client-given sender does on SMART and REPLY."""
@@ -256,6 +281,29 @@ class Numbers:
         return own if own else by_owner.get(0, ())
 
     # --------------------------------------------------------------------- MT
+
+    def mt_sender(self, account_id: int, msg_type: str, destination: str, sender: str, sender_ton: int,
+                  client_gave: bool, now: float) -> str | None:
+        """The source address of an MT: a pool number, or None to keep ``sender``; raises :class:`MtRefused`.
+
+        ``client_gave``: the submit carried its own source_addr (not the
+        account's default). Rules (docs/two-way.md "Pools"): a REPLY never
+        leaves from an alphanumeric sender (ESME_RINVSRCADR: replies could not
+        come back); SMART and REPLY take a pool number when a pool of their
+        type exists, ignoring the client's sender, or refusing it
+        (ESME_RINVSRCADR) when the account's policy is ``refuse``; with no
+        pool of the type the client's own sender goes, as before pools.
+        """
+        if msg_type == REPLY and client_gave and sender_ton == _ALPHANUMERIC_TON:
+            raise MtRefused(_RINVSRCADR, "source_addr: a REPLY cannot leave from an alphanumeric sender")
+        if not self.pool(account_id, msg_type):
+            if not sender:
+                raise MtRefused(_RINVSRCADR, f"source_addr: empty and no {msg_type} pool is configured")
+            return None
+        if client_gave and self.c.own_sender.get(account_id) == "refuse":
+            raise MtRefused(_RINVSRCADR, f"source_addr: this account's {msg_type} messages take "
+                                         "their sender from the pool")
+        return self.sender_for(account_id, destination, msg_type, now)
 
     def sender_for(self, account_id: int, destination: str, msg_type: str, now: float) -> str:
         """The pool number a SMART or REPLY message from ``account_id`` to ``destination`` leaves from.
@@ -323,8 +371,11 @@ class Numbers:
         """An MT from ``account_id`` to ``handset`` via ``pool_number`` was accepted at ``now``.
 
         Opens (or extends) the reply window. Also used at start to rebuild the
-        window from the messages table, oldest first.
+        window from the messages table, oldest first. A number that is not in
+        a pool (a client's own sender) opens nothing.
         """
+        if pool_number not in self._pool_numbers:
+            return
         self._hold(account_id, handset, pool_number, msg_type, now, now)
 
     def forget_expired(self, now: float) -> int:
@@ -340,20 +391,29 @@ class Numbers:
             n += 1
         return n
 
+    def pool_numbers(self) -> frozenset[str]:
+        """Every number of every pool (SMART and REPLY, shared and accounts' own)."""
+        return self._pool_numbers
+
     def conversations(self) -> int:
         return len(self._conv)
 
     def opted_out(self, account_id: int, handset: str) -> bool:
         """Whether ``handset`` said STOP to ``account_id`` (and no START since): its MT are refused."""
         key = (account_id, handset)
-        v = self._opt.get(key)
-        if v is not None:
-            return v
+        if self._opt:
+            v = self._opt.get(key)
+            if v is not None:
+                return v[0]
         return key in self.c.opt_outs
 
     def apply_opt(self, account_id: int, handset: str, out: bool, now: float) -> None:
         """The in-memory change after the durable write of writer kind ``opt_out``."""
-        self._opt[(account_id, handset)] = out
+        if self.opted_out(account_id, handset) != out:
+            k = (account_id, "out" if out else "in")
+            self.opt_changes[k] = self.opt_changes.get(k, 0) + 1
+        self._opt[(account_id, handset)] = (out, now)
+        self._opt_latest = max(self._opt_latest, now)
 
     # --------------------------------------------------------------------- MO
 
@@ -365,8 +425,8 @@ class Numbers:
         w1, w2 = first_words(text)
         conv = self._conv.get((handset, number))
         if conv is not None and conv.last_mt is not None and now - conv.last_mt < self.window:
-            self.window_hits += 1
             a = conv.account_id
+            self.window_hits[a] = self.window_hits.get(a, 0) + 1
             return Owner(a, "reply_window", conv.msg_type == REPLY, self.keyword(a, w1))
         a = c.dedicated.get(number)
         if a is not None:

@@ -31,6 +31,8 @@ from staffetta.hlr.service import HlrService, writer_charge
 from staffetta.pdu.message import AccountPolicy
 from staffetta.pdu.session import Timers
 from staffetta.router import messages as store
+from staffetta.router import number_store
+from staffetta.router.numbers import Configured, Numbers, two_way_from_dict
 from staffetta.router.outbox import Outbox
 from staffetta.router.router import Router
 from staffetta.router.upstream import Connector
@@ -70,6 +72,11 @@ class Hub:
             on_batch=self.metrics.batch,
         )
         store.register_handlers(self.writer)
+        number_store.register_handlers(self.writer)
+        #: Pools, the reply window, codes, keywords, opt-outs (router/numbers.py): configured
+        #: part reloaded with the settings, the window rebuilt from the messages at start.
+        self.numbers = Numbers(two_way_from_dict(settings.numbers))
+        self.metrics.watch_numbers(self.numbers)
         with self.engine.connect() as conn:
             max_message, max_outbox = store.max_ids(conn)
         self.message_ids = allocator(self.engine, "staffetta_message_ids", max_message + 1)
@@ -104,6 +111,7 @@ class Hub:
         self.pipeline = SubmitPipeline(
             choose_route=self.router.choose_route, can_accept=self.router.can_accept,
             message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY, max_validity=MAX_VALIDITY,
+            numbers=self.numbers,
         )
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
@@ -169,13 +177,17 @@ class Hub:
             )
         return s
 
-    def _load_settings(self, conn, bound: list[int]) -> tuple[int, dict[int, Account], dict[int, Credential]]:
-        """The version, then every account and the bound credentials (a change in between is seen next poll)."""
+    def _load_settings(self, conn, bound: list[int]) -> tuple[int, dict[int, Account], dict[int, Credential],
+                                                               Configured]:
+        """The version, then every account, the bound credentials and the numbers (a change in between is
+        seen next poll)."""
         version = current_settings_version(conn)
-        return version, all_accounts(conn), credentials_by_id(conn, bound) if bound else {}
+        return (version, all_accounts(conn), credentials_by_id(conn, bound) if bound else {},
+                number_store.load_configured(conn))
 
-    def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential]]) -> None:
-        version, accts, creds = loaded
+    def _apply_settings(self, loaded: tuple[int, dict[int, Account], dict[int, Credential], Configured]) -> None:
+        version, accts, creds, configured = loaded
+        self.numbers.configure(configured, self.reactor.seconds())
         if version != self._settings_version:
             log.debug("settings version %d: %d accounts reloaded", version, len(accts))
         self._settings_version = version
@@ -304,6 +316,9 @@ class Hub:
 
         return self.read(read).addCallbacks(unbind, lambda f: log.error("credential check failed: %s", f.getErrorMessage()))
 
+    def _forget_conversations(self) -> None:
+        self.numbers.forget_expired(self.reactor.seconds())
+
     def _refresh_gauges(self) -> None:
         for name, c in self.router.connectors.items():
             self.metrics.upstream_window.labels(name).set(c.in_flight)
@@ -319,12 +334,16 @@ class Hub:
             queued = store.queued_messages(conn, limit=self.settings.max_queue)
             alerts = pending_alerts(conn)
             self._apply_settings(self._load_settings(conn, []))
+            now = self.reactor.seconds()
+            for account_id, handset, number, msg_type, at in number_store.recent_pool_mt(
+                    conn, now - self.numbers.window, self.numbers.pool_numbers()):
+                self.numbers.remember_mt(account_id, handset, number, at, msg_type)
         self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
                           (self.router.sweep_expired, 5.0), (self.router.forget_expired, 5.0),
-                          (self._poll_settings, SETTINGS_POLL)):
+                          (self._poll_settings, SETTINGS_POLL), (self._forget_conversations, 60.0)):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -128,8 +128,10 @@ def check_sections(settings: Settings) -> None:
     """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
     from staffetta.billing.plans import billing_from_dict
     from staffetta.hlr.model import parse_age
+    from staffetta.router.numbers import two_way_from_dict
 
     billing_from_dict(settings.billing)
+    two_way_from_dict(settings.numbers)
     try:
         parse_age(settings.hlr.max_age)
     except ValueError as exc:
@@ -172,6 +174,7 @@ def engine_for(args):
     import staffetta.hlr.jobs  # noqa: F401
     import staffetta.router.messages  # noqa: F401
     import staffetta.router.mo_store  # noqa: F401
+    import staffetta.router.number_store  # noqa: F401
     from staffetta.billing.accounts import upgrade
     from staffetta.router.messages import upgrade as upgrade_messages
     from staffetta.store.db import create_schema, make_engine
@@ -380,9 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     from staffetta.billing.cli import register as register_account_verbs
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
     from staffetta.smsc.mo_cli import register as register_mo_verbs
+    from staffetta.smsc.number_cli import register as register_number_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
+    register_number_verbs(sub, engine_for)
     register_mo_verbs(sub, engine_for)
     return p
 

@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections import defaultdict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import select
@@ -105,6 +105,36 @@ class _HotCounters:
             yield f
 
 
+class NumbersCollector:
+    """The two-way ledger's counters (router/numbers.py keeps plain ints), exported at scrape time.
+
+    ``staffetta_reply_window_hits{account}``: MO given to their owner by the reply window;
+    ``staffetta_opt_outs{account,change}``: opt-out ledger changes (out: a STOP, in: a START);
+    ``staffetta_reply_window_conversations``: (handset, pool number) pairs the window holds.
+    """
+
+    def __init__(self, numbers, account_name) -> None:
+        self.numbers = numbers
+        self.account_name = account_name
+
+    def collect(self):
+        n = self.numbers
+        f = CounterMetricFamily("staffetta_reply_window_hits", "MO owned through the reply window",
+                                labels=["account"])
+        for account_id, hits in list(n.window_hits.items()):
+            f.add_metric([self.account_name(account_id)], hits)
+        yield f
+        f = CounterMetricFamily("staffetta_opt_outs", "opt-out ledger changes (out: STOP, in: START)",
+                                labels=["account", "change"])
+        for (account_id, change), count in list(n.opt_changes.items()):
+            f.add_metric([self.account_name(account_id), change], count)
+        yield f
+        g = GaugeMetricFamily("staffetta_reply_window_conversations",
+                              "(handset, pool number) pairs held by the reply window")
+        g.add_metric([], n.conversations())
+        yield g
+
+
 class HubMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -150,6 +180,10 @@ class HubMetrics:
         #: account id -> name: the ``account`` label of events that carry only the id.
         self.account_names: dict[int, str] = {}
         self._engine = None
+
+    def watch_numbers(self, numbers) -> None:
+        """Export the counters of the hub's :class:`router.numbers.Numbers` (see :class:`NumbersCollector`)."""
+        self.registry.register(NumbersCollector(numbers, self.account_name))
 
     def know_accounts(self, engine) -> None:
         """Learn every account's name now (one query at start), and read the store again on a miss."""

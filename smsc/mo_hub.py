@@ -12,7 +12,6 @@ from twisted.internet import defer, task
 
 from staffetta.router import mo_store
 from staffetta.router.mo import MoRouter
-from staffetta.router.numbers import Numbers
 from staffetta.router.webhooks import HttpPoster, Schedule, Webhooks
 from staffetta.smsc.mo_replies import AutoReplies
 from staffetta.store.ids import allocator
@@ -26,8 +25,6 @@ class HubMo:
         s = hub.settings.mo
         writer = hub.writer
         mo_store.register_handlers(writer)
-        if getattr(hub, "numbers", None) is None:
-            hub.numbers = Numbers()
         with hub.engine.connect() as conn:
             max_mo, max_webhook = mo_store.max_ids(conn)
         self.mo_ids = allocator(hub.engine, "staffetta_mo_ids", max_mo + 1)
@@ -45,7 +42,6 @@ class HubMo:
             webhook_ids=self.webhook_ids, account_of=hub.accounts.get, webhooks=self.webhooks,
             replies=AutoReplies(hub), reassembly_timeout=s.reassembly_timeout,
             max_reassembling=s.max_reassembling, outbox_ttl=hub.settings.outbox_ttl, metrics=hub.metrics,
-            opt_outs_stored=lambda: writer.handles("opt_out"),
         )
         # hub.accounts is replaced whole at each reload: read it through the hub.
         self.router.account_of = lambda account_id: hub.accounts.get(account_id)

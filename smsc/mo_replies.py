@@ -69,4 +69,5 @@ class AutoReplies:
         hub = self.hub
         name = hub.metrics.account_name(record.account_id)
         hub.metrics.debited(name, record.msg_type, price)
+        hub.pipeline.stored(record, hub.reactor.seconds())  # a pool sender opens the reply window
         hub.router.forward(record)

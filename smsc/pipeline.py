@@ -12,7 +12,8 @@ account and credential) and the time, and returns what to do:
   ``price``) in the group commit, then answer and hand it to ``route``.
 
 The rules, in order: validation, message type and sender policy
-(:func:`pdu.message.assess_submit`), the route (``choose_route``, then room in
+(:func:`pdu.message.assess_submit`), the opt-out ledger and the SMART/REPLY
+sender pools (:mod:`router.numbers`: ``opted_out``, ``mt_sender``), the route (``choose_route``, then room in
 its queue), the credential's throughput (its token bucket), the price
 (:func:`billing.plans.quote`), the HLR decision. The route comes before the
 throttle and the lookup so that a message the hub cannot route spends neither
@@ -28,12 +29,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from staffetta.billing.accounts import Account
 from staffetta.billing.plans import PricePlan, quote
 from staffetta.hlr.service import REFUSE_DEST, REFUSE_SYSERR
-from staffetta.pdu.constants import Status
+from staffetta.pdu.addresses import Sender
+from staffetta.pdu.constants import Npi, Status, Ton
 from staffetta.pdu.errors import SubmitRejected
-from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
+from staffetta.pdu.message import PRO, AccountPolicy, Assessment, assess_submit
+from staffetta.router.numbers import OPTED_OUT_STATUS, MtRefused, Numbers
 from staffetta.router.record import MessageRecord
 from staffetta.smsc.throttle import TokenBucket
 
@@ -47,6 +52,8 @@ _RTHROTTLED = int(Status.ESME_RTHROTTLED)
 _RNORATE = int(Status.STAFFETTA_RNORATE)
 _RINVDSTADR = int(Status.ESME_RINVDSTADR)
 _RSYSERR = int(Status.ESME_RSYSERR)
+_RINVSRCADR = int(Status.ESME_RINVSRCADR)
+_TON_INTL, _NPI_ISDN = int(Ton.INTERNATIONAL), int(Npi.ISDN)
 
 
 class Submitter:
@@ -136,7 +143,8 @@ class SubmitPipeline:
 
     def __init__(self, *, choose_route: Callable[[int, str, str], str | None],
                  can_accept: Callable[[str], bool], message_ids: Callable[[], int],
-                 default_validity: float, max_validity: float) -> None:
+                 default_validity: float, max_validity: float, numbers: Numbers | None = None) -> None:
+        self.numbers = numbers  # opt-outs, sender pools, the reply window (router/numbers.py)
         self.choose_route = choose_route
         self.can_accept = can_accept
         self.message_ids = message_ids
@@ -150,6 +158,20 @@ class SubmitPipeline:
             a = assess_submit(fields, tlvs, who.policy)
         except SubmitRejected as exc:
             return self.refuse(account, exc.status, f"{exc.field}: {exc.reason}")
+        numbers = self.numbers
+        if numbers is not None:
+            if numbers.opted_out(account.id, a.destination.e164):
+                return self.refuse(account, OPTED_OUT_STATUS, f"{a.destination.e164} opted out (STOP)")
+            if a.msg_type != PRO:
+                try:
+                    n = numbers.mt_sender(account.id, a.msg_type, a.destination.e164, a.sender.addr,
+                                          a.sender.ton, bool(fields["source_addr"]), now)
+                except MtRefused as exc:
+                    return self.refuse(account, exc.status, exc.reason)
+                if n is not None:
+                    a = attrs.evolve(a, sender=Sender(n, _TON_INTL, _NPI_ISDN))
+        if not a.sender.addr:
+            return self.refuse(account, _RINVSRCADR, "source_addr: empty and the account has no default sender")
         route = self.choose_route(account.id, a.destination.e164, a.msg_type)
         if route is None:
             return self.refuse(account, NO_ROUTE_STATUS, f"no route for {a.msg_type} to {a.destination.e164}")
@@ -186,6 +208,12 @@ class SubmitPipeline:
             return self.refuse(account, account.nocredit_status, "no credit for the HLR lookup")
         log.error("HLR lookup failed: %s", error)  # not the client's doing: said louder than a refusal
         return self.refuse(account, _RSYSERR, f"HLR lookup failed: {error}")
+
+    def stored(self, record: MessageRecord, now: float) -> None:
+        """After the durable write of an accepted MT: a pool number opens the reply window."""
+        if self.numbers is not None and record.msg_type != PRO:
+            self.numbers.remember_mt(record.account_id, record.destination, record.source_addr, now,
+                                     record.msg_type)
 
     def refuse(self, account: Account, status: int, reason: str) -> Refused:
         """A refusal, logged at INFO (``-v`` shows every one); also for the ones decided at commit."""

@@ -134,6 +134,7 @@ class HubProtocol(BindHandling, SessionProtocol):
                 self._answer_submit(pdu, account.nocredit_status, started)
                 return
             self._answer_submit(pdu, _ROK, started, {"message_id": str(record.id).encode()})
+            hub.pipeline.stored(record, hub.reactor.seconds())
             hub.metrics.debited(name, record.msg_type, price)
             hub.router.forward(record, tlvs)
 

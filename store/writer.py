@@ -78,10 +78,6 @@ class GroupCommitWriter:
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
-    def handles(self, kind: str) -> bool:
-        """Whether a handler is registered for ``kind`` (an item of an unknown kind fails its whole batch)."""
-        return kind in self._handlers
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="staffetta-writer", daemon=True)
         self._thread.start()

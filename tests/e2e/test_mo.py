@@ -1,8 +1,8 @@
 """MO end to end over real SMPP: carrier (the simulator) -> hub -> owner's bind, durable first.
 
-The numbers (pools, dedicated numbers, codes, keywords) are put into the
-hub's ledger with :func:`configure`, the one place these tests touch
-router.numbers' configuration.
+The numbers (pools, dedicated numbers, codes, keywords) are configured in
+the store as ``staffetta number ...`` does (router/number_store.py); the hub
+takes them at its next settings poll (:func:`configure` waits for it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from staffetta.pdu.codec import Pdu, tlv_cstr
 from staffetta.pdu.constants import Command, Status, Tag
 from staffetta.pdu.segments import udh_concat
 from staffetta.router.mo_store import mo
-from staffetta.router.numbers import Configured, Keyword
+from staffetta.router.numbers import Keyword
 from staffetta.router.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, Schedule, verify
 from tests.e2e.harness import make_env, wait_until, with_timeout
 from tests.esme import connect_esme
@@ -28,11 +28,41 @@ DEDICATED = "393400000099"
 SHARED = "393400000050"
 ACCOUNTS = (("acme", "acme"), ("beta", "beta"))
 ACME, BETA = 1, 2
+#: A REPLY submit with no sender of its own: the pool gives one (router/numbers.py).
+REPLY_FROM_POOL = {"service_type": b"REPLY", "source_addr": b"", "source_addr_ton": 1, "source_addr_npi": 1}
 
 
-def configure(env, **kw) -> None:
-    """Put numbers into the hub's ledger (router.numbers.Configured fields)."""
-    env.hub.numbers.configure(Configured(**kw))
+@defer.inlineCallbacks
+def configure(env, *, pools=(), shared=(), dedicated=(), aliases=(), keywords=(), code_for=None):
+    """Numbers into the store; returns the numeric code given to ``code_for`` (if any)."""
+    from staffetta.billing.accounts import current_settings_version
+    from staffetta.router import number_store as ns
+
+    now = reactor.seconds()
+    code = None
+    with env.hub.engine.begin() as conn:
+        for number, kind, account_id in pools:
+            ns.add_pool_number(conn, number, kind, account_id, now)
+        for number in shared:
+            ns.add_shared_number(conn, number, now)
+        for number, account_id in dedicated:
+            ns.assign_dedicated(conn, number, account_id, now)
+        for account_id, alias in aliases:
+            ns.add_alias(conn, account_id, alias, now)
+        for k in keywords:
+            ns.add_keyword(conn, k)
+        if code_for is not None:
+            code, _ = ns.assign_code(conn, code_for, now)
+        version = current_settings_version(conn)
+    yield wait_until(lambda: env.hub._settings_version >= version)
+    return code
+
+
+def sent_from(env, message_id: bytes) -> str:
+    """The source address an accepted MT was given (a pool number for SMART/REPLY)."""
+    with env.hub.engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT source_addr FROM messages WHERE id = ?",
+                                    (int(message_id),)).scalar()
 
 
 def rows(env) -> list:
@@ -70,21 +100,19 @@ def text(pdu) -> bytes:
 def test_a_reply_in_the_window_reaches_the_sender_uncharged_then_falls_through(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, pools={"REPLY": {0: (POOL1, POOL2)}}, shared=frozenset({POOL1, POOL2}),
-                  codes={"BETA1": (BETA, "alias")})
+        yield configure(env, pools=[(POOL1, "REPLY", None), (POOL2, "REPLY", None)], shared=[SHARED],
+                        aliases=[(BETA, "beta1")])
         acme = yield bound(env, "acme")
-        r = yield with_timeout(acme.submit(b"Rispondi pure", source_addr=POOL1.encode(),
-                                           source_addr_ton=1, source_addr_npi=1))
+        r = yield with_timeout(acme.submit(b"Rispondi pure", **REPLY_FROM_POOL))
         assert r.status == Status.ESME_ROK
-        # The submit path opens the window (numbers' sender_for/remember_mt); said here so
-        # this test does not depend on which pool number that wiring picks.
-        env.hub.numbers.remember_mt(ACME, HANDSET, POOL1, reactor.seconds())
+        pool = sent_from(env, r.fields["message_id"])  # the submit path took it from the pool
+        assert pool in (POOL1, POOL2)
         before = credit(env, ACME)
-        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "Si grazie"))
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, pool, "Si grazie"))
         assert status == Status.ESME_ROK
         got = yield next_mo(acme)
         assert got.command_id == Command.DELIVER_SM
-        assert (got.fields["source_addr"], got.fields["destination_addr"]) == (HANDSET.encode(), POOL1.encode())
+        assert (got.fields["source_addr"], got.fields["destination_addr"]) == (HANDSET.encode(), pool.encode())
         assert got.fields["esm_class"] == 0 and text(got) == b"Si grazie"
         assert credit(env, ACME) == before  # the reply costs the account nothing
         [row] = rows(env)
@@ -92,11 +120,11 @@ def test_a_reply_in_the_window_reaches_the_sender_uncharged_then_falls_through(d
         # After the window, the same number is a shared one: first word decides, else dead letter.
         env.hub.numbers.window = 0.0
         beta = yield bound(env, "beta")
-        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "beta1 ciao"))
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, pool, "beta1 ciao"))
         assert status == Status.ESME_ROK
         got = yield next_mo(beta)
         assert text(got) == b"beta1 ciao"
-        status = yield with_timeout(env.carrier.inject_mo(HANDSET, POOL1, "Si grazie ancora"))
+        status = yield with_timeout(env.carrier.inject_mo(HANDSET, pool, "Si grazie ancora"))
         assert status == Status.ESME_ROK  # a dead letter is stored, counted, acknowledged
         last = rows(env)[-1]
         assert (last["account_id"], last["how"], last["cause"]) == (None, "dead_letter", "no_code")
@@ -111,15 +139,13 @@ def test_a_reply_in_the_window_reaches_the_sender_uncharged_then_falls_through(d
 def test_two_accounts_writing_to_one_handset_get_their_own_replies(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, pools={"REPLY": {0: (POOL1, POOL2)}})
-        now = reactor.seconds()
-        n1 = env.hub.numbers.sender_for(ACME, HANDSET, "REPLY", now)
-        n2 = env.hub.numbers.sender_for(BETA, HANDSET, "REPLY", now)
-        assert n1 != n2
-        env.hub.numbers.remember_mt(ACME, HANDSET, n1, now)
-        env.hub.numbers.remember_mt(BETA, HANDSET, n2, now)
-        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
-        beta = yield bound(env, "beta", Command.BIND_RECEIVER)
+        yield configure(env, pools=[(POOL1, "REPLY", None), (POOL2, "REPLY", None)])
+        acme = yield bound(env, "acme")
+        beta = yield bound(env, "beta")
+        ra = yield with_timeout(acme.submit(b"da acme", **REPLY_FROM_POOL))
+        rb = yield with_timeout(beta.submit(b"da beta", **REPLY_FROM_POOL))
+        n1, n2 = sent_from(env, ra.fields["message_id"]), sent_from(env, rb.fields["message_id"])
+        assert {n1, n2} == {POOL1, POOL2}
         yield with_timeout(env.carrier.inject_mo(HANDSET, n2, "for beta"))
         yield with_timeout(env.carrier.inject_mo(HANDSET, n1, "for acme"))
         a = yield next_mo(acme)
@@ -134,18 +160,18 @@ def test_two_accounts_writing_to_one_handset_get_their_own_replies(data_dir):
 def test_a_keyword_an_alias_and_a_dedicated_number_reach_their_owner(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, shared=frozenset({SHARED}), dedicated={DEDICATED: BETA},
-                  codes={"ACMESHOP": (ACME, "alias"), "4242": (BETA, "code")},
-                  keywords={(ACME, "PROMO"): Keyword(ACME, "PROMO", "reply", "Sconto 10% con PROMO10", "PRO")})
+        code = yield configure(env, shared=[SHARED], dedicated=[(DEDICATED, BETA)], aliases=[(ACME, "acmeshop")],
+                               keywords=[Keyword(ACME, "PROMO", "reply", "Sconto 10% con PROMO10", "PRO")],
+                               code_for=BETA)
         acme = yield bound(env, "acme", Command.BIND_RECEIVER)
         beta = yield bound(env, "beta", Command.BIND_RECEIVER)
         before = credit(env, ACME)
         submits = env.carrier.stats["submits"]
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "hello dedicated"))
-        yield with_timeout(env.carrier.inject_mo(HANDSET, SHARED, "4242 by code"))
+        yield with_timeout(env.carrier.inject_mo(HANDSET, SHARED, f"{code} by code"))
         yield with_timeout(env.carrier.inject_mo(HANDSET, SHARED, "acmeshop promo please"))
         got = [(yield next_mo(beta)), (yield next_mo(beta)), (yield next_mo(acme))]
-        assert [text(p) for p in got] == [b"hello dedicated", b"4242 by code", b"acmeshop promo please"]
+        assert [text(p) for p in got] == [b"hello dedicated", f"{code} by code".encode(), b"acmeshop promo please"]
         r = rows(env)
         assert [(x["account_id"], x["how"], x["keyword"]) for x in r] == [
             (BETA, "dedicated", None), (BETA, "code", None), (ACME, "alias", "PROMO")]
@@ -161,21 +187,25 @@ def test_a_keyword_an_alias_and_a_dedicated_number_reach_their_owner(data_dir):
 def test_stop_records_the_opt_out_before_the_carrier_hears_ok(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
-        written = []
-        if not env.hub.writer.handles("opt_out"):  # numbers' store registers it on merge
-            env.hub.writer.register("opt_out", lambda conn, items: written.extend(items))
-        acme = yield bound(env, "acme", Command.BIND_RECEIVER)
+        from staffetta.router.number_store import list_opt_outs
+
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
+        acme = yield bound(env, "acme")
         status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "stop"))
         assert status == Status.ESME_ROK
+        # Stored when the carrier hears OK, and in force: this account's next MT there is refused.
+        with env.hub.engine.connect() as conn:
+            assert [(r.account_id, r.handset) for r in list_opt_outs(conn)] == [(ACME, HANDSET)]
         assert env.hub.numbers.opted_out(ACME, HANDSET)
-        if written:
-            assert written[0][:3] == (ACME, HANDSET, True)
+        r = yield with_timeout(acme.submit(b"promo"))
+        assert r.status == 0x411
         got = yield next_mo(acme)
         assert text(got) == b"stop"
         assert rows(env)[0]["action"] == "stop"
         status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "START"))
         assert status == Status.ESME_ROK and not env.hub.numbers.opted_out(ACME, HANDSET)
+        r = yield with_timeout(acme.submit(b"welcome back"))
+        assert r.status == Status.ESME_ROK
     finally:
         yield env.stop()
 
@@ -184,14 +214,13 @@ def test_stop_records_the_opt_out_before_the_carrier_hears_ok(data_dir):
 def test_an_mo_for_an_unbound_client_arrives_on_its_next_bind(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         tx = yield bound(env, "acme", Command.BIND_TRANSMITTER)  # a transmitter takes no MO
         for i in range(3):
             status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, f"msg {i}"))
             assert status == Status.ESME_ROK
         yield env.stop_hub()  # across a restart too
         env.start_hub()
-        configure(env, dedicated={DEDICATED: ACME})
         rx = yield bound(env, "acme", Command.BIND_RECEIVER)
         got = []
         for _ in range(3):
@@ -211,7 +240,7 @@ def _part(ref: int, total: int, seq: int, data: bytes, ref16: bool = False) -> t
 def test_a_restart_mid_reassembly_loses_no_part(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         chunks = [b"A" * 153, b"B" * 153, b"C" * 40]
         # Parts 3 and 1 (out of order), then the hub stops.
         for seq in (3, 1):
@@ -221,7 +250,6 @@ def test_a_restart_mid_reassembly_loses_no_part(data_dir):
         assert rows(env) == []
         yield env.stop_hub()
         env.start_hub()
-        configure(env, dedicated={DEDICATED: ACME})
         acme = yield bound(env, "acme", Command.BIND_RECEIVER)
         sm, esm = _part(7, 3, 2, chunks[1])
         status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, sm, esm_class=esm))
@@ -241,7 +269,7 @@ def test_a_restart_mid_reassembly_loses_no_part(data_dir):
 def test_sar_and_16_bit_parts_in_any_order(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         acme = yield bound(env, "acme", Command.BIND_RECEIVER)
         for seq, data in ((2, b" world"), (1, b"hello")):
             tlvs = {Tag.sar_msg_ref_num: (300).to_bytes(2, "big"), Tag.sar_total_segments: b"\x02",
@@ -262,7 +290,7 @@ def test_sar_and_16_bit_parts_in_any_order(data_dir):
 def test_an_incomplete_mo_is_delivered_as_its_parts_flagged_after_the_timeout(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         env.hub.mo.router.reassembler.timeout = 0.3
         acme = yield bound(env, "acme", Command.BIND_RECEIVER)
         for seq in (1, 3):
@@ -347,7 +375,7 @@ def test_a_webhook_receiver_verifies_the_signature(data_dir):
     env = make_env(data_dir, accounts=ACCOUNTS)
     rx = Receiver(SECRET, [200])
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         yield webhook_account(env, ACME, rx.url)
         status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "Ciao €uro"))
         assert status == Status.ESME_ROK
@@ -377,7 +405,7 @@ def test_a_failing_webhook_is_retried_then_delivered(data_dir):
     rx = Receiver(SECRET, [500, 503, 200])
     try:
         env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.2, retry_for=30)
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "retry me"))
         yield wait_until(lambda: _hook_state(env) == ("delivered", 3))
@@ -396,7 +424,7 @@ def test_a_webhook_that_always_fails_becomes_a_dead_letter(data_dir):
     rx = Receiver(SECRET, [500])
     try:
         env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.1, retry_for=0.5)
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "nobody home"))
         yield wait_until(lambda: (_hook_state(env) or ("",))[0] == "dead")
@@ -414,7 +442,7 @@ def test_pending_webhooks_survive_a_restart(data_dir):
     rx = Receiver(SECRET, [500])
     try:
         env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.1, retry_for=60)
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "after the restart"))
         yield wait_until(lambda: len(rx.seen) >= 2)
@@ -440,7 +468,7 @@ def test_mo_list_and_replay_by_id_account_and_time(data_dir, capsys):
 
     env = make_env(data_dir, accounts=ACCOUNTS)
     try:
-        configure(env, dedicated={DEDICATED: ACME})
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
         start = reactor.seconds()
         for t in ("one", "two"):
             yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, t))

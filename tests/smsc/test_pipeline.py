@@ -15,6 +15,7 @@ from staffetta.pdu.constants import MessageState, Status, Tag
 from staffetta.pdu.message import AccountPolicy, assess_submit
 from staffetta.pdu.smpptime import format_smpp_time
 from staffetta.router.messages import QUEUED
+from staffetta.router.numbers import Configured, Numbers
 from staffetta.router.record import decode_tlv_stream, validity_period
 from staffetta.smsc.pipeline import (
     NO_ROUTE_STATUS,
@@ -213,3 +214,72 @@ def test_every_refusal_is_logged_at_info(caplog):
         "submit refused for acme: 0x00000014 route default: queue full",
         "submit refused for acme: 0x00000401 no credit",
     ]
+
+
+# ------------------------------------------------------ two-way: pools, opt-outs (router/numbers.py)
+
+POOLS = Configured(pools={"SMART": {0: ("393500000001", "393500000002")}, "REPLY": {0: ("393400000001",)}},
+                   opt_outs=frozenset({(7, "393489999999")}))
+
+
+def with_numbers(configured: Configured = POOLS) -> tuple[SubmitPipeline, Numbers]:
+    numbers = Numbers(configured=configured)
+    issued: list[int] = []
+    routes = Routes()
+    p = SubmitPipeline(choose_route=routes.choose, can_accept=routes.can_accept,
+                       message_ids=lambda: issued.append(1) or 100 + len(issued),
+                       default_validity=3 * DAY, max_validity=7 * DAY, numbers=numbers)
+    return p, numbers
+
+
+TWO_WAY = [
+    # (what, fields over submit_fields(), configured, expected status or source_addr of the record)
+    ("PRO keeps the client's sender", {}, POOLS, "Staffetta"),
+    ("SMART takes the pool's, the client's ignored", {"service_type": b"SMART"}, POOLS, "393500000001"),
+    ("REPLY takes the pool's", {"service_type": b"REPLY", "source_addr_ton": 1, "source_addr_npi": 1,
+                                "source_addr": b"393331234567"}, POOLS, "393400000001"),
+    ("REPLY refuses an alphanumeric sender", {"service_type": b"REPLY"}, POOLS, Status.ESME_RINVSRCADR),
+    ("SMART with no sender at all takes the pool's", {"service_type": b"SMART", "source_addr": b""},
+     POOLS, "393500000001"),
+    ("SMART with no sender and no pool", {"service_type": b"SMART", "source_addr": b""}, Configured(),
+     Status.ESME_RINVSRCADR),
+    ("SMART without a pool keeps the client's sender", {"service_type": b"SMART"}, Configured(), "Staffetta"),
+    ("own sender refused by the account's policy", {"service_type": b"SMART"},
+     Configured(pools=POOLS.pools, own_sender={7: "refuse"}), Status.ESME_RINVSRCADR),
+    ("opted-out handset, any type", {"destination_addr": b"393489999999"}, POOLS, Status.STAFFETTA_ROPTEDOUT),
+    ("opted out of another account only", {"destination_addr": b"393489999999"},
+     Configured(opt_outs=frozenset({(8, "393489999999")})), "Staffetta"),
+]
+
+
+@pytest.mark.parametrize(("what", "over", "configured", "expect"), TWO_WAY, ids=[t[0] for t in TWO_WAY])
+def test_two_way_sender_and_opt_out(what, over, configured, expect):
+    p, _ = with_numbers(configured)
+    got = p.accept(submit_fields(**over), {}, who(), NOW)
+    if isinstance(expect, str):
+        assert type(got) is Accepted, (what, got)
+        assert got.record.source_addr == expect
+        assert (got.record.source_ton, got.record.source_npi) == ((5, 0) if expect == "Staffetta" else (1, 1))
+        assert got.record.forward().fields["source_addr"] == expect.encode()
+    else:
+        assert type(got) is Refused and got.status == expect, (what, got)
+
+
+def test_reply_exhaustion_is_refused_and_the_window_opens_after_the_commit():
+    p, numbers = with_numbers()
+    reply = {"service_type": b"REPLY", "source_addr": b""}
+    first = p.accept(submit_fields(**reply), {}, who(), NOW)
+    assert first.record.source_addr == "393400000001"
+    p.stored(first.record, NOW)  # the commit: the window is open
+    assert numbers.owner_of("393481234567", "393400000001", "ok", NOW + 60).account_id == 7
+    other = Submitter(Account(8, "beta", True, "PRO", 39, None), AccountPolicy(), PricePlan(), None, "off")
+    got = p.accept(submit_fields(**reply), {}, other, NOW + 1)
+    assert type(got) is Refused and got.status == Status.STAFFETTA_RPOOLEXHAUSTED
+    # The same account again: the same number (sticky), not exhaustion.
+    assert p.accept(submit_fields(**reply), {}, who(), NOW + 2).record.source_addr == "393400000001"
+
+
+def test_smart_rotation_through_the_pipeline():
+    p, _ = with_numbers()
+    got = [p.accept(submit_fields(service_type=b"SMART"), {}, who(), NOW).record.source_addr for _ in range(4)]
+    assert got == ["393500000001", "393500000002"] * 2
