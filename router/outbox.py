@@ -58,13 +58,19 @@ class Sink(Protocol):
 
 
 class _Account:
-    __slots__ = ("line", "known", "windows", "spilled", "loading", "done_while_loading")
+    __slots__ = ("line", "known", "windows", "spilled", "spill_from", "loading", "done_while_loading")
 
     def __init__(self, line: Line[Delivery]) -> None:
         self.line = line
         self.known: set[int] = set()  # ids queued here, in flight, or acknowledged and not yet deleted
         self.windows: dict[Sink, Window[Delivery]] = {}
         self.spilled = True  # the table may hold rows that are not in memory
+        #: The lowest id the table may hold that memory does not (0: read it all; None: nothing
+        #: spilled since the last read began). A refill reads
+        #: from there, not from the start: under sustained load a full line spills on every add,
+        #: and reading the oldest ``max_queued`` rows again each time (all already in memory)
+        #: was most of a busy hub's read work (bench/bench_mo.py).
+        self.spill_from: int | None = 0
         self.loading = False
         #: Ids deleted while a table read is in flight: its snapshot may still hold them.
         self.done_while_loading: set[int] = set()
@@ -83,7 +89,7 @@ class Outbox:
     ) -> None:
         self.writer = writer
         self.reactor = reactor
-        self._load = load  # (account_id, limit) -> Deferred[list[Delivery]]
+        self._load = load  # (account_id, limit, after_id) -> Deferred[list[Delivery]], ids > after_id in order
         self.max_queued = max_queued
         self.retry_delay = retry_delay
         self._accounts: dict[int, _Account] = {}
@@ -111,6 +117,10 @@ class Outbox:
         a = self._acct(delivery.account_id)
         if not a.windows or len(a.line) >= self.max_queued:
             a.spilled = True  # stays in the table until a receiver can take it
+            if not a.windows:
+                a.spill_from = 0
+            elif a.spill_from is None or delivery.id < a.spill_from:
+                a.spill_from = delivery.id
             self._event("queued", delivery.account_id, delivery.kind)
             return
         a.known.add(delivery.id)
@@ -139,6 +149,7 @@ class Outbox:
             for d in a.line.take(lambda _: True):
                 a.known.discard(d.id)
             a.spilled = True
+            a.spill_from = 0
 
     def answered(self, account_id: int, sink: Sink, sequence: int, status: int) -> None:
         """The client answered a deliver_sm."""
@@ -197,17 +208,24 @@ class Outbox:
             return
         a.loading = True
         a.spilled = False
+        start, a.spill_from = a.spill_from or 0, None
         a.done_while_loading = set()
-        d = self._load(account_id, self.max_queued)
+        d = self._load(account_id, self.max_queued, max(start - 1, 0))
+
+        def respill(from_id: int) -> None:
+            a.spilled = True
+            if a.spill_from is None or from_id < a.spill_from:
+                a.spill_from = from_id
 
         def loaded(rows: list[Delivery]) -> None:
             a.loading = False
             done, a.done_while_loading = a.done_while_loading, set()
             if not a.windows:  # the receivers left meanwhile: the table keeps it all
                 a.spilled = True
+                a.spill_from = 0
                 return
             if len(rows) >= self.max_queued:
-                a.spilled = True  # more in the table than we loaded
+                respill(rows[-1].id + 1)  # more in the table than we loaded
             known = a.known
             put = a.line.put
             for r in rows:
@@ -218,7 +236,7 @@ class Outbox:
         def failed(f) -> None:
             a.loading = False
             a.done_while_loading = set()
-            a.spilled = True
+            respill(start)
             log.error("loading outbox for account %d failed: %s", account_id, f.getErrorMessage())
 
         d.addCallbacks(loaded, failed)
@@ -229,6 +247,7 @@ class Outbox:
         for account_id, a in self._accounts.items():
             if a.windows:
                 a.spilled = True
+                a.spill_from = 0
                 self._refill(account_id)
 
     def queued(self, account_id: int) -> int:

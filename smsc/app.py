@@ -134,8 +134,8 @@ class Hub:
 
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), run)
 
-    def _load_outbox(self, account_id: int, limit: int) -> defer.Deferred:
-        return self.read(store.pending_deliveries, account_id, 0, limit)
+    def _load_outbox(self, account_id: int, limit: int, after_id: int = 0) -> defer.Deferred:
+        return self.read(store.pending_deliveries, account_id, after_id, limit)
 
     def policy_for(self, account: Account) -> AccountPolicy:
         """At bind, with the account just read from the store: its submit policy.
