@@ -200,14 +200,7 @@ def two_way_from_dict(data: dict | None) -> TwoWaySettings:
     return TwoWaySettings(window, words, {str(k): v for k, v in help_text.items()})
 
 
-def first_words(text: str | None) -> tuple[str, str]:
-    """The first two words of an MO's text, upper-case ("" when absent)."""
-    if not text:
-        return "", ""
-    parts = text.split(None, 2)
-    if not parts:
-        return "", ""
-    return parts[0].upper(), (parts[1].upper() if len(parts) > 1 else "")
+_DEAD = {cause: Owner(None, "dead_letter", cause=cause) for cause in (UNKNOWN_NUMBER, NO_CODE, ALPHANUMERIC)}
 
 
 class _Conversation:
@@ -235,6 +228,7 @@ class Numbers:
         self.c = Configured()
         self._help: dict[int, Keyword] = {}
         self._pool_numbers: frozenset[str] = frozenset()
+        self._owners: dict[tuple[int, str, bool], Owner] = {}
         #: (handset, number) -> conversation, least recently touched first.
         self._conv: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
         #: (account id, handset) -> the REPLY number it sticks to.
@@ -317,7 +311,7 @@ class Numbers:
         window = self.window
         if msg_type == REPLY:
             n = self._sticky.get((account_id, destination))
-            if n is not None:
+            if n is not None and n in self._pool_numbers:  # a number removed from its pool is not reused
                 conv = self._conv.get((destination, n))
                 if conv is not None and conv.account_id == account_id and self._holds(conv, now, window):
                     return n
@@ -339,6 +333,31 @@ class Numbers:
         raise PoolExhausted(
             f"all {size} {msg_type} numbers are held for {destination} by other accounts"
         )
+
+    def reply_source(self, keyword: Keyword, handset: str, number: str, now: float) -> str:
+        """The sender of the automatic reply of ``keyword`` to an MO from ``handset`` to ``number``.
+
+        The keyword's own sender when it has one (PRO); a SMART or REPLY reply
+        goes out from the number the handset wrote to when it is in the
+        account's pool of that type and free for this handset (so the
+        conversation keeps one number), else from :meth:`sender_for`; a PRO
+        reply without a sender answers from ``number``. Raises
+        :class:`PoolExhausted` like any MT. Charged and sent like any MT (the
+        caller's: the MO side).
+        """
+        if keyword.reply_sender:
+            return keyword.reply_sender
+        t = keyword.reply_type
+        if t == PRO:
+            return number
+        account_id = keyword.account_id
+        if number in self.pool(account_id, t):
+            conv = self._conv.get((handset, number))
+            if conv is None or conv.account_id == account_id or not self._holds(conv, now, self.window):
+                if t == REPLY:
+                    self._hold(account_id, handset, number, REPLY, None, now)
+                return number
+        return self.sender_for(account_id, handset, t, now)
 
     @staticmethod
     def _holds(conv: _Conversation, now: float, window: float) -> bool:
@@ -420,25 +439,41 @@ class Numbers:
     def owner_of(self, handset: str, number: str, text: str | None, now: float) -> Owner:
         """Whose the MO from ``handset`` to ``number`` is (docs/two-way.md "Ownership")."""
         c = self.c
+        if number[:1] == "+":  # carriers write international numbers either way
+            number = number[1:]
+        if handset[:1] == "+":
+            handset = handset[1:]
         if not number.isdigit():
-            return Owner(None, "dead_letter", cause=ALPHANUMERIC)
-        w1, w2 = first_words(text)
+            return _DEAD[ALPHANUMERIC]
+        words = text.split(None, 2) if text else ()
+        w1 = words[0].upper() if words else ""
         conv = self._conv.get((handset, number))
         if conv is not None and conv.last_mt is not None and now - conv.last_mt < self.window:
             a = conv.account_id
             self.window_hits[a] = self.window_hits.get(a, 0) + 1
-            return Owner(a, "reply_window", conv.msg_type == REPLY, self.keyword(a, w1))
+            return self._owner(a, "reply_window", conv.msg_type == REPLY, self.keyword(a, w1) if w1 else None)
         a = c.dedicated.get(number)
         if a is not None:
-            return Owner(a, "dedicated", False, self.keyword(a, w1))
+            return self._owner(a, "dedicated", False, self.keyword(a, w1) if w1 else None)
         if number in c.shared:
             hit = c.codes.get(w1)
             if hit is None:
-                return Owner(None, "dead_letter", cause=NO_CODE)
+                return _DEAD[NO_CODE]
             a, how = hit
             # The word after the code is the keyword; a code alone may carry one itself.
-            return Owner(a, how, False, self.keyword(a, w2) if w2 else self.keyword(a, w1))
-        return Owner(None, "dead_letter", cause=UNKNOWN_NUMBER)
+            w2 = words[1].upper() if len(words) > 1 else ""
+            return self._owner(a, how, False, self.keyword(a, w2 or w1))
+        return _DEAD[UNKNOWN_NUMBER]
+
+    def _owner(self, account_id: int, how: str, free: bool, keyword: Keyword | None) -> Owner:
+        """An Owner; the ones without a keyword (most) are made once and shared (they are immutable)."""
+        if keyword is not None:
+            return Owner(account_id, how, free, keyword)
+        key = (account_id, how, free)
+        o = self._owners.get(key)
+        if o is None:
+            o = self._owners[key] = Owner(account_id, how, free)
+        return o
 
     def keyword(self, account_id: int, word: str) -> Keyword | None:
         """The account's keyword ``word`` (upper-case), else a built-in STOP/START/HELP word, else None."""

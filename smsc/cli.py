@@ -162,7 +162,24 @@ def ensure_demo_account(engine) -> bool:
             return False
         acct = create_account(conn, "demo", "demo", default_type="PRO", default_country_code=39)
         topup(conn, acct.id, DEMO_CREDITS, method="demo", reference="demo-initial-credit")
+        add_demo_pools(conn)
         return True
+
+
+#: The demo's shared sender pools (docs/two-way.md): SMART and REPLY leave from these.
+DEMO_POOLS = {"SMART": [f"3935000000{i:02d}" for i in range(1, 11)],
+              "REPLY": [f"3934000000{i:02d}" for i in range(1, 11)]}
+
+
+def add_demo_pools(conn) -> None:
+    """Ten SMART and ten REPLY numbers, so that SMART/REPLY and their replies work in the demo."""
+    import time
+
+    from staffetta.router.number_store import add_pool_number
+
+    for kind, numbers in DEMO_POOLS.items():
+        for n in numbers:
+            add_pool_number(conn, n, kind, None, time.time())
 
 
 def engine_for(args):

@@ -160,7 +160,7 @@ def _code_list(kind: str, args, engine: Engine) -> int:
     def text() -> None:
         for r in rows:
             print(f"{r[kind]:<16} {r['account']}")
-    _emit(args, {kind + "s": rows}, text)
+    _emit(args, {"codes" if kind == "code" else "aliases": rows}, text)
     return 0
 
 

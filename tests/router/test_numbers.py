@@ -75,6 +75,7 @@ def test_smart_replies_are_owned_but_not_free() -> None:
 
 def test_dedicated_then_code_then_alias_case_insensitive() -> None:
     n = ledger()
+    assert n.owner_of("+" + X, "+" + DEDICATED_NO, "hi", T0) == Owner(GAMMA, "dedicated")  # '+' forms too
     assert n.owner_of(X, DEDICATED_NO, "anything at all", T0) == Owner(GAMMA, "dedicated")
     assert n.owner_of(X, SHARED_NO, "10001", T0) == Owner(ACME, "code")
     assert n.owner_of(X, SHARED_NO, "BetaInfo where is my order", T0) == Owner(BETA, "alias")
@@ -304,3 +305,28 @@ def test_config_window_and_defaults() -> None:
     assert two_way_from_dict(None).reply_window == DEFAULT_WINDOW
     assert two_way_from_dict({"reply_window": "4d"}).reply_window == 96 * H
     assert two_way_from_dict({"reply_window": 172800}).reply_window == 48 * H
+
+
+def test_auto_reply_source_keeps_the_conversation_on_its_number() -> None:
+    n = ledger()
+    n.remember_mt(BETA, X, REPLY2, T0)
+    kw = Keyword(BETA, "PROMO", "reply", "ok", "REPLY")
+    assert n.reply_source(kw, X, REPLY2, T0 + 1) == REPLY2  # the number the handset wrote to
+    assert n.sender_for(BETA, X, "REPLY", T0 + 2) == REPLY2  # and it stays sticky
+    # A number held for this handset by another account is not taken: the pool gives another.
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "REPLY"), X, REPLY2, T0 + 1) == REPLY1
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "SMART"), X, SHARED_NO, T0) == SMART1
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "PRO", "ACME"), X, SHARED_NO, T0) == "ACME"
+    assert n.reply_source(Keyword(ACME, "PROMO", "reply", "ok", "PRO"), X, SHARED_NO, T0) == SHARED_NO
+    with pytest.raises(PoolExhausted):
+        n.reply_source(Keyword(GAMMA, "PROMO", "reply", "ok", "REPLY"), X, REPLY1, T0 + 2)
+
+
+def test_a_number_removed_from_its_pool_is_not_reused_but_its_window_still_owns_replies() -> None:
+    n = ledger()
+    first = n.sender_for(ACME, X, "REPLY", T0)
+    n.remember_mt(ACME, X, first, T0)
+    other = REPLY2 if first == REPLY1 else REPLY1
+    n.configure(Configured(pools={"REPLY": {0: (other,)}}, shared=frozenset({other})))
+    assert n.sender_for(ACME, X, "REPLY", T0 + 1) == other
+    assert n.owner_of(X, first, "hi", T0 + 2).account_id == ACME  # the MT went out from it: its replies

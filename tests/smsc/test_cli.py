@@ -71,12 +71,17 @@ def test_demo_serves_a_client_end_to_end(tmp_path):
         got = [c.bind("demo", "demo", Command.BIND_TRANSCEIVER)]
         c.send(Command.SUBMIT_SM, submit.fields)
         got += [c.read(), c.read()]
+        # A SMART message leaves from the demo's SMART pool: its receipt says which number.
+        c.send(Command.SUBMIT_SM, {**submit.fields, "service_type": b"SMART"})
+        smart = [c.read(), c.read()]
         c.close()
         assert [p.command_id for p in got[:2]] == [Command.BIND_TRANSCEIVER_RESP, Command.SUBMIT_SM_RESP]
         assert got[1].status == Status.ESME_ROK
         mid = got[1].fields["message_id"]
         assert got[2].command_id == Command.DELIVER_SM
         assert f"id:{mid.decode()} ".encode() in got[2].fields["short_message"]
+        assert smart[0].status == Status.ESME_ROK and smart[1].command_id == Command.DELIVER_SM
+        assert smart[1].fields["destination_addr"] == b"393500000001"  # the first of DEMO_POOLS["SMART"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

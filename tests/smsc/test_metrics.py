@@ -102,3 +102,26 @@ def test_resumed_messages_are_labelled_by_name_after_a_restart(data_dir):
         assert dict(env.hub.metrics.hot.receipts) == {("acme", "queued"): 1}
     finally:
         yield env.stop()
+
+
+def test_two_way_metrics_reply_window_hits_and_opt_outs() -> None:
+    from staffetta.router.numbers import Configured, Numbers
+
+    m = HubMetrics()
+    m.account_names.update({1: "acme", 2: "beta"})
+    n = Numbers(configured=Configured(pools={"REPLY": {0: ("393400000001",)}}))
+    m.watch_numbers(n)
+    n.remember_mt(1, "393331", "393400000001", 0.0)
+    n.owner_of("393331", "393400000001", "yes", 10.0)
+    n.owner_of("393331", "393400000001", "stop", 20.0)
+    n.apply_opt(1, "393331", True, 20.0)
+    n.apply_opt(2, "393332", True, 20.0)
+    n.apply_opt(2, "393332", False, 30.0)
+    text = m.render()
+    assert _lines(text, "staffetta_reply_window_hits_total") == ['staffetta_reply_window_hits_total{account="acme"} 2.0']
+    assert _lines(text, "staffetta_opt_outs_total") == [
+        'staffetta_opt_outs_total{account="acme",change="out"} 1.0',
+        'staffetta_opt_outs_total{account="beta",change="in"} 1.0',
+        'staffetta_opt_outs_total{account="beta",change="out"} 1.0',
+    ]
+    assert _lines(text, "staffetta_reply_window_conversations") == ["staffetta_reply_window_conversations 1.0"]
