@@ -41,6 +41,7 @@ from staffetta.pdu.segments import Reassembler, parse_udh, udh_concat
 from staffetta.pdu.text import BINARY, decode, parse_data_coding
 from staffetta.router.messages import Delivery
 from staffetta.router.mo_store import PART_COLUMNS, MoRow, MoWrite, WebhookJob
+from staffetta.router.numbers import MtRefused
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class OwnerDecider(Protocol):
 
     def owner_of(self, handset: str, number: str, text: str, now: float) -> Any: ...
     def apply_opt(self, account_id: int, handset: str, out: bool, now: float) -> None: ...
+    def reply_source(self, keyword: Any, handset: str, number: str, now: float) -> str: ...
 
 
 class Replies(Protocol):
@@ -382,8 +384,13 @@ class MoRouter:
         reply = None
         if kw is not None and kw.reply_text and self.replies is not None:
             # Made before the opt-out is applied: a STOP's confirmation still reaches the handset.
-            reply = self.replies.make(aid, kw.reply_sender or head.destination, head.source, kw.reply_text,
-                                      kw.reply_type, now)
+            try:
+                sender = self.numbers.reply_source(kw, head.source, head.destination, now)
+            except MtRefused as exc:  # PoolExhausted: refused like any MT, logged
+                log.warning("automatic reply of account %d to %s not sent: %s", aid, head.source, exc)
+                sender = None
+            if sender is not None:
+                reply = self.replies.make(aid, sender, head.source, kw.reply_text, kw.reply_type, now)
             if reply is not None:
                 row.reply_id = reply[0].id
         deliveries = deliveries_for(row, self.outbox_ids, now, self.outbox_ttl) if channel in (SMPP, BOTH) else []
