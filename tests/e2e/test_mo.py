@@ -389,6 +389,19 @@ def test_a_webhook_receiver_verifies_the_signature(data_dir):
         assert not verify("another-secret-16chars", f"t={int(reactor.seconds())},v1=00", body)
         yield wait_until(lambda: env.hub.metrics.count("mo_delivered", "acme", "http") == 1)
         yield wait_until(lambda: _hook_state(env) == ("delivered", 1))
+        # The MO families on /metrics, labelled by connector, account, channel, cause: never a number.
+        import urllib.request
+
+        from twisted.internet import threads
+
+        port = env.hub.metrics_port.getHost().port
+        scraped = yield threads.deferToThread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        for needle in ('staffetta_mo_in_total{connector="sim"} 1.0',
+                       'staffetta_mo_delivered_total{account="acme",channel="http"} 1.0',
+                       'staffetta_mo_webhooks_total{account="acme",event="delivered"} 1.0'):
+            assert needle in scraped, needle
+        assert HANDSET not in scraped and DEDICATED not in scraped
     finally:
         yield rx.port.stopListening()
         yield env.stop()
