@@ -55,6 +55,7 @@ numbers_table = Table(
     Column("role", String(10), nullable=False),  # SMART | REPLY | shared | dedicated
     Column("account_id", Integer, nullable=True),  # pool: NULL = shared pool; dedicated: the owner
     Column("added_at", Float, nullable=False),
+    Column("countries", String(64), nullable=True),  # pool: ISO countries it may send to; NULL: any (C2)
 )
 
 receiving_codes = Table(
@@ -86,6 +87,19 @@ opt_outs = Table(
     Column("at", Float, nullable=False),
     Column("via", String(10), nullable=False, default="mo"),  # mo (a STOP) | cli
     PrimaryKeyConstraint("account_id", "handset"),
+)
+
+#: Several hubs on one PostgreSQL: the reply window's conversations, so that an MO
+#: reaching one hub finds the MT another hub sent (router.numbers.Numbers.merge).
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("handset", String(21), nullable=False),
+    Column("number", String(21), nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("msg_type", String(5), nullable=False),
+    Column("last_mt", Float, nullable=False, index=True),
+    PrimaryKeyConstraint("handset", "number"),
 )
 
 number_policies = Table(
@@ -141,14 +155,29 @@ def _describe(conn: Connection, row) -> str:
 # ------------------------------------------------------------------ changes
 
 
-def add_pool_number(conn: Connection, number: str, kind: str, account_id: int | None, now: float) -> None:
+def check_countries(countries: Iterable[str]) -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes, upper-case (``IT``, ``FR``)."""
+    out = []
+    for c in countries:
+        c = c.strip().upper()
+        if len(c) != 2 or not c.isalpha() or not c.isascii():
+            raise NumberError(f"countries: expected ISO country codes like IT or FR, got {c!r}")
+        out.append(c)
+    return tuple(sorted(set(out)))
+
+
+def add_pool_number(conn: Connection, number: str, kind: str, account_id: int | None, now: float,
+                    countries: Iterable[str] = ()) -> None:
+    """A pool number; ``countries``: the only destination countries it may send to (none: any)."""
     number = check_number(number)
     if kind not in POOL_TYPES:
         raise NumberError(f"pool: expected SMART or REPLY, got {kind!r}")
+    allowed = check_countries(countries)
     row = _row_of(conn, number)
     if row is not None:
         raise NumberError(f"number: {number} is already {_describe(conn, row)}")
-    conn.execute(numbers_table.insert().values(number=number, role=kind, account_id=account_id, added_at=now))
+    conn.execute(numbers_table.insert().values(number=number, role=kind, account_id=account_id, added_at=now,
+                                               countries=",".join(allowed) or None))
     bump_settings_version(conn)
 
 
@@ -316,8 +345,50 @@ def write_opt_outs(conn: Connection, items: list[tuple[int, str, bool, float]]) 
     return [set_opt_out(conn, a, h, out, now) for a, h, out, now in items]
 
 
+def write_conversations(conn: Connection, items: list[list[tuple[str, str, int, str, float]]]) -> None:
+    """Group-commit handler of kind ``conversations``: each item a ``Numbers.take_journal()`` batch.
+
+    An upsert per (handset, number) that keeps the latest MT (rows whose
+    window is over are deleted by kind ``conversations_sweep``).
+    """
+    rows = [r for batch in items for r in batch]
+    if rows:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        # One row per key per statement (PostgreSQL refuses to update a row twice in one).
+        latest: dict[tuple[str, str], tuple] = {}
+        for r in rows:
+            if (r[0], r[1]) not in latest or latest[(r[0], r[1])][4] < r[4]:
+                latest[(r[0], r[1])] = r
+        stmt = insert(conversations)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["handset", "number"],
+            set_={"account_id": stmt.excluded.account_id, "msg_type": stmt.excluded.msg_type,
+                  "last_mt": stmt.excluded.last_mt},
+            where=conversations.c.last_mt < stmt.excluded.last_mt,
+        )
+        conn.execute(stmt, [{"handset": h, "number": n, "account_id": a, "msg_type": t, "last_mt": at}
+                            for h, n, a, t, at in latest.values()])
+
+
+def forget_conversations(conn: Connection, items: list[float]) -> None:
+    """Group-commit handler of kind ``conversations_sweep``: delete rows whose last MT is before the cutoff."""
+    conn.execute(conversations.delete().where(conversations.c.last_mt < min(items)))
+
+
+def conversations_since(conn: Connection, since: float) -> list[tuple[str, str, int, str, float]]:
+    """Conversations whose last MT is after ``since`` (any hub's), for ``Numbers.merge``."""
+    c = conversations.c
+    return [tuple(r) for r in conn.execute(
+        select(c.handset, c.number, c.account_id, c.msg_type, c.last_mt).where(c.last_mt > since))]
+
+
 def register_handlers(writer) -> None:
     writer.register("opt_out", write_opt_outs)
+    writer.register("conversations", write_conversations)
+    writer.register("conversations_sweep", forget_conversations)
 
 
 def load_configured(conn: Connection) -> Configured:
@@ -325,10 +396,13 @@ def load_configured(conn: Connection) -> Configured:
     pools: dict[str, dict[int, list[str]]] = {}
     shared: set[str] = set()
     dedicated: dict[str, int] = {}
-    for r in conn.execute(select(numbers_table.c.number, numbers_table.c.role, numbers_table.c.account_id)
-                          .order_by(numbers_table.c.added_at, numbers_table.c.number)):
+    countries: dict[str, frozenset[str]] = {}
+    t = numbers_table.c
+    for r in conn.execute(select(t.number, t.role, t.account_id, t.countries).order_by(t.added_at, t.number)):
         if r.role in POOL_TYPES:
             pools.setdefault(r.role, {}).setdefault(r.account_id or 0, []).append(r.number)
+            if r.countries:
+                countries[r.number] = frozenset(r.countries.split(","))
             shared.add(r.number)  # an MO to a pool number outside any window routes by code
         elif r.role == SHARED:
             shared.add(r.number)
@@ -342,7 +416,7 @@ def load_configured(conn: Connection) -> Configured:
     return Configured(
         pools={k: {a: tuple(ns) for a, ns in by.items()} for k, by in pools.items()},
         shared=frozenset(shared), dedicated=dedicated, codes=codes, keywords=kws, opt_outs=opts,
-        own_sender=own,
+        own_sender=own, countries=countries,
     )
 
 

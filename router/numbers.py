@@ -120,6 +120,7 @@ class Configured:
     by code or alias (every pool number is one too). ``codes``: upper-case word
     -> (account id, "code" | "alias"). ``keywords``: (account id, word) -> Keyword.
     ``own_sender``: account id -> "ignore" | "refuse" (absent: ignore).
+    ``countries``: pool number -> the destination countries it may be used for.
     """
 
     pools: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
@@ -129,6 +130,8 @@ class Configured:
     keywords: dict[tuple[int, str], Keyword] = field(default_factory=dict)
     opt_outs: frozenset[tuple[int, str]] = frozenset()
     own_sender: dict[int, str] = field(default_factory=dict)
+    #: number -> the ISO countries it may send to (absent: any country).
+    countries: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +232,13 @@ class Numbers:
         self._help: dict[int, Keyword] = {}
         self._pool_numbers: frozenset[str] = frozenset()
         self._owners: dict[tuple[int, str, bool], Owner] = {}
+        self._region_pools: dict[tuple[str, int, str], tuple[str, ...]] = {}
         #: (handset, number) -> conversation, least recently touched first.
         self._conv: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
         #: (account id, handset) -> the REPLY number it sticks to.
         self._sticky: dict[tuple[int, str], str] = {}
-        #: (kind, pool owner) -> next index to try (SMART rotation, REPLY spread).
-        self._next: dict[tuple[str, int], int] = {}
+        #: (kind, pool owner, region) -> next index to try (SMART rotation, REPLY spread).
+        self._next: dict[tuple[str, int, str | None], int] = {}
         #: Opt-out changes applied in memory after their commit: (account, handset) -> (out, when).
         #: They win over a snapshot for OPT_OVERLAY seconds (a reload read before the commit).
         self._opt: dict[tuple[int, str], tuple[bool, float]] = {}
@@ -243,6 +247,10 @@ class Numbers:
         #: opt-out changes per (account, "out" | "in").
         self.window_hits: dict[int, int] = {}
         self.opt_changes: dict[tuple[int, str], int] = {}
+        #: Several hubs on one store: conversations this hub opened since the last
+        #: :meth:`take_journal`, for the others (docs/two-way.md "Several hubs").
+        self.journaling = False
+        self._journal: dict[tuple[str, str], tuple[int, str, float]] = {}
         self.configure(configured or Configured())
 
     # ------------------------------------------------------------ configuration
@@ -257,6 +265,7 @@ class Numbers:
         self.c = configured
         self._help = {k.account_id: k for k in configured.keywords.values() if k.action == "help"}
         self._pool_numbers = frozenset(n for by in configured.pools.values() for ns in by.values() for n in ns)
+        self._region_pools = {}
         if now is None or now - self._opt_latest >= OPT_OVERLAY:
             self._opt.clear()
         else:
@@ -266,18 +275,32 @@ class Numbers:
         """``ignore`` | ``refuse``: what a client-given sender does on SMART and REPLY."""
         return self.c.own_sender.get(account_id, "ignore")
 
-    def pool(self, account_id: int, msg_type: str) -> tuple[str, ...]:
-        """The numbers an account's messages of this type come from (its own pool, else the shared one)."""
+    def pool(self, account_id: int, msg_type: str, region: str | None = None) -> tuple[str, ...]:
+        """The numbers an account's messages of this type come from (its own pool, else the shared one).
+
+        With ``region`` (the destination's ISO country), only the numbers that
+        may be used there (C2: a number restricted to some countries, e.g. a
+        French short code, is not used elsewhere).
+        """
         by_owner = self.c.pools.get(msg_type)
         if not by_owner:
             return ()
         own = by_owner.get(account_id)
-        return own if own else by_owner.get(0, ())
+        numbers = own if own else by_owner.get(0, ())
+        if region is None or not self.c.countries:
+            return numbers
+        key = (msg_type, account_id if own else 0, region)
+        got = self._region_pools.get(key)
+        if got is None:
+            allowed = self.c.countries
+            got = self._region_pools[key] = tuple(
+                n for n in numbers if n not in allowed or region in allowed[n])
+        return got
 
     # --------------------------------------------------------------------- MT
 
     def mt_sender(self, account_id: int, msg_type: str, destination: str, sender: str, sender_ton: int,
-                  client_gave: bool, now: float) -> str | None:
+                  client_gave: bool, now: float, region: str | None = None) -> str | None:
         """The source address of an MT: a pool number, or None to keep ``sender``; raises :class:`MtRefused`.
 
         ``client_gave``: the submit carried its own source_addr (not the
@@ -290,16 +313,17 @@ class Numbers:
         """
         if msg_type == REPLY and client_gave and sender_ton == _ALPHANUMERIC_TON:
             raise MtRefused(_RINVSRCADR, "source_addr: a REPLY cannot leave from an alphanumeric sender")
-        if not self.pool(account_id, msg_type):
+        if not self.pool(account_id, msg_type):  # no pool of the type at all (any country)
             if not sender:
                 raise MtRefused(_RINVSRCADR, f"source_addr: empty and no {msg_type} pool is configured")
             return None
         if client_gave and self.c.own_sender.get(account_id) == "refuse":
             raise MtRefused(_RINVSRCADR, f"source_addr: this account's {msg_type} messages take "
                                          "their sender from the pool")
-        return self.sender_for(account_id, destination, msg_type, now)
+        return self.sender_for(account_id, destination, msg_type, now, region)
 
-    def sender_for(self, account_id: int, destination: str, msg_type: str, now: float) -> str:
+    def sender_for(self, account_id: int, destination: str, msg_type: str, now: float,
+                   region: str | None = None) -> str:
         """The pool number a SMART or REPLY message from ``account_id`` to ``destination`` leaves from.
 
         REPLY: the number this account already writes to this handset from,
@@ -315,10 +339,11 @@ class Numbers:
                 conv = self._conv.get((destination, n))
                 if conv is not None and conv.account_id == account_id and self._holds(conv, now, window):
                     return n
-        pool = self.pool(account_id, msg_type)
+        pool = self.pool(account_id, msg_type, region)
         if not pool:
-            raise PoolExhausted(f"no {msg_type} pool configured")
-        key = (msg_type, account_id if account_id in self.c.pools.get(msg_type, ()) else 0)
+            raise PoolExhausted(f"no {msg_type} pool number may be used in {region}" if region
+                                else f"no {msg_type} pool configured")
+        key = (msg_type, account_id if account_id in self.c.pools.get(msg_type, ()) else 0, region)
         start = self._next.get(key, 0)
         size = len(pool)
         conv_get = self._conv.get
@@ -396,6 +421,30 @@ class Numbers:
         if pool_number not in self._pool_numbers:
             return
         self._hold(account_id, handset, pool_number, msg_type, now, now)
+        if self.journaling:
+            self._journal[(handset, pool_number)] = (account_id, msg_type, now)
+
+    def take_journal(self) -> list[tuple[str, str, int, str, float]]:
+        """The conversations opened here since the last call: (handset, number, account, type, last MT)."""
+        j, self._journal = self._journal, {}
+        return [(h, n, a, t, at) for (h, n), (a, t, at) in j.items()]
+
+    def merge(self, rows) -> int:
+        """Conversations other hubs opened (``take_journal`` rows read back from the store).
+
+        A row newer than what this hub holds for (handset, number) wins; its
+        own, and older ones, change nothing. Returns how many were taken.
+        """
+        taken = 0
+        for handset, number, account_id, msg_type, last_mt in rows:
+            conv = self._conv.get((handset, number))
+            if conv is not None and conv.last_mt is not None and conv.last_mt >= last_mt:
+                continue
+            if number not in self._pool_numbers:
+                continue
+            self._hold(account_id, handset, number, msg_type, last_mt, last_mt)
+            taken += 1
+        return taken
 
     def forget_expired(self, now: float) -> int:
         """Drop conversations whose window is over, oldest first; returns how many."""

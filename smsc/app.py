@@ -53,6 +53,8 @@ DEFAULT_VALIDITY = 72 * 3600.0  # the seed's "undelivered after 72 hours"
 MAX_VALIDITY = 7 * 86400.0  # a client's validity_period is clamped to this (conformance §11)
 #: How often each hub looks at the settings version (a change applies within about this).
 SETTINGS_POLL = 1.0
+#: Several hubs: how far back each read of the shared conversations reaches before the previous one.
+CONVERSATION_SLACK = 10.0
 
 
 class Hub:
@@ -76,6 +78,10 @@ class Hub:
         #: Pools, the reply window, codes, keywords, opt-outs (router/numbers.py): configured
         #: part reloaded with the settings, the window rebuilt from the messages at start.
         self.numbers = Numbers(two_way_from_dict(settings.numbers))
+        # Several hubs may share a PostgreSQL store: each shares the conversations it opens.
+        self.numbers.journaling = self.engine.dialect.name == "postgresql"
+        self._conversations_seen = 0.0
+        self._sharing = False
         self.metrics.watch_numbers(self.numbers)
         with self.engine.connect() as conn:
             max_message, max_outbox = store.max_ids(conn)
@@ -317,7 +323,35 @@ class Hub:
         return self.read(read).addCallbacks(unbind, lambda f: log.error("credential check failed: %s", f.getErrorMessage()))
 
     def _forget_conversations(self) -> None:
-        self.numbers.forget_expired(self.reactor.seconds())
+        now = self.reactor.seconds()
+        self.numbers.forget_expired(now)
+        if self.numbers.journaling:
+            self.writer.enqueue("conversations_sweep", now - self.numbers.window)
+
+    def _share_conversations(self) -> defer.Deferred | None:
+        """Several hubs: write the conversations opened here, take the ones the others opened.
+
+        Each second; rows are read back from a little before the previous read
+        (``CONVERSATION_SLACK``: commit lag and clock skew between hubs).
+        """
+        batch = self.numbers.take_journal()
+        if batch:
+            self.writer.enqueue("conversations", batch)
+        if self._sharing:
+            return None
+        self._sharing = True
+        started = self.reactor.seconds()
+
+        def done(rows):
+            self._sharing = False
+            self._conversations_seen = started - CONVERSATION_SLACK
+            self.numbers.merge(rows)
+
+        def failed(f):
+            self._sharing = False
+            log.error("reading the shared conversations failed: %s", f.getErrorMessage())
+
+        return self.read(number_store.conversations_since, self._conversations_seen).addCallbacks(done, failed)
 
     def _refresh_gauges(self) -> None:
         for name, c in self.router.connectors.items():
@@ -338,12 +372,15 @@ class Hub:
             for account_id, handset, number, msg_type, at in number_store.recent_pool_mt(
                     conn, now - self.numbers.window, self.numbers.pool_numbers()):
                 self.numbers.remember_mt(account_id, handset, number, at, msg_type)
+            self.numbers.take_journal()  # already in the store
+            self._conversations_seen = now - self.numbers.window
         self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
         for crossing in alerts:  # alerts whose POST never succeeded before a stop
             self.alerter.notify(crossing)
         for fn, every in ((self._sweep_lots, 60.0), (self._check_credentials, 2.0),
                           (self.router.sweep_expired, 5.0), (self.router.forget_expired, 5.0),
-                          (self._poll_settings, SETTINGS_POLL), (self._forget_conversations, 60.0)):
+                          (self._poll_settings, SETTINGS_POLL), (self._forget_conversations, 60.0),
+                          *(((self._share_conversations, SETTINGS_POLL),) if self.numbers.journaling else ())):
             loop = task.LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False)

@@ -53,7 +53,8 @@ def _names(conn) -> dict[int, str]:
 
 def _number_doc(r, names: dict[int, str]) -> dict:
     return {"number": r.number, "role": r.role,
-            "account": names.get(r.account_id) if r.account_id is not None else None}
+            "account": names.get(r.account_id) if r.account_id is not None else None,
+            "countries": r.countries.split(",") if r.countries else None}
 
 
 # ------------------------------------------------------------------ numbers
@@ -65,9 +66,11 @@ def cmd_pool_add(args, engine: Engine) -> int:
         account = _account(conn, args.account) if args.account else None
         added = []
         for n in args.numbers:
-            ns.add_pool_number(conn, n, args.type, account.id if account else None, now)
+            ns.add_pool_number(conn, n, args.type, account.id if account else None, now,
+                               args.countries.split(",") if args.countries else ())
             added.append(ns.check_number(n))
-    doc = {"added": added, "type": args.type, "account": account.name if account else None}
+    doc = {"added": added, "type": args.type, "account": account.name if account else None,
+           "countries": list(ns.check_countries(args.countries.split(","))) if args.countries else None}
     _emit(args, doc, lambda: print(f"{len(added)} {args.type} pool numbers added"
                                    + (f" for {account.name}" if account else " (shared pool)")))
     return 0
@@ -90,7 +93,8 @@ def _list(args, engine: Engine, roles: tuple[str, ...]) -> int:
 
     def text() -> None:
         for r in rows:
-            print(f"{r['number']:<16} {r['role']:<10} {r['account'] or '-'}")
+            print(f"{r['number']:<16} {r['role']:<10} {r['account'] or '-':<16} "
+                  f"{','.join(r['countries']) if r['countries'] else 'any country'}")
     _emit(args, {"numbers": rows}, text)
     return 0
 
@@ -275,6 +279,8 @@ def register(subparsers, engine_factory: EngineFactory) -> None:
     p.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 digits, '+' optional")
     p.add_argument("--type", type=_upper, required=True, choices=["SMART", "REPLY"])
     p.add_argument("--account", metavar="NAME", help="the account whose own pool this is (default: shared)")
+    p.add_argument("--countries", metavar="IT,FR",
+                   help="the only destination countries these numbers may send to (default: any)")
     p = verb(pool, "remove", lambda a, e: _remove(a, e, ("SMART", "REPLY"), "pool"),
              "remove numbers from their pool")
     p.add_argument("numbers", nargs="+", metavar="NUMBER")

@@ -165,7 +165,7 @@ class SubmitPipeline:
             if a.msg_type != PRO:
                 try:
                     n = numbers.mt_sender(account.id, a.msg_type, a.destination.e164, a.sender.addr,
-                                          a.sender.ton, bool(fields["source_addr"]), now)
+                                          a.sender.ton, bool(fields["source_addr"]), now, a.destination.region)
                 except MtRefused as exc:
                     return self.refuse(account, exc.status, exc.reason)
                 if n is not None:

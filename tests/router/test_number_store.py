@@ -72,6 +72,7 @@ def test_every_change_bumps_the_settings_version_and_the_snapshot_has_it(engine)
     with engine.begin() as conn:
         ns.add_pool_number(conn, "393500000001", "SMART", None, T0)
         ns.add_pool_number(conn, "393500000002", "SMART", 2, T0 + 1)
+        ns.add_pool_number(conn, "36111", "REPLY", None, T0, countries=["fr", "FR"])
         ns.add_shared_number(conn, "393600000000", T0)
         ns.assign_dedicated(conn, "393700000000", 1, T0)
         ns.add_alias(conn, 1, "acmeshop", T0)
@@ -80,10 +81,11 @@ def test_every_change_bumps_the_settings_version_and_the_snapshot_has_it(engine)
         assert ns.set_opt_out(conn, 1, "393481111111", True, T0, via="cli")
         assert not ns.set_opt_out(conn, 1, "393481111111", True, T0)  # already
     with engine.connect() as conn:
-        assert current_settings_version(conn) >= v0 + 8
+        assert current_settings_version(conn) >= v0 + 9
         c = ns.load_configured(conn)
-    assert c.pools == {"SMART": {0: ("393500000001",), 2: ("393500000002",)}}
-    assert c.shared == {"393500000001", "393500000002", "393600000000"}
+    assert c.pools == {"SMART": {0: ("393500000001",), 2: ("393500000002",)}, "REPLY": {0: ("36111",)}}
+    assert c.countries == {"36111": frozenset({"FR"})}
+    assert c.shared == {"393500000001", "393500000002", "36111", "393600000000"}
     assert c.dedicated == {"393700000000": 1}
     assert c.codes == {"ACMESHOP": (1, "alias")}
     assert c.keywords == {(1, "PROMO"): Keyword(1, "PROMO", "reply", "20% off", "SMART", None)}
@@ -117,3 +119,19 @@ def test_opt_out_writer_kind_and_the_window_read_back_from_messages(engine) -> N
     with engine.connect() as conn:
         got = ns.recent_pool_mt(conn, T0 - 96 * 3600, {"393400000001", "393500000001"})
     assert got == [(1, "39334", "393400000001", "REPLY", T0 - 10), (2, "39334", "393500000001", "SMART", T0 - 5)]
+
+
+def test_shared_conversations_keep_the_latest_mt_and_are_swept(engine) -> None:
+    with engine.begin() as conn:
+        ns.write_conversations(conn, [[("39334", "393400000001", 1, "REPLY", T0)],
+                                      [("39334", "393400000001", 1, "REPLY", T0 + 5),
+                                       ("39335", "393400000001", 2, "SMART", T0 + 1)]])
+        ns.write_conversations(conn, [[("39334", "393400000001", 2, "REPLY", T0 + 2)]])  # older: ignored
+    with engine.connect() as conn:
+        assert sorted(ns.conversations_since(conn, T0)) == [("39334", "393400000001", 1, "REPLY", T0 + 5),
+                                                           ("39335", "393400000001", 2, "SMART", T0 + 1)]
+        assert ns.conversations_since(conn, T0 + 1) == [("39334", "393400000001", 1, "REPLY", T0 + 5)]
+    with engine.begin() as conn:
+        ns.forget_conversations(conn, [T0 + 3, T0 + 4])
+    with engine.connect() as conn:
+        assert ns.conversations_since(conn, 0) == [("39334", "393400000001", 1, "REPLY", T0 + 5)]

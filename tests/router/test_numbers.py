@@ -330,3 +330,33 @@ def test_a_number_removed_from_its_pool_is_not_reused_but_its_window_still_owns_
     n.configure(Configured(pools={"REPLY": {0: (other,)}}, shared=frozenset({other})))
     assert n.sender_for(ACME, X, "REPLY", T0 + 1) == other
     assert n.owner_of(X, first, "hi", T0 + 2).account_id == ACME  # the MT went out from it: its replies
+
+
+def test_a_number_restricted_to_some_countries_is_used_only_there() -> None:
+    fr_short = "36111"
+    n = Numbers(configured=Configured(pools={"SMART": {0: (fr_short, SMART1)}, "REPLY": {0: (fr_short,)}},
+                                      countries={fr_short: frozenset({"FR"})}))
+    assert {n.sender_for(ACME, f"39333{i:07d}", "SMART", T0, "IT") for i in range(4)} == {SMART1}
+    assert {n.sender_for(ACME, f"33612{i:06d}", "SMART", T0, "FR") for i in range(4)} == {fr_short, SMART1}
+    assert n.sender_for(ACME, "33612000000", "REPLY", T0, "FR") == fr_short
+    with pytest.raises(PoolExhausted) as exc:
+        n.sender_for(ACME, X, "REPLY", T0, "IT")
+    assert exc.value.reason == "no REPLY pool number may be used in IT"
+
+
+def test_journal_and_merge_share_conversations_between_hubs() -> None:
+    a, b = ledger(), ledger()
+    a.journaling = True
+    a.remember_mt(ACME, X, REPLY1, T0)
+    a.remember_mt(ACME, X, REPLY1, T0 + 5)  # one row per conversation, the latest MT
+    rows = a.take_journal()
+    assert rows == [(X, REPLY1, ACME, "REPLY", T0 + 5)] and a.take_journal() == []
+    assert b.merge(rows) == 1 and b.merge(rows) == 0  # the same row twice changes nothing
+    assert b.owner_of(X, REPLY1, "hi", T0 + 6) == Owner(ACME, "reply_window", free=True)
+    assert b.sender_for(BETA, X, "REPLY", T0 + 6) == REPLY2  # hub b does not hand ACME's number to BETA
+    assert b.sender_for(ACME, X, "REPLY", T0 + 6) == REPLY1  # and ACME stays on it there too
+    # An older row from elsewhere does not override a newer conversation here.
+    b.remember_mt(BETA, Y, REPLY1, T0 + 10)
+    assert b.merge([(Y, REPLY1, ACME, "REPLY", T0 + 9)]) == 0
+    assert b.owner_of(Y, REPLY1, "hi", T0 + 11).account_id == BETA
+    assert b.take_journal() == []  # not journaling: a one-hub store shares nothing

@@ -25,10 +25,15 @@ def _store_with_accounts(data: str) -> None:
 
 
 @pytest.fixture
-def cli(tmp_path):
+def data(tmp_path) -> str:
+    d = str(tmp_path / "data")
+    _store_with_accounts(d)
+    return d
+
+
+@pytest.fixture
+def cli(data):
     """A verb in its own process, on a store with accounts acme and beta."""
-    data = str(tmp_path / "data")
-    _store_with_accounts(data)
 
     def go(*args: str, expect: int = 0):
         r = run(*args, "--data-dir", data, "--json")
@@ -39,59 +44,70 @@ def cli(tmp_path):
 
 
 @pytest.fixture
-def inproc(tmp_path, capsys):
-    """The same parser and verbs in this process (smsc.cli.main): for the many mistakes, quickly."""
+def inproc(data, capsys):
+    """The same parser and verbs in this process (smsc.cli.main): (exit status, stdout, stderr)."""
     from staffetta.smsc.cli import main
 
-    data = str(tmp_path / "data")
-    _store_with_accounts(data)
-
-    def go(*args: str) -> tuple[int, str]:
+    def go(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
         try:
             rc = main([*args, "--data-dir", data])
         except SystemExit as exc:  # argparse's own mistakes
             rc = exc.code
-        return rc, capsys.readouterr().err
+        out, err = capsys.readouterr()
+        return rc, out, err
 
     return go
 
 
-def test_pools_dedicated_shared_codes_aliases(cli) -> None:
+@pytest.fixture
+def js(inproc):
+    """A verb in this process with --json: its document (every verb group also runs as a process)."""
+
+    def go(*args: str):
+        rc, out, err = inproc(*args, "--json")
+        assert rc == 0, err
+        return json.loads(out)
+
+    return go
+
+
+def test_pools_dedicated_shared_codes_aliases(cli, js) -> None:
     assert cli("number", "pool", "add", "+393400000001", "393400000002", "--type", "reply") == \
-        {"added": ["393400000001", "393400000002"], "type": "REPLY", "account": None}
-    assert cli("number", "pool", "add", "393500000001", "--type", "SMART", "--account", "beta")["account"] == "beta"
+        {"added": ["393400000001", "393400000002"], "type": "REPLY", "account": None, "countries": None}
+    assert js("number", "pool", "add", "393500000001", "--type", "SMART", "--account", "beta")["account"] == "beta"
+    assert js("number", "pool", "add", "33612345", "--type", "SMART", "--countries", "fr")["countries"] == ["FR"]
     assert cli("number", "pool", "list", "--type", "REPLY")["numbers"] == [
-        {"number": "393400000001", "role": "REPLY", "account": None},
-        {"number": "393400000002", "role": "REPLY", "account": None}]
+        {"number": "393400000001", "role": "REPLY", "account": None, "countries": None},
+        {"number": "393400000002", "role": "REPLY", "account": None, "countries": None}]
     assert cli("number", "dedicated", "assign", "393700000000", "--account", "acme") == \
         {"number": "393700000000", "account": "acme"}
-    assert cli("number", "dedicated", "list")["numbers"] == [
-        {"number": "393700000000", "role": "dedicated", "account": "acme"}]
-    assert cli("number", "shared", "add", "393600000000")["added"] == ["393600000000"]
+    assert js("number", "dedicated", "list")["numbers"] == [
+        {"number": "393700000000", "role": "dedicated", "account": "acme", "countries": None}]
+    assert js("number", "shared", "add", "393600000000")["added"] == ["393600000000"]
     assert cli("number", "code", "assign", "acme") == {"account": "acme", "code": "10001", "new": True}
     assert cli("number", "alias", "add", "beta", "BetaShop") == {"account": "beta", "alias": "BETASHOP"}
-    assert cli("number", "alias", "list")["aliases"] == [{"alias": "BETASHOP", "account": "beta"}]
-    assert cli("number", "sender", "beta", "refuse") == {"account": "beta", "own_sender": "refuse"}
-    assert cli("number", "pool", "remove", "393400000002")["removed"][0]["number"] == "393400000002"
-    assert cli("number", "dedicated", "release", "393700000000")["removed"][0]["account"] == "acme"
+    assert js("number", "alias", "list")["aliases"] == [{"alias": "BETASHOP", "account": "beta"}]
+    assert js("number", "sender", "beta", "refuse") == {"account": "beta", "own_sender": "refuse"}
+    assert js("number", "pool", "remove", "393400000002")["removed"][0]["number"] == "393400000002"
+    assert js("number", "dedicated", "release", "393700000000")["removed"][0]["account"] == "acme"
 
 
-def test_keywords_and_opt_outs(cli) -> None:
+def test_keywords_and_opt_outs(cli, js) -> None:
     assert cli("keyword", "add", "acme", "promo", "--text", "20% off today", "--type", "pro",
                "--sender", "ACME") == {"account": "acme", "word": "PROMO", "action": "reply",
                                        "text": "20% off today", "type": "PRO", "sender": "ACME"}
-    cli("keyword", "add", "acme", "aiuto", "--action", "help", "--text", "Scrivi STOP")
+    js("keyword", "add", "acme", "aiuto", "--action", "help", "--text", "Scrivi STOP")
     assert [k["word"] for k in cli("keyword", "list", "acme")["keywords"]] == ["AIUTO", "PROMO"]
-    cli("keyword", "remove", "acme", "Promo")
-    assert [k["word"] for k in cli("keyword", "list")["keywords"]] == ["AIUTO"]
+    js("keyword", "remove", "acme", "Promo")
+    assert [k["word"] for k in js("keyword", "list")["keywords"]] == ["AIUTO"]
     assert cli("optout", "add", "acme", "+393481111111") == {
         "account": "acme", "handset": "393481111111", "opted_out": True, "changed": True}
-    assert cli("optout", "add", "acme", "393481111111")["changed"] is False
+    assert js("optout", "add", "acme", "393481111111")["changed"] is False
     assert [(o["account"], o["handset"], o["via"]) for o in cli("optout", "list")["opt_outs"]] == \
         [("acme", "393481111111", "cli")]
     assert cli("optout", "remove", "acme", "393481111111")["changed"] is True
-    assert cli("optout", "list", "acme")["opt_outs"] == []
+    assert js("optout", "list", "acme")["opt_outs"] == []
 
 
 MISTAKES = [
@@ -101,6 +117,8 @@ MISTAKES = [
      "staffetta: number: 393700000000 is already dedicated to account 'acme'"),
     (("number", "pool", "add", "Shop", "--type", "SMART"), "staffetta: number: expected 3-15 digits"),
     (("number", "pool", "add", "3935", "--type", "PRO"), "argument --type: invalid choice: 'PRO'"),
+    (("number", "pool", "add", "3935", "--type", "SMART", "--countries", "Italy"),
+     "staffetta: countries: expected ISO country codes like IT or FR, got 'ITALY'"),
     (("number", "alias", "add", "beta", "abc"), "staffetta: alias: at least 5 characters, got 'abc'"),
     (("number", "code", "assign", "nobody"), "staffetta: account: no account named 'nobody'"),
     (("keyword", "add", "acme", "info", "--action", "help"),
@@ -114,12 +132,12 @@ MISTAKES = [
 def test_mistakes_are_one_line_exit_2(inproc) -> None:
     assert inproc("number", "dedicated", "assign", "393700000000", "--account", "acme")[0] == 0
     for args, needle in MISTAKES:
-        rc, err = inproc(*args)
+        rc, _, err = inproc(*args)
         assert rc == 2 and err.count("\n") == 1 and needle in err, (args, rc, err)
 
 
-def test_a_mistake_in_its_own_process(cli) -> None:
-    cli("number", "dedicated", "assign", "393700000000", "--account", "acme")
+def test_a_mistake_in_its_own_process(cli, js) -> None:
+    js("number", "dedicated", "assign", "393700000000", "--account", "acme")
     one_line_error(cli("number", "dedicated", "assign", "+393700000000", "--account", "beta", expect=2),
                    "staffetta: number: 393700000000 is already dedicated to account 'acme'")
 
