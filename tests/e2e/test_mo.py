@@ -12,7 +12,6 @@ from sqlalchemy import select
 from twisted.internet import defer, reactor
 
 from staffetta.billing.wallet import balance
-from staffetta.pdu.codec import Pdu, tlv_cstr
 from staffetta.pdu.constants import Command, Status, Tag
 from staffetta.pdu.segments import udh_concat
 from staffetta.router.mo_store import mo
@@ -130,7 +129,8 @@ def test_a_reply_in_the_window_reaches_the_sender_uncharged_then_falls_through(d
         assert (last["account_id"], last["how"], last["cause"]) == (None, "dead_letter", "no_code")
         assert env.hub.metrics.count("mo_dead", "no_code") == 1
         assert env.hub.metrics.count("mo_in", "sim") == 3
-        assert acme.delivered.pending == [] or all(p.fields["esm_class"] & 0x3C for p in acme.delivered.pending)
+        # Neither later MO went to acme: only its own receipt may be waiting.
+        assert all(p.fields["esm_class"] & 0x3C for p in acme.delivered.pending)
     finally:
         yield env.stop()
 
@@ -319,8 +319,6 @@ def test_a_malformed_mo_gets_a_precise_status(data_dir):
     finally:
         yield env.stop()
 
-
-_ = (Pdu, tlv_cstr)
 
 
 # ------------------------------------------------------------------ webhooks

@@ -22,6 +22,15 @@ def deliver(sm: bytes = b"hi", esm: int = 0, tlvs=None, **fields) -> Pdu:
     return Pdu(Command.DELIVER_SM, 1, 0, f, tlvs or {})
 
 
+def test_a_data_sm_mo_reads_its_message_payload():
+    f = {k: v for k, v in deliver().fields.items() if k not in ("short_message", "sm_default_msg_id",
+                                                                  "replace_if_present_flag", "priority_flag",
+                                                                  "schedule_delivery_time", "validity_period",
+                                                                  "protocol_id")}
+    inb = read_inbound("sim", Pdu(Command.DATA_SM, 1, 0, f, {Tag.message_payload: b"long text"}), 0)
+    assert inb.data == b"long text" and inb.total == 1
+
+
 def test_a_whole_mo_is_read_as_it_came():
     inb = read_inbound("sim", deliver(b"Ciao"), 5.0)
     assert (inb.source, inb.destination, inb.data, inb.total, inb.received_at) == (
