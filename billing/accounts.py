@@ -60,6 +60,10 @@ accounts = Table(
     Column("refund_on_network_failure", Boolean, nullable=False, default=False),
     Column("price_plan", String(64), nullable=True),
     Column("hlr_mode", String(8), nullable=True),  # off | cached | always; NULL: the config's hlr.mode
+    # MO delivery (router/mo.py, docs/two-way.md): smpp | http | both; the webhook's URL and signing secret.
+    Column("mo_channel", String(8), nullable=True),  # NULL: smpp
+    Column("mo_url", String(500), nullable=True),
+    Column("mo_secret", String(200), nullable=True),
 )
 
 credentials = Table(
@@ -196,6 +200,9 @@ class Account:
     refund_on_network_failure: bool = False
     price_plan: str | None = None
     hlr_mode: str | None = None
+    mo_channel: str | None = None  # smpp (NULL) | http | both
+    mo_url: str | None = None
+    mo_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +303,9 @@ def _check_nocredit_status(status: int) -> None:
         )
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, field: str = "alert_url") -> None:
     if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 500 or " " in url:
-        raise AccountError(f"alert_url: {url!r} is not an http(s) URL")
+        raise AccountError(f"{field}: {url!r} is not an http(s) URL")
 
 
 _UNSET = object()
@@ -314,6 +321,9 @@ def update_account(
     refund_on_network_failure: bool | None = None,
     price_plan: str | None | object = _UNSET,
     hlr_mode: str | None | object = _UNSET,
+    mo_channel: str | None | object = _UNSET,
+    mo_url: str | None | object = _UNSET,
+    mo_secret: str | None | object = _UNSET,
 ) -> None:
     """Change an account's settings; arguments left out stay as they are (None clears a URL/plan/mode)."""
     values: dict = {}
@@ -334,6 +344,18 @@ def update_account(
         if hlr_mode not in (None, "off", "cached", "always"):
             raise AccountError(f"hlr: expected off, cached, always or default, got {hlr_mode!r}")
         values["hlr_mode"] = hlr_mode
+    if mo_channel is not _UNSET:
+        if mo_channel not in (None, "smpp", "http", "both"):
+            raise AccountError(f"mo_channel: expected smpp, http or both, got {mo_channel!r}")
+        values["mo_channel"] = mo_channel
+    if mo_url is not _UNSET:
+        if mo_url is not None:
+            _check_url(mo_url, "mo_url")  # type: ignore[arg-type]
+        values["mo_url"] = mo_url
+    if mo_secret is not _UNSET:
+        if mo_secret is not None and not 16 <= len(mo_secret) <= 200:  # type: ignore[arg-type]
+            raise AccountError("mo_secret: 16-200 characters (an HMAC key worth the name)")
+        values["mo_secret"] = mo_secret
     if values:
         n = conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values)).rowcount
         if n != 1:
@@ -392,7 +414,7 @@ _ACCOUNT_COLUMNS = (
     accounts.c.id, accounts.c.name, accounts.c.enabled, accounts.c.default_type,
     accounts.c.default_country_code, accounts.c.default_sender, accounts.c.alert_url,
     accounts.c.nocredit_status, accounts.c.refund_on_network_failure, accounts.c.price_plan,
-    accounts.c.hlr_mode,
+    accounts.c.hlr_mode, accounts.c.mo_channel, accounts.c.mo_url, accounts.c.mo_secret,
 )
 
 
@@ -460,6 +482,9 @@ _ADDED_COLUMNS = {
         ("refund_on_network_failure", "BOOLEAN NOT NULL DEFAULT {false}"),
         ("price_plan", "VARCHAR(64)"),
         ("hlr_mode", "VARCHAR(8)"),
+        ("mo_channel", "VARCHAR(8)"),
+        ("mo_url", "VARCHAR(500)"),
+        ("mo_secret", "VARCHAR(200)"),
     ),
     "credentials": (("max_rate", "INTEGER"),),
 }

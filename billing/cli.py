@@ -171,6 +171,9 @@ def _show_doc(conn, a: acc.Account, billing: BillingConfig, now: int) -> dict:
         "nocredit_status": f"0x{a.nocredit_status:08X}",
         "refund_on_network_failure": bool(a.refund_on_network_failure),
         "alert_url": a.alert_url,
+        "mo_channel": a.mo_channel or "smpp",
+        "mo_url": a.mo_url,
+        "mo_secret_set": bool(a.mo_secret),
         "threshold": None if threshold is None else format_credits(threshold),
         "alert_armed": armed,
         "balance": format_credits(bal),
@@ -197,6 +200,8 @@ def _print_show(doc: dict) -> None:
     print(f"  alert      {alert}")
     print(f"  no credit  status {doc['nocredit_status']}; refund network failures: "
           f"{'yes' if doc['refund_on_network_failure'] else 'no'}")
+    print(f"  MO         {doc['mo_channel']}" + (f" -> {doc['mo_url']} (secret {'set' if doc['mo_secret_set'] else 'NOT set'})"
+                                               if doc["mo_url"] else ""))
     for lot in doc["lots"]:
         print(f"  lot {lot['id']:>6}  {lot['remaining']:>12} of {lot['amount']:>12}  "
               f"expires {lot['expires_at'] or 'never':20}  {lot['method']}"
@@ -348,6 +353,14 @@ def cmd_set(args, engine: Engine, billing: BillingConfig) -> int:
             kw["price_plan"] = None if args.plan.lower() == "none" else args.plan
         if args.hlr is not None:
             kw["hlr_mode"] = None if args.hlr == "default" else args.hlr
+        if args.mo_url is not None:
+            kw["mo_url"] = None if args.mo_url.lower() == "none" else args.mo_url
+            if args.mo_channel is None and kw["mo_url"] is not None and (a.mo_channel or "smpp") == "smpp":
+                kw["mo_channel"] = "http"  # a URL given alone means: deliver there
+        if args.mo_secret is not None:
+            kw["mo_secret"] = None if args.mo_secret.lower() == "none" else args.mo_secret
+        if args.mo_channel is not None:
+            kw["mo_channel"] = args.mo_channel
         acc.update_account(conn, a.id, **kw)
         if args.threshold is not None:
             wallet.set_threshold(conn, a.id, _threshold(args.threshold))
@@ -473,6 +486,10 @@ def register(subparsers, engine_factory: EngineFactory,
     p.add_argument("--plan", metavar="NAME|none")
     p.add_argument("--hlr", choices=["off", "cached", "always", "default"],
                    help="HLR lookup before sending (default: the config's hlr.mode)")
+    p.add_argument("--mo-channel", choices=["smpp", "http", "both"],
+                   help="how MO reach the account: deliver_sm on its binds, the webhook, or both")
+    p.add_argument("--mo-url", metavar="URL|none", help="the MO webhook (signed JSON POST, docs/two-way.md)")
+    p.add_argument("--mo-secret", metavar="SECRET|none", help="the webhook's HMAC-SHA256 key (16-200 characters)")
 
     verb("check", cmd_check, "verify balance == ledger sum == lots for every account (exit 1 if not)")
     verb("expire", cmd_expire, "write off every expired lot now")

@@ -86,6 +86,19 @@ class HlrSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MoSettings:
+    """The ``mo:`` section: multipart reassembly and webhook retries (docs/two-way.md)."""
+
+    reassembly_timeout: float = 600.0  # a long MO still incomplete this long after its first part: as it is, flagged
+    max_reassembling: int = 10_000  # long MO collected at once; the oldest beyond it goes as it is
+    webhook_first_retry: float = 10.0  # then doubling...
+    webhook_max_delay: float = 3600.0  # ...at most this apart...
+    webhook_retry_for: float = 86400.0  # ...for this long after the MO came; then a dead letter
+    webhook_timeout: float = 10.0  # an answer not in within this is a failed attempt
+    webhook_concurrency: int = 64  # POSTs in flight at once, per hub
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listen: str = "127.0.0.1:2775"
     data_dir: str = "./staffetta-data"
@@ -120,6 +133,7 @@ class Settings:
     route_timezone: str = "UTC"
     #: Account groups the rules may match on: group -> [account names].
     account_groups: dict | None = None
+    mo: MoSettings = field(default_factory=MoSettings)
     redis_url: str | None = None
     #: Sender pools, the reply window, STOP/START/HELP words; validated by
     #: router.numbers.two_way_from_dict (docs/two-way.md).
@@ -144,7 +158,8 @@ def parse_hostport(value: str, where: str) -> tuple[str, int]:
 _POSITIVE = frozenset({
     "window", "inbound_window", "failures", "per_seconds", "writer_batch", "max_queue", "max_scheduled",
     "outbox_ttl", "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity",
-    "sessions",
+    "sessions", "reassembly_timeout", "max_reassembling", "webhook_first_retry", "webhook_max_delay",
+    "webhook_retry_for", "webhook_timeout", "webhook_concurrency",
 })
 #: Lengths of SMPP C-Octet strings without their NUL (3.4 §5.2): longer ones cannot be sent.
 _MAX_LEN = {"system_id": 15, "password": 8, "system_type": 12}
@@ -203,6 +218,8 @@ def _value(typ: str, value: Any, path: str, name: str):
         return _build(BindLimit, value, path)
     if t == "HlrSettings":
         return _build(HlrSettings, value, path)
+    if t == "MoSettings":
+        return _build(MoSettings, value, path)
     if t.startswith("tuple[UpstreamSettings"):
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{path}: expected a non-empty list")

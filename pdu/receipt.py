@@ -244,6 +244,7 @@ _T_RECEIPTED_ID = 0x001E
 _T_MESSAGE_STATE = 0x0427
 _T_NETWORK_ERROR = 0x0423
 _T_UMR = 0x0204
+_T_MESSAGE_PAYLOAD = 0x0424
 
 
 #: Every mandatory field of a deliver_sm, NULL. The codec's fast encoder wants
@@ -343,3 +344,65 @@ _RECEIPT_BODY = (
     b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
 )
 _pack_header = struct.Struct(">IIII").pack
+
+
+def mo_fields(handset: bytes, handset_ton: int, handset_npi: int, number: bytes, number_ton: int,
+              number_npi: int, data_coding: int, user_data: bytes,
+              udh: bytes = b"") -> tuple[dict[str, Any], dict[int, bytes]]:
+    """An MO deliver_sm's (fields, tlvs) as the hub hands it to the owner's bind.
+
+    From the handset to the number it wrote to, addresses as the carrier gave
+    them; esm_class 0x00 (0x40 when ``udh``, a concatenation header, leads the
+    user data: conformance §15, UDHI set by whoever puts a UDH in);
+    ``data_coding`` as received. User data over 254 octets travels in
+    ``message_payload`` (a reassembled long MO), the short_message empty.
+    """
+    data = udh + user_data
+    fields = {
+        **DELIVER_SM_NULL,
+        "source_addr_ton": handset_ton,
+        "source_addr_npi": handset_npi,
+        "source_addr": handset,
+        "dest_addr_ton": number_ton,
+        "dest_addr_npi": number_npi,
+        "destination_addr": number,
+        "esm_class": 0x40 if udh else 0x00,
+        "data_coding": data_coding,
+    }
+    tlvs: dict[int, bytes] = {}
+    if len(data) > 254:
+        tlvs[_T_MESSAGE_PAYLOAD] = data
+    else:
+        fields["short_message"] = data
+    return fields, tlvs
+
+
+def mo_octets(handset: bytes, handset_ton: int, handset_npi: int, number: bytes, number_ton: int,
+              number_npi: int, data_coding: int, user_data: bytes, udh: bytes = b"") -> bytes:
+    """:func:`mo_fields` encoded as a whole deliver_sm with sequence 0 (the outbox's form).
+
+    One formatting step for the common case, as :func:`receipt_octets` does (the
+    hub builds one per MO); equal octet for octet to the general encoder
+    (tests/router/test_mo_unit.py), which takes what does not fit the short form.
+    """
+    data = udh + user_data
+    if len(handset) > 20 or len(number) > 20 or len(data) > 254 or 0 in handset or 0 in number:
+        return _general_mo(handset, handset_ton, handset_npi, number, number_ton, number_npi, data_coding,
+                           user_data, udh)
+    try:
+        body = _MO_BODY % (handset_ton, handset_npi, handset, number_ton, number_npi, number,
+                           0x40 if udh else 0, data_coding, len(data), data)
+    except (OverflowError, TypeError):  # a ton/npi/coding outside a byte
+        return _general_mo(handset, handset_ton, handset_npi, number, number_ton, number_npi, data_coding,
+                           user_data, udh)
+    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+
+
+def _general_mo(*args: Any) -> bytes:
+    return encode(Pdu(_DELIVER_SM, 0, 0, *mo_fields(*args)))
+
+
+#: deliver_sm body of an MO: service_type "", source ton/npi + address, destination ton/npi
+#: + address, esm_class, six NULL octets (protocol_id .. replace_if_present_flag),
+#: data_coding, sm_default_msg_id 0, sm_length, the user data.
+_MO_BODY = b"\x00%c%c%b\x00%c%c%b\x00%c\x00\x00\x00\x00\x00\x00%c\x00%c%b"

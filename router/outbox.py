@@ -58,13 +58,19 @@ class Sink(Protocol):
 
 
 class _Account:
-    __slots__ = ("line", "known", "windows", "spilled", "loading", "done_while_loading")
+    __slots__ = ("line", "known", "windows", "spilled", "spill_from", "loading", "done_while_loading")
 
     def __init__(self, line: Line[Delivery]) -> None:
         self.line = line
         self.known: set[int] = set()  # ids queued here, in flight, or acknowledged and not yet deleted
         self.windows: dict[Sink, Window[Delivery]] = {}
         self.spilled = True  # the table may hold rows that are not in memory
+        #: The lowest id the table may hold that memory does not (0: read it all; None: nothing
+        #: spilled since the last read began). A refill reads
+        #: from there, not from the start: under sustained load a full line spills on every add,
+        #: and reading the oldest ``max_queued`` rows again each time (all already in memory)
+        #: was most of a busy hub's read work (bench/bench_mo.py).
+        self.spill_from: int | None = 0
         self.loading = False
         #: Ids deleted while a table read is in flight: its snapshot may still hold them.
         self.done_while_loading: set[int] = set()
@@ -79,11 +85,11 @@ class Outbox:
         *,
         max_queued: int = 5000,
         retry_delay: float = 5.0,
-        on_event: Callable[[str, int], None] | None = None,
+        on_event: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.reactor = reactor
-        self._load = load  # (account_id, limit) -> Deferred[list[Delivery]]
+        self._load = load  # (account_id, limit, after_id) -> Deferred[list[Delivery]], ids > after_id in order
         self.max_queued = max_queued
         self.retry_delay = retry_delay
         self._accounts: dict[int, _Account] = {}
@@ -94,14 +100,15 @@ class Outbox:
         if a is None:
             def expired(d: Delivery) -> None:
                 self._forget_when_deleted(a, d.id)
-                self._event("expired", account_id)
+                self._event("expired", account_id, d.kind)
 
             a = self._accounts[account_id] = _Account(Line(expired=expired, clock=self.reactor))
         return a
 
-    def _event(self, name: str, account_id: int) -> None:
+    def _event(self, name: str, account_id: int, kind: str = "dlr") -> None:
+        """``on_event(name, account_id, kind)``: kind "dlr" (a receipt) or "mo"."""
         if self._on_event is not None:
-            self._on_event(name, account_id)
+            self._on_event(name, account_id, kind)
 
     # ----------------------------------------------------------------- inputs
 
@@ -110,7 +117,11 @@ class Outbox:
         a = self._acct(delivery.account_id)
         if not a.windows or len(a.line) >= self.max_queued:
             a.spilled = True  # stays in the table until a receiver can take it
-            self._event("queued", delivery.account_id)
+            if not a.windows:
+                a.spill_from = 0
+            elif a.spill_from is None or delivery.id < a.spill_from:
+                a.spill_from = delivery.id
+            self._event("queued", delivery.account_id, delivery.kind)
             return
         a.known.add(delivery.id)
         a.line.put(delivery)
@@ -138,6 +149,7 @@ class Outbox:
             for d in a.line.take(lambda _: True):
                 a.known.discard(d.id)
             a.spilled = True
+            a.spill_from = 0
 
     def answered(self, account_id: int, sink: Sink, sequence: int, status: int) -> None:
         """The client answered a deliver_sm."""
@@ -152,7 +164,7 @@ class Outbox:
             if status:
                 log.warning("client refused delivery %d permanently: 0x%08x", d.id, status)
             self._forget_when_deleted(a, d.id)
-            self._event("delivered", account_id)
+            self._event("delivered", account_id, d.kind)
             if a.spilled:
                 self._refill(account_id)
         else:
@@ -196,17 +208,24 @@ class Outbox:
             return
         a.loading = True
         a.spilled = False
+        start, a.spill_from = a.spill_from or 0, None
         a.done_while_loading = set()
-        d = self._load(account_id, self.max_queued)
+        d = self._load(account_id, self.max_queued, max(start - 1, 0))
+
+        def respill(from_id: int) -> None:
+            a.spilled = True
+            if a.spill_from is None or from_id < a.spill_from:
+                a.spill_from = from_id
 
         def loaded(rows: list[Delivery]) -> None:
             a.loading = False
             done, a.done_while_loading = a.done_while_loading, set()
             if not a.windows:  # the receivers left meanwhile: the table keeps it all
                 a.spilled = True
+                a.spill_from = 0
                 return
             if len(rows) >= self.max_queued:
-                a.spilled = True  # more in the table than we loaded
+                respill(rows[-1].id + 1)  # more in the table than we loaded
             known = a.known
             put = a.line.put
             for r in rows:
@@ -217,10 +236,19 @@ class Outbox:
         def failed(f) -> None:
             a.loading = False
             a.done_while_loading = set()
-            a.spilled = True
+            respill(start)
             log.error("loading outbox for account %d failed: %s", account_id, f.getErrorMessage())
 
         d.addCallbacks(loaded, failed)
+
+    def refill_all(self) -> None:
+        """Read the table again for every account with a bound receiver (rows written by another
+        process: ``staffetta mo replay``)."""
+        for account_id, a in self._accounts.items():
+            if a.windows:
+                a.spilled = True
+                a.spill_from = 0
+                self._refill(account_id)
 
     def queued(self, account_id: int) -> int:
         a = self._accounts.get(account_id)

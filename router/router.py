@@ -148,6 +148,8 @@ class Router:
         #: Messages waiting for their schedule_delivery_time (router/schedule.py).
         self.schedule = Schedule(reactor, self._released, self._expired_scheduled,
                                  horizon=schedule_horizon, limit=max_scheduled)
+        #: The MO path (router.mo.MoRouter), set by the hub.
+        self.mo = None
 
     # ---------------------------------------------------------------- routing
 
@@ -519,8 +521,10 @@ class Router:
         if pdu.command_id == _DELIVER_SM and esm & 0x3C in (ESM_RECEIPT, 0x20):
             self._receipt(connector, pdu, ack, 0)
             return
-        # MO ownership (reply window, keywords, dedicated numbers) is its own issue:
-        # refuse rather than acknowledge and drop.
+        if self.mo is not None:  # router.mo: owner decision, durable, then ack
+            self.mo.received(connector.config.name, pdu, ack)
+            return
+        # No MO path wired (a bare Router in tests): refuse rather than acknowledge and drop.
         log.warning("MO from %s refused: no MO routing configured", connector.config.name)
         ack(Status.ESME_RX_R_APPN)
 

@@ -44,6 +44,7 @@ from staffetta.smsc.binds import Binds
 from staffetta.smsc.hlr_billing import billing_charge_tx
 from staffetta.smsc.logs import fields
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
+from staffetta.smsc.mo_hub import HubMo
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import HubFactory
 from staffetta.smsc.throttle import TokenBucket
@@ -128,6 +129,8 @@ class Hub:
         self._buckets: dict[int, TokenBucket] = {}
         self.port = None
         self.metrics_port = None
+        #: The MO path (smsc/mo_hub.py): owner decision, durable write, outbox and webhooks.
+        self.mo = HubMo(self)
 
     # ----------------------------------------------------------------- helpers
 
@@ -199,8 +202,8 @@ class Hub:
 
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), run)
 
-    def _load_outbox(self, account_id: int, limit: int) -> defer.Deferred:
-        return self.read(store.pending_deliveries, account_id, 0, limit)
+    def _load_outbox(self, account_id: int, limit: int, after_id: int = 0) -> defer.Deferred:
+        return self.read(store.pending_deliveries, account_id, after_id, limit)
 
     def policy_for(self, account: Account) -> AccountPolicy:
         """At bind, with the account just read from the store: its submit policy.
@@ -260,6 +263,9 @@ class Hub:
         self._credentials.update(creds)
         self._policies.clear()
         self._submitters.clear()
+        mo = getattr(self, "mo", None)
+        if mo is not None:
+            mo.settings_changed()  # a `staffetta mo replay` may be waiting
 
     def _poll_settings(self) -> defer.Deferred | None:
         """Reload account and credential settings when a change bumped the version."""
@@ -455,6 +461,7 @@ class Hub:
             self.router.resume(queued)
             if len(self.router.schedule):
                 log.info("%d of them wait for their scheduled time", len(self.router.schedule))
+        self.mo.start()
         host, port = parse_hostport(self.settings.listen, "listen")
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
@@ -484,6 +491,7 @@ class Hub:
             if p.transport is not None:
                 p.transport.loseConnection()
         self.binds.stop()
+        yield self.mo.stop()
         if self.hlr is not None:
             yield self.hlr.close()
         yield self.writer.stop()

@@ -190,6 +190,7 @@ def engine_for(args):
     import staffetta.hlr.cache  # noqa: F401
     import staffetta.hlr.jobs  # noqa: F401
     import staffetta.router.messages  # noqa: F401
+    import staffetta.router.mo_store  # noqa: F401
     import staffetta.router.number_store  # noqa: F401
     from staffetta.billing.accounts import upgrade
     from staffetta.router.messages import upgrade as upgrade_messages
@@ -438,11 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from staffetta.billing.cli import register as register_account_verbs
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
+    from staffetta.smsc.mo_cli import register as register_mo_verbs
     from staffetta.smsc.number_cli import register as register_number_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
     register_number_verbs(sub, engine_for)
+    register_mo_verbs(sub, engine_for)
     return p
 
 

@@ -40,6 +40,12 @@ class _HotCounters:
         self.submits: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.receipts: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.debited: defaultdict[tuple[str, str], int] = defaultdict(int)
+        # MO (router/mo.py): in by connector, delivered by account and channel, dead letters by cause.
+        self.mo_in: defaultdict[tuple[str], int] = defaultdict(int)
+        self.mo_delivered: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.mo_dead: defaultdict[tuple[str], int] = defaultdict(int)
+        self.mo_rejected: defaultdict[tuple[str], int] = defaultdict(int)
+        self.webhooks: defaultdict[tuple[str, str], int] = defaultdict(int)
 
         self.routed: defaultdict[str, int] = defaultdict(int)
         self.failovers: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
@@ -111,6 +117,21 @@ class _HotCounters:
         for (account, msg_type), n in list(self.debited.items()):
             f.add_metric([account, msg_type], n)
         yield f
+        for name, doc, labels, values in (
+            ("staffetta_mo_in", "MO deliver_sm received from carriers", ["connector"], self.mo_in),
+            ("staffetta_mo_rejected", "carrier MO refused with a status (unreadable)", ["connector"],
+             self.mo_rejected),
+            ("staffetta_mo_delivered", "MO delivered to their owner, by channel (smpp, http)",
+             ["account", "channel"], self.mo_delivered),
+            ("staffetta_mo_dead_letters", "MO with no owner, and webhooks given up, by cause", ["cause"],
+             self.mo_dead),
+            ("staffetta_mo_webhooks", "webhook attempts by account and event (delivered, retried, dead)",
+             ["account", "event"], self.webhooks),
+        ):
+            f = CounterMetricFamily(name, doc, labels=labels)
+            for key, n in list(values.items()):
+                f.add_metric(list(key), n)
+            yield f
 
 
 class NumbersCollector:
@@ -239,8 +260,34 @@ class HubMetrics:
         hot.observe_latency(account, seconds)
         hot.submits[(account, status)] += 1
 
-    def receipt_event(self, event: str, account_id: int) -> None:
-        self.hot.receipts[(self.account_names.get(account_id) or self.account_name(account_id), event)] += 1
+    def receipt_event(self, event: str, account_id: int, kind: str = "dlr") -> None:
+        """The outbox's events: receipts, and MO delivered on SMPP (``kind`` "mo")."""
+        name = self.account_names.get(account_id) or self.account_name(account_id)
+        if kind == "mo":
+            if event == "delivered":
+                self.hot.mo_delivered[(name, "smpp")] += 1
+            return
+        self.hot.receipts[(name, event)] += 1
+
+    # MO ------------------------------------------------------------------
+
+    def mo_in(self, connector: str) -> None:
+        self.hot.mo_in[(connector,)] += 1
+
+    def mo_rejected(self, connector: str) -> None:
+        self.hot.mo_rejected[(connector,)] += 1
+
+    def mo_dead(self, cause: str) -> None:
+        self.hot.mo_dead[(cause,)] += 1
+
+    def webhook(self, account_id: int, event: str) -> None:
+        """delivered | retried | dead, per account; delivered and dead count as MO events too."""
+        name = self.account_names.get(account_id) or self.account_name(account_id)
+        self.hot.webhooks[(name, event)] += 1
+        if event == "delivered":
+            self.hot.mo_delivered[(name, "http")] += 1
+        elif event == "dead":
+            self.hot.mo_dead[("webhook_failed",)] += 1
 
     def count(self, family: str, *labels: str) -> int:
         """A hot counter's value (tests and the admin page read them here)."""

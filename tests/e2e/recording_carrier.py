@@ -25,7 +25,9 @@ class RecordingCarrier:
         self.submits: list[tuple[bytes, str]] = []
         #: Receipts to send at the next bind: (carrier id, stat word, destination, source).
         self.pending_receipts: list[tuple[str, str, bytes, bytes]] = []
-        #: Status of every deliver_sm_resp received.
+        #: Whole deliver_sm PDUs (an MO, say) to send, in order, at the next bind.
+        self.pending_pdus: list[Pdu] = []
+        #: Status of every deliver_sm_resp received (receipts and the pending PDUs alike).
         self.receipt_answers: list[int] = []
         self.binds = 0
         self._conns: list[socket.socket] = []
@@ -99,6 +101,10 @@ class RecordingCarrier:
                         fields, tlvs = receipt_fields(uid.encode(), dest, 1, 1, src, 5, 0,
                                                       STAT_TO_STATE[stat], text, 1)
                         conn.sendall(encode(Pdu(Command.DELIVER_SM, seq, 0, fields, tlvs)))
+                    while self.pending_pdus:
+                        p = self.pending_pdus.pop(0)
+                        seq += 1
+                        conn.sendall(encode(Pdu(p.command_id, seq, 0, p.fields, p.tlvs)))
                 elif cid == Command.SUBMIT_SM:
                     uid = f"c{len(self.submits) + 1}"
                     self.submits.append((raw, uid))

@@ -60,8 +60,8 @@ def make(n_rows: int = 0, max_queued: int = 5000):
     for i in range(1, n_rows + 1):
         writer.table[i] = Delivery(i, 1, i, "dlr", b"pdu", 0.0, 1e9)
 
-    def load(account_id, limit):
-        rows = sorted(writer.table.values(), key=lambda d: d.id)[:limit]
+    def load(account_id, limit, after_id=0):
+        rows = sorted((d for d in writer.table.values() if d.id > after_id), key=lambda d: d.id)[:limit]
         return defer.succeed([Delivery(d.id, d.account_id, d.message_id, d.kind, d.pdu, d.created_at, d.expires_at)
                               for d in rows])
 
@@ -127,7 +127,7 @@ def test_a_row_deleted_while_a_load_is_in_flight_is_not_delivered_again():
     writer = Writer()
     pending_loads: list[tuple[defer.Deferred, list[Delivery]]] = []
 
-    def load(account_id, limit):
+    def load(account_id, limit, after_id=0):
         d = defer.Deferred()
         snapshot = [Delivery(x.id, x.account_id, x.message_id, x.kind, x.pdu, x.created_at, x.expires_at)
                     for x in sorted(writer.table.values(), key=lambda x: x.id)]
@@ -185,3 +185,31 @@ def test_a_receiver_that_is_unbinding_gets_nothing_new():
     sink.open = False  # the client unbound; its answer may still come
     box.answered(1, sink, 1, Status.ESME_ROK)
     assert [d.id for d in sink.sent] == [1]
+
+
+def test_a_refill_reads_from_the_first_spilled_row_not_from_the_start():
+    """Under sustained load a full line spills on every add; reading the oldest rows again each
+    time (all already in memory) was most of a busy hub's reads (bench/bench_mo.py)."""
+    clock = task.Clock()
+    writer = Writer()
+    reads: list[int] = []
+
+    def load(account_id, limit, after_id=0):
+        reads.append(after_id)
+        rows = sorted((d for d in writer.table.values() if d.id > after_id), key=lambda d: d.id)[:limit]
+        return defer.succeed([Delivery(d.id, d.account_id, d.message_id, d.kind, d.pdu, d.created_at,
+                                       d.expires_at) for d in rows])
+
+    box = Outbox(writer, clock, load, max_queued=3)
+    sink = Sink(window=1)
+    box.attach(1, sink)
+    for i in range(1, 11):
+        d = Delivery(i, 1, i, "mo", b"p", 0.0, 1e9)
+        writer.table[i] = d
+        box.add(d)
+    while len({d.id for d in sink.sent}) < 10:
+        box.answered(1, sink, len(sink.sent), Status.ESME_ROK)
+        writer.commit()
+        box.pump(1)
+    assert [d.id for d in sink.sent] == list(range(1, 11))  # each once, in order
+    assert reads[0] == 0 and all(r >= 3 for r in reads[1:]), reads  # never the oldest again
