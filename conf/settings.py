@@ -93,6 +93,12 @@ class Settings:
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)
+    #: The route table (docs/routing.md): ordered rules, first match wins;
+    #: validated by router.table.table_from_config. None: one rule sending
+    #: everything over every upstream in config order, with failover.
+    routes: list | None = None
+    #: The time zone of the rules' hours and days.
+    route_timezone: str = "UTC"
     redis_url: str | None = None
 
     @property
@@ -180,6 +186,10 @@ def _value(typ: str, value: Any, path: str, name: str):
         if len(set(names)) != len(names):
             raise ConfigError(f"{path}: upstream names must be unique")
         return items
+    if t == "list|None":
+        if value is not None and not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list")
+        return value
     if t == "dict|None":
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping")
