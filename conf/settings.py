@@ -242,6 +242,11 @@ def _value(typ: str, value: Any, path: str, name: str):
 
 
 def load(path: str | Path) -> Settings:
+    return from_dict(read_config(path))
+
+
+def read_config(path: str | Path) -> dict:
+    """The file's settings as written, before any check (``staffetta route check`` reads ``routes:`` so)."""
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text())
@@ -253,7 +258,7 @@ def load(path: str | Path) -> Settings:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} not valid YAML") from None
-    return from_dict(raw or {})
+    return raw or {}
 
 
 def from_dict(data: dict) -> Settings:

@@ -39,6 +39,7 @@ from staffetta.smsc.hlr_billing import billing_charge_tx
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import HubFactory
+from staffetta.smsc.status import StatusResource, routes_doc
 from staffetta.smsc.throttle import TokenBucket
 from staffetta.store.db import create_schema, make_engine
 from staffetta.store.ids import allocator
@@ -330,7 +331,8 @@ class Hub:
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
             mhost, mport = parse_hostport(self.settings.metrics_listen, "metrics_listen")
-            site = webserver.Site(MetricsResource(self.metrics, self._refresh_gauges))
+            site = webserver.Site(StatusResource(lambda: self.connector_states(), lambda: routes_doc(self.settings),
+                                                 MetricsResource(self.metrics, self._refresh_gauges)))
             site.noisy = False
             self.metrics_port = self.reactor.listenTCP(mport, site, interface=mhost)
 

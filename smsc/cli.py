@@ -2,13 +2,15 @@
 
 Verbs: ``demo`` (hub + simulator in one process), ``run`` (hub from a config
 file), ``simulator`` (the carrier alone), ``bench`` (the load client),
-``account …`` (billing/cli.py) and ``hlr …`` (smsc/hlr_cli.py). Errors are one
+``account …`` (billing/cli.py), ``hlr …`` (smsc/hlr_cli.py), ``route …`` and
+``connectors`` (smsc/route_cli.py). Errors are one
 line naming the option or setting, exit status 2, never a traceback: usage
 mistakes too (:class:`OneLineParser`), and ``run``/``demo`` check every
 setting and the data dir before anything listens (:func:`start_settings`).
 The store is chosen by flags, else ``STAFFETTA_CONFIG`` / ``STAFFETTA_DATA_DIR``
-(:func:`resolve_store`); ``demo`` writes the addresses of its parts into its
-data dir for the other verbs (docs/operations.md).
+(:func:`resolve_store`); ``demo`` and ``run`` write the addresses of their
+parts (and their pid and config) into the data dir for the other verbs
+(docs/operations.md), and reload their config on SIGHUP (:func:`reload_on_sighup`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -144,10 +148,61 @@ def check_sections(settings: Settings) -> None:
 
 def start_settings(args, *, data_dir_needed: bool = False) -> Settings:
     """The settings of ``run`` / ``demo``, every setting and the data dir checked before anything starts."""
-    settings = _settings_from(args)
+    settings = config_settings(args)
     prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"), always=data_dir_needed)
-    check_sections(settings)
     return settings
+
+
+def config_settings(args) -> Settings:
+    """Every setting of ``--config`` checked as ``run`` checks them, the route table included; nothing created."""
+    from staffetta.smsc.status import route_table
+
+    settings = _settings_from(args)
+    check_sections(settings)
+    route_table(settings)
+    return settings
+
+
+def reload_settings(hub: Any, settings_for: Callable[[], Settings]) -> dict | None:
+    """Re-read the config and hand it to the hub; a bad one is one log line and the one in force stays."""
+    try:
+        new = settings_for()
+        changes = hub.reload_config(new)
+    except ConfigError as exc:
+        log.error("reload refused, the configuration in force stays: %s", exc)
+        return None
+    log.info("configuration reloaded", extra=fields(**changes))
+    return changes
+
+
+def reload_on_sighup(reactor: Any, hub: Any, settings_for: Callable[[], Settings]) -> None:
+    """SIGHUP (``kill -HUP``, ``staffetta route reload``) reloads the config on the reactor thread."""
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reload_settings, hub, settings_for)
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def _run_addresses(settings: Settings, started: dict[str, Any]) -> Path | None:
+    """``run``'s addresses.json, in its data dir: always on SQLite; on PostgreSQL only if that dir exists.
+
+    A hub on PostgreSQL may have no data dir at all (``./staffetta-data`` is
+    then not created for it); without the file, ``route reload`` and
+    ``connectors`` need ``--metrics`` and cannot find the pid.
+    """
+    if settings.database_url and not Path(settings.data_dir).is_dir():
+        return None
+    try:
+        return write_addresses(settings.data_dir, started)
+    except OSError as exc:
+        log.warning("cannot write %s/addresses.json (%s): route reload will not find this hub",
+                    settings.data_dir, exc.strerror)
+        return None
+
+
+def _config_path(args) -> str | None:
+    """The config file as an absolute path, for addresses.json (a reload names it from anywhere)."""
+    return str(Path(args.config).resolve()) if getattr(args, "config", None) else None
 
 
 def ensure_demo_account(engine) -> bool:
@@ -264,19 +319,24 @@ def cmd_demo(args) -> int:
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
+    base = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
     hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
-    settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
     sim_port = 0  # any free port: the simulator lives inside this process
     carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
                       credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
     listening = carrier.listen(sim_port)
-    up = settings.upstreams[0]  # a --config's first upstream keeps its options, aimed at the simulator
-    settings = replace(settings, upstreams=(replace(
-        up, host="127.0.0.1", port=listening.getHost().port, system_id=DEMO_SIM_SYSTEM_ID,
-        password=DEMO_SIM_PASSWORD),))
+
+    def aimed(settings: Settings) -> Settings:
+        """The config (or the built-in one) aimed at this process's simulators: at start and on SIGHUP."""
+        settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
+        up = settings.upstreams[0]  # a --config's first upstream keeps its options, aimed at the simulator
+        return replace(settings, upstreams=(replace(
+            up, host="127.0.0.1", port=listening.getHost().port, system_id=DEMO_SIM_SYSTEM_ID,
+            password=DEMO_SIM_PASSWORD),))
+
+    settings = aimed(base)
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
     _start(hub, args)
@@ -288,6 +348,7 @@ def cmd_demo(args) -> int:
         "metrics": metrics,
         "carrier": f"127.0.0.1:{listening.getHost().port}",
         "hlr": hlr_sim.url,
+        "config": _config_path(args),
     }
     addresses = write_addresses(settings.data_dir, started)
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
@@ -305,6 +366,7 @@ def cmd_demo(args) -> int:
     )
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
+    reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
     reactor.run()
     return 0
 
@@ -324,10 +386,15 @@ def cmd_run(args) -> int:
     _start(hub, args)
     settle_heap()
     smpp, metrics = _bound(settings, hub)
+    addresses = _run_addresses(settings, {"pid": os.getpid(), "smpp": smpp, "metrics": metrics,
+                                          "config": _config_path(args)})
     log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
     print(f"Staffetta listening on {smpp}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    if addresses is not None:
+        reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
+    reload_on_sighup(reactor, hub, lambda: start_settings(args))
     reactor.run()
     return 0
 
@@ -378,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from staffetta.billing.cli import register as register_account_verbs
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
+    from staffetta.smsc.route_cli import register as register_route_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
+    register_route_verbs(sub, engine_for, config_settings)
     return p
 
 

@@ -1,0 +1,476 @@
+"""``staffetta route explain|check|reload|status`` and ``staffetta connectors``: the route table for operators.
+
+``smsc/cli.py`` calls :func:`register` with its sub-parsers, the engine factory
+(``--config`` / ``--data-dir`` to a store) and the settings factory of
+``run`` (so a reload is validated exactly as the hub will read it).
+
+Which table: ``--config``, else the config of the hub running on the data dir
+(its ``addresses.json`` says which file it re-reads), else the built-in one
+(every upstream, failover). Where the hub is: ``--metrics HOST:PORT``, else
+the ``metrics`` address in that ``addresses.json``. Live state comes from the
+hub's ``/status/connectors`` and ``/status/routes`` (smsc/status.py).
+
+Exit status: 0 done (``check``: no problem), 1 ``check`` found problems or the
+hub could not be reached or did not take the reload, 2 a bad option or config
+(one line naming it, nothing sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from argparse import Namespace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from staffetta.conf.settings import (
+    ConfigError,
+    Settings,
+    describe_store,
+    from_dict,
+    parse_hostport,
+    read_addresses,
+    read_config,
+)
+from staffetta.pdu.constants import status_name
+from staffetta.pdu.errors import SubmitRejected
+from staffetta.router.table import MESSAGE_TYPES, Problem, RouteQuery, check, explain, table_from_config
+from staffetta.smsc.status import (
+    CONNECTORS_PATH,
+    ROUTES_PATH,
+    route_table,
+    routes_doc,
+    same_table,
+    table_changes,
+)
+
+SettingsFactory = Callable[[Namespace], Settings]
+EngineFactory = Callable[[Namespace], Any]
+
+#: How long ``route reload`` waits for the hub to show the new table (seconds).
+RELOAD_WAIT = 5.0
+HTTP_TIMEOUT = 2.0
+
+
+class Unreachable(Exception):
+    """The hub could not be asked (no address, nothing listening, an error answer): exit 1."""
+
+
+# ------------------------------------------------------------- the running hub
+
+
+def _addresses(settings: Settings) -> dict[str, Any]:
+    return read_addresses(settings.data_dir)
+
+
+def _with_config(args: Namespace, config: str | None) -> Namespace:
+    return Namespace(**{**vars(args), "config": config})
+
+
+def _hub_settings(args: Namespace, settings_for: SettingsFactory) -> tuple[Settings, dict[str, Any]]:
+    """The settings of ``--config``, else of the hub running on the data dir, and its addresses.
+
+    Raises ConfigError (one line) on a bad config or a ``--config`` that is
+    not the file the running hub reads.
+    """
+    settings = settings_for(args)
+    addresses = _addresses(settings)
+    hub_config = addresses.get("config")
+    if isinstance(hub_config, str) and hub_config:
+        if args.config and Path(args.config).resolve() != Path(hub_config).resolve():
+            raise ConfigError(f"--config: the hub on {settings.data_dir} (pid {addresses.get('pid')}) reads "
+                              f"{hub_config}, not {args.config}; drop --config or give --data-dir")
+        if not args.config:
+            settings = settings_for(_with_config(args, hub_config))
+    return settings, addresses
+
+
+def _metrics_address(args: Namespace, addresses: Mapping[str, Any], *, where: str) -> str:
+    given = getattr(args, "metrics", None)
+    if given:
+        try:
+            host, port = parse_hostport(given, "--metrics")
+        except ConfigError:
+            raise ConfigError(f"--metrics: expected HOST:PORT, got {given!r}") from None
+        return f"{host}:{port}"
+    m = addresses.get("metrics")
+    if isinstance(m, str) and m:
+        return m
+    if addresses:
+        raise Unreachable(f"the hub on {where} (pid {addresses.get('pid')}) serves no metrics address; "
+                          f"start it with --metrics HOST:PORT")
+    raise Unreachable(f"no running hub found on {where} (no addresses.json); give --metrics HOST:PORT")
+
+
+def fetch(address: str, path: bytes) -> Any:
+    """GET ``http://address/path`` as JSON, or :class:`Unreachable` with one line saying why."""
+    url = f"http://{address}{path.decode()}"
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as resp:  # noqa: S310 - http only, our hub
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = ""
+        try:
+            detail = json.loads(exc.read()).get("error", "")
+        except (ValueError, AttributeError):
+            pass
+        raise Unreachable(f"{url}: HTTP {exc.code}{': ' + detail if detail else ''}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"no hub answering at {address} ({reason})") from None
+    except ValueError:
+        raise Unreachable(f"{url}: not JSON (is that a Staffetta metrics address?)") from None
+
+
+# ------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """A connector as the strategies read it (router.table.ConnectorView), from /status/connectors."""
+
+    up: bool
+    delivery_ratio: float | None
+
+
+def _when(text: str | None, zone: str) -> tuple[float, datetime]:
+    """``--at`` (ISO 8601; without an offset, in the table's time zone) as (epoch, local time)."""
+    tz = ZoneInfo(zone)
+    if text is None:
+        now = time.time()
+        return now, datetime.fromtimestamp(now, tz)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--at: expected an ISO time like 2026-11-30T14:05 or 2026-11-30T14:05+01:00, "
+                          f"got {text!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=tz)
+    return t.timestamp(), t.astimezone(tz)
+
+
+def _destination(number: str, default_cc: int) -> tuple[str, str | None]:
+    """(E.164 digits, ISO region) the hub reads ``--to`` as for this account (pdu.addresses)."""
+    from staffetta.pdu.addresses import normalize_destination
+    from staffetta.pdu.numbering import UNKNOWN_REGION
+
+    text = number.strip().replace(" ", "")
+    ton = 1 if text.startswith("+") else 0  # "+39..." international, else as a client's TON 0
+    try:
+        d = normalize_destination(text.encode("ascii", "replace"), ton, 1, default_cc)
+    except SubmitRejected as exc:
+        raise ConfigError(f"--to: {exc.reason}; the hub refuses it ({status_name(exc.status)}) before routing") from None
+    return d.e164, (None if d.region in (UNKNOWN_REGION, "001") else d.region)
+
+
+def _account(engine: Any, name: str) -> Any:
+    from staffetta.billing.accounts import get_account
+
+    with engine.connect() as conn:
+        acct = get_account(conn, name)
+    if acct is None:
+        raise ConfigError(f"--account: no account named {name!r} in "
+                          f"{describe_store(engine.url.render_as_string(hide_password=False))}")
+    return acct
+
+
+def account_groups(account: Any) -> frozenset[str]:
+    """The groups a rule's ``match.group`` sees for this account (none until accounts carry groups)."""
+    return frozenset(getattr(account, "groups", None) or ())
+
+
+def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
+    settings, addresses = _hub_settings(args, settings_for)
+    table = route_table(settings)
+    engine = engine_factory(args)
+    try:
+        acct = _account(engine, args.account)
+    finally:
+        engine.dispose()
+    destination, region = _destination(args.to, acct.default_country_code)
+    msg_type = (args.type or acct.default_type).upper()
+    sender = args.sender if args.sender is not None else (acct.default_sender or "")
+    epoch, local = _when(args.at, table.timezone)
+    weekday, minute = table.when(epoch)
+    q = RouteQuery(account=acct.name, destination=destination, msg_type=msg_type, sender=sender,
+                   groups=account_groups(acct), country=region, mccmnc=args.mccmnc,
+                   weekday=weekday, minute=minute)
+    names = [u.name for u in settings.upstreams]
+    live: dict[str, dict[str, Any]] = {}
+    live_error = None
+    try:
+        states = fetch(_metrics_address(args, addresses, where=settings.data_dir), CONNECTORS_PATH)
+        live = {s["name"]: s for s in states if isinstance(s, dict) and "name" in s}
+    except Unreachable as exc:
+        live_error = str(exc)
+    if live:
+        views = {n: _View(bool(live[n].get("up")), live[n].get("delivery_ratio")) for n in names if n in live}
+    else:  # state unknown: show the choice as if every connector were up
+        views = {n: _View(True, None) for n in names}
+    result = explain(table, views, q)
+    for c in result["candidates"]:
+        s = live.get(c["connector"])
+        c["state"] = "unknown" if s is None else ("up" if s.get("up") else "down")
+        if s is None:
+            c["up"] = None
+    rule = table.rules[result["index"]] if result.get("rule") is not None else None
+    doc = {
+        "query": {"account": acct.name, "groups": sorted(q.groups), "to": destination, "country": region,
+                  "type": msg_type, "sender": sender, "mccmnc": args.mccmnc,
+                  "at": local.isoformat(timespec="seconds"), "timezone": table.timezone},
+        **result,
+        "live": live_error is None and bool(live),
+        "live_error": live_error,
+        "needs_mccmnc": bool(rule is not None and rule.hlr and args.mccmnc is None),
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(_explain_text(doc))
+    return 0
+
+
+def _explain_text(doc: dict[str, Any]) -> str:
+    q = doc["query"]
+    lines = [f"account {q['account']} (groups: {', '.join(q['groups']) or 'none'}) to +{q['to']} "
+             f"({q['country'] or 'no country'}), type {q['type']}, sender {q['sender'] or '-'}, "
+             f"mccmnc {q['mccmnc'] or '-'}, at {q['at']} {q['timezone']}"]
+    if not doc["live"]:
+        lines.append(f"connector state: unknown ({doc['live_error'] or 'no state'}); "
+                     f"the choice assumes every connector is up")
+    if doc["rule"] is None:
+        lines.append(f"no rule matches: refused at submit with {doc['refused']}")
+        return "\n".join(lines)
+    lines.append(f"rule #{doc['index']} {doc['rule']!r} ({doc['strategy']})")
+    if doc["needs_mccmnc"]:
+        lines.append("  this rule asks the HLR for the serving network; give --mccmnc to explain with one")
+    if doc["candidates"]:
+        lines.append(f"  {'connector':<16} {'state':<8} {'price':>10} {'ratio':>6} {'rank':>5}  note")
+        for c in doc["candidates"]:
+            ratio = "-" if c["delivery_ratio"] is None else f"{c['delivery_ratio']:.2f}"
+            lines.append(f"  {c['connector']:<16} {c['state']:<8} {c['price'] or '-':>10} {ratio:>6} "
+                         f"{c['rank'] or '-':>5}  {c['skipped'] or ''}".rstrip())
+    if doc["choice"] is not None:
+        lines.append(f"choice: {doc['choice']}")
+    else:
+        lines.append(f"refused: {doc['refused']} ({doc['reason']})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- check
+
+
+def _lenient(settings_for: SettingsFactory) -> SettingsFactory:
+    """``settings_for`` on the file without its ``routes:`` (check reports those instead of refusing)."""
+    def build(args: Namespace) -> Settings:
+        if not args.config:
+            return settings_for(args)
+        raw = read_config(args.config)
+        if not isinstance(raw, dict):
+            return from_dict(raw)  # one line: config: expected a mapping
+        return from_dict({k: v for k, v in raw.items() if k != "routes"})
+    return build
+
+
+def cmd_check(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
+    settings, addresses = _hub_settings(args, _lenient(settings_for))
+    path = args.config or addresses.get("config") or None
+    raw = read_config(path) if path else {}
+    routes = raw.get("routes") if isinstance(raw, dict) else None
+    unknown: list[Problem] = []
+    names = [u.name for u in settings.upstreams]
+    table = table_from_config(routes, names, timezone=settings.route_timezone, unknown=unknown)
+    problems = [*unknown, *check(table, names)]
+    doc = {"config": path, "rules": len(table.rules), "connectors": names,
+           "problems": [{"kind": p.kind, "rule": p.rule, "detail": p.detail} for p in problems]}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"{path or 'built-in table'}: {len(table.rules)} rules over {len(names)} connectors")
+        for p in problems:
+            print(f"  {p.kind}{' rule ' + repr(p.rule) if p.rule else ''}: {p.detail}")
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}" if problems else "no problems")
+    return 1 if problems else 0
+
+
+# -------------------------------------------------------------------- reload
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_reload(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
+    settings, addresses = _hub_settings(args, settings_for)
+    expected = routes_doc(settings)  # validates the table: a bad one is one line, exit 2, nothing sent
+    pid = addresses.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        raise Unreachable(f"no running hub found on {settings.data_dir} (no addresses.json with its pid)")
+    if not _alive(pid):
+        raise Unreachable(f"the hub on {settings.data_dir} (pid {pid}) is not running (stale addresses.json)")
+    address = addresses.get("metrics") if isinstance(addresses.get("metrics"), str) else None
+    before = fetch(address, ROUTES_PATH) if address else None
+    os.kill(pid, signal.SIGHUP)
+    if address is None:
+        print(f"sent SIGHUP to the hub (pid {pid}); it serves no metrics address, so the new table "
+              f"cannot be confirmed here (see its log)")
+        return 0
+    deadline = time.monotonic() + args.wait
+    after = before
+    while True:
+        try:
+            after = fetch(address, ROUTES_PATH)
+        except Unreachable:
+            after = None
+        if after is not None and same_table(after, expected):
+            break
+        if time.monotonic() >= deadline:
+            raise Unreachable(f"the hub (pid {pid}) did not show the new table within {args.wait:g} s; "
+                              f"its log says why")
+        time.sleep(0.1)
+    changes = table_changes(before or {}, after)
+    doc = {"pid": pid, "rules": len(after["rules"]), **changes}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"reloaded: the hub (pid {pid}) routes with {doc['rules']} rules")
+    said = False
+    for key, label in (("rules_added", "rules added"), ("rules_removed", "rules removed"),
+                       ("rules_changed", "rules changed"), ("connectors_added", "connectors added"),
+                       ("connectors_removed", "connectors removed"), ("connectors_changed", "connectors changed")):
+        if changes[key]:
+            print(f"  {label}: {', '.join(changes[key])}")
+            said = True
+    if "timezone" in changes:
+        print(f"  time zone: {changes['timezone'][0]} -> {changes['timezone'][1]}")
+        said = True
+    if not said:
+        print("  the table is unchanged")
+    return 0
+
+
+# ---------------------------------------------------------------- connectors
+
+
+def _ratio(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cmd_connectors(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
+    if args.metrics:
+        addresses: dict[str, Any] = {}
+        where = "--metrics"
+    else:
+        settings = settings_for(args)
+        addresses, where = _addresses(settings), settings.data_dir
+    states = fetch(_metrics_address(args, addresses, where=where), CONNECTORS_PATH)
+    if args.json:
+        print(json.dumps(states, indent=2))
+        return 0
+    print(f"{'connector':<16} {'state':<6} {'address':<22} {'bind':<12} {'sessions':>8} {'window':>9} "
+          f"{'queue':>7} {'msg/s':>6} {'ratio':>6}  last error")
+    for s in states:
+        rate = s.get("throughput") or 0
+        print(f"{s.get('name', '?'):<16} {'up' if s.get('up') else 'down':<6} "
+              f"{str(s.get('host')) + ':' + str(s.get('port')):<22} {s.get('bind_mode') or '-':<12} "
+              f"{s.get('sessions', 0)}/{s.get('sessions_configured', '?'):<6} "
+              f"{s.get('window', 0)}/{s.get('window_size', '?'):<6} {s.get('queue', 0):>7} "
+              f"{rate if rate else '-':>6} {_ratio(s.get('delivery_ratio')):>6}  {s.get('last_error') or ''}".rstrip())
+    return 0
+
+
+# ------------------------------------------------------------------ register
+
+
+def _wrap(fn: Callable[..., int], engine_factory: EngineFactory, settings_for: SettingsFactory) -> Callable:
+    def run(args: Namespace) -> int:
+        try:
+            return fn(args, engine_factory, settings_for)
+        except Unreachable as exc:
+            print(f"staffetta: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _message_type(text: str) -> str:
+    if text.upper() not in MESSAGE_TYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(MESSAGE_TYPES)}, got {text!r}")
+    return text.upper()
+
+
+def _mccmnc(text: str) -> str:
+    if not (text.isdigit() and 5 <= len(text) <= 6):
+        raise argparse.ArgumentTypeError(f"expected an MCC-MNC of 5 or 6 digits like 22201, got {text!r}")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 600, got {text!r}")
+    return v
+
+
+def register(subparsers: Any, engine_factory: EngineFactory, settings_for: SettingsFactory) -> None:
+    """Add ``route explain|check|reload|status`` and ``connectors`` to the ``staffetta`` sub-parsers."""
+
+    def common(p: argparse.ArgumentParser, *, metrics: bool = True) -> None:
+        p.add_argument("--config", metavar="FILE",
+                       help="staffetta.yaml (default: $STAFFETTA_CONFIG, else the running hub's)")
+        p.add_argument("--data-dir", metavar="DIR", help="the data dir of the running hub and its store")
+        if metrics:
+            p.add_argument("--metrics", metavar="HOST:PORT",
+                           help="the hub's metrics address (default: from the data dir's addresses.json)")
+        p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    r = subparsers.add_parser("route", help="the route table: explain, check, reload, status")
+    rs = r.add_subparsers(dest="route_verb", required=True, metavar="VERB")
+
+    e = rs.add_parser("explain", help="which rule and connector a message would take, and why")
+    e.add_argument("--account", required=True, metavar="NAME")
+    e.add_argument("--to", required=True, metavar="NUMBER", help="destination, +E.164 or as a client sends it")
+    e.add_argument("--type", type=_message_type, metavar="|".join(MESSAGE_TYPES),
+                   help="message type (default: the account's)")
+    e.add_argument("--sender", metavar="S", help="sender (default: the account's)")
+    e.add_argument("--at", metavar="ISO-TIME", help="when (default: now); without an offset, in route_timezone")
+    e.add_argument("--mccmnc", type=_mccmnc, metavar="MCCMNC", help="the serving network an HLR would answer")
+    common(e)
+    e.set_defaults(func=_wrap(cmd_explain, engine_factory, settings_for))
+
+    c = rs.add_parser("check", help="shadowed rules, unused connectors, unknown connectors (exit 1 if any)")
+    common(c, metrics=False)
+    c.set_defaults(func=_wrap(cmd_check, engine_factory, settings_for))
+
+    rl = rs.add_parser("reload", help="validate the config, then make the running hub load it (SIGHUP)")
+    rl.add_argument("--wait", type=_seconds, default=RELOAD_WAIT, metavar="SECONDS",
+                    help=f"how long to wait for the hub to show the new table (default {RELOAD_WAIT:g})")
+    common(rl, metrics=False)
+    rl.set_defaults(func=_wrap(cmd_reload, engine_factory, settings_for))
+
+    for parent, name in ((rs, "status"), (subparsers, "connectors")):
+        s = parent.add_parser(name, help="each connector's live state in the running hub")
+        common(s)
+        s.set_defaults(func=_wrap(cmd_connectors, engine_factory, settings_for))
+
+
+__all__ = ["register", "fetch", "account_groups"]
+
