@@ -350,7 +350,8 @@ def cmd_demo(args) -> int:
         "hlr": hlr_sim.url,
         "config": _config_path(args),
     }
-    addresses = write_addresses(settings.data_dir, started)
+    reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
+    addresses = write_addresses(settings.data_dir, started)  # route reload finds the pid here: after the handler
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
@@ -366,7 +367,6 @@ def cmd_demo(args) -> int:
     )
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
-    reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
     reactor.run()
     return 0
 
@@ -386,6 +386,7 @@ def cmd_run(args) -> int:
     _start(hub, args)
     settle_heap()
     smpp, metrics = _bound(settings, hub)
+    reload_on_sighup(reactor, hub, lambda: start_settings(args))
     addresses = _run_addresses(settings, {"pid": os.getpid(), "smpp": smpp, "metrics": metrics,
                                           "config": _config_path(args)})
     log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
@@ -394,7 +395,6 @@ def cmd_run(args) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
     if addresses is not None:
         reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
-    reload_on_sighup(reactor, hub, lambda: start_settings(args))
     reactor.run()
     return 0
 
