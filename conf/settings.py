@@ -47,6 +47,17 @@ class UpstreamSettings:
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
     throttle_backoff: float = 1.0  # pause after ESME_RTHROTTLED / ESME_RMSGQFUL from the carrier
+    #: transceiver (one TRX bind a session) or transmitter-receiver (a TX bind for
+    #: submits and an RX bind for receipts and MO, a pair a session).
+    bind_mode: str = "transceiver"
+    #: Sessions to this carrier; each has its own window on the connector's queue.
+    sessions: int = 1
+    #: Submits per second at most over all sessions (0: no limit). Held back, never
+    #: refused: the queue waits, so order is kept.
+    throughput: float = 0.0
+
+
+BIND_MODES = ("transceiver", "transmitter-receiver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,8 @@ class Settings:
     routes: list | None = None
     #: The time zone of the rules' hours and days.
     route_timezone: str = "UTC"
+    #: Account groups the rules may match on: group -> [account names].
+    account_groups: dict | None = None
     redis_url: str | None = None
 
     @property
@@ -119,7 +132,7 @@ def parse_hostport(value: str, where: str) -> tuple[str, int]:
 #: and charges messages it can never send, a timer of 0 fires at once.
 _POSITIVE = frozenset({
     "window", "inbound_window", "failures", "per_seconds", "writer_batch", "max_queue", "outbox_ttl",
-    "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity",
+    "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity", "sessions",
 })
 #: Lengths of SMPP C-Octet strings without their NUL (3.4 §5.2): longer ones cannot be sent.
 _MAX_LEN = {"system_id": 15, "password": 8, "system_type": 12}
@@ -207,7 +220,8 @@ def _value(typ: str, value: Any, path: str, name: str):
         positive = name in _POSITIVE
         if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
                 or value < 0 or (positive and value == 0)):
-            raise ConfigError(f"{path}: expected a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
+            what = "messages per second" if name == "throughput" else "a number of seconds"
+            raise ConfigError(f"{path}: expected {what} {'> 0' if positive else '>= 0'}, got {value!r}")
         return float(value)
     if name == "metrics_listen" and (value in _OFF or str(value).lower() in _OFF):
         return None
@@ -225,6 +239,8 @@ def _value(typ: str, value: Any, path: str, name: str):
             raise ConfigError(f"{path}: expected off, cached or always, got {value!r}")
         if name == "failure_policy" and value not in ("fail-open", "fail-closed"):
             raise ConfigError(f"{path}: expected fail-open or fail-closed, got {value!r}")
+        if name == "bind_mode" and value not in BIND_MODES:
+            raise ConfigError(f"{path}: expected {' or '.join(BIND_MODES)}, got {value!r}")
         if name == "id_format" and value not in ("auto", "decimal", "hex"):
             raise ConfigError(f"{path}: expected auto, decimal or hex, got {value!r}")
         if name == "password" and len(value) > 8:
@@ -265,10 +281,22 @@ def from_dict(data: dict) -> Settings:
     settings = _build(Settings, data, "")
     if not settings.upstreams:
         raise ConfigError("upstreams: at least one upstream carrier is required")
+    route_table(settings)  # every mistake in routes: is one line naming it
+    from staffetta.router.routes import groups_from_config
+
+    groups_from_config(settings.account_groups)
     if settings.max_tracked <= settings.max_queue:
         # A queued message needs its record for expiry, cancel and its refund.
         raise ConfigError(f"max_tracked: must be above max_queue ({settings.max_queue}), got {settings.max_tracked}")
     return settings
+
+
+def route_table(settings: Settings):
+    """The route table ``settings`` describe (router.table.RouteTable); raises ConfigError."""
+    from staffetta.router.table import table_from_config  # the table module reads ConfigError from here
+
+    return table_from_config(settings.routes, [u.name for u in settings.upstreams],
+                             timezone=settings.route_timezone)
 
 
 # ------------------------------------------------------------ which store

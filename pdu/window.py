@@ -31,8 +31,9 @@ an outbox delivery or a simulator receipt all fit.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ class Line(Generic[T]):
     (the caller refuses before accepting, e.g. ESME_RMSGQFUL).
     """
 
-    __slots__ = ("_q", "_next", "windows", "limit", "_expired", "_clock", "_rr", "_pumping")
+    __slots__ = ("_q", "_places", "windows", "limit", "_expired", "_clock", "_rr", "_pumping")
 
     def __init__(
         self,
@@ -59,9 +60,13 @@ class Line(Generic[T]):
         limit: int = 0,
         expired: Callable[[T], None] | None = None,
         clock: Any = None,
+        places: Iterator[int] | None = None,
     ) -> None:
         self._q: deque[tuple[int, T]] = deque()
-        self._next = 0
+        #: Places in line. Lines that hand items to each other (a route's
+        #: connectors, on failover) share one counter, so a moved item keeps
+        #: its place among the other line's items (:meth:`put_back`).
+        self._places = places if places is not None else itertools.count()
         #: The windows that take from this line, in the order they attached.
         self.windows: list[Window[T]] = []
         self.limit = limit
@@ -84,19 +89,18 @@ class Line(Generic[T]):
 
     def put(self, item: T) -> None:
         """Accept an item at the back of the line (its place is fixed from now on)."""
-        n = self._next
-        self._next = n + 1
-        self._q.append((n, item))
+        self._q.append((next(self._places), item))
         if self.windows:
             self.pump()
 
     def put_back(self, entries: Iterable[tuple[int, T]]) -> None:
         """Return items that were taken (with their places) to the head, in order.
 
-        Everything still waiting that was never taken has a later place than
-        anything ever taken (the line is always in order and windows take
-        from its head), so the returned items merge only with earlier
-        returns that are still waiting: O(returned + those).
+        The line is always in order of place, so the returned items merge
+        with the waiting items placed before the last of them: O(returned +
+        those). Items taken from this line always fit at its head; items
+        moved here from another line sharing the counter (failover) merge
+        into their place among this line's.
         """
         back = sorted(entries, key=_place)
         if not back:
@@ -117,11 +121,15 @@ class Line(Generic[T]):
 
     def take(self, match: Callable[[T], bool]) -> list[T]:
         """Remove and return the waiting items for which ``match(item)`` holds (cancel, expiry)."""
+        return [e[1] for e in self.take_entries(match)]
+
+    def take_entries(self, match: Callable[[T], bool]) -> list[tuple[int, T]]:
+        """Like :meth:`take`, with each item's place (to :meth:`put_back` it into another line)."""
         kept: deque[tuple[int, T]] = deque()
         taken = []
         for entry in self._q:
             if match(entry[1]):
-                taken.append(entry[1])
+                taken.append(entry)
             else:
                 kept.append(entry)
         if taken:
@@ -307,6 +315,18 @@ class Window(Generic[T]):
         if line._q and self.is_open:
             line.pump()
         return None if entry is None else entry[1]
+
+    def finish(self, sequence: int) -> tuple[int, T] | None:
+        """Like :meth:`done`, returning the item with its place (for an owner that may move it)."""
+        entry = self.outstanding.pop(sequence, None)
+        line = self.line
+        if line._q and self.is_open:
+            line.pump()
+        return entry
+
+    def release(self, sequence: int) -> tuple[int, T] | None:
+        """Free the slot without refilling and return (place, item): the owner puts it somewhere else."""
+        return self.outstanding.pop(sequence, None)
 
     def retry(self, sequence: int) -> T | None:
         """Not processed (no answer in time): back to the head of the line, in order."""

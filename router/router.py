@@ -10,6 +10,7 @@ never loses the receipt.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from staffetta.pdu.receipt import (
     receipt_octets,
     stat_to_state,
 )
+from staffetta.pdu.window import Line
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
 from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are read from here too
@@ -35,7 +37,8 @@ from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are
     encode_tlv_stream,
     text20_of,
 )
-from staffetta.router.routes import Route
+from staffetta.router.routes import Choice, Routing
+from staffetta.router.table import RouteQuery
 from staffetta.router.upstream import Connector, Forward
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,11 @@ RECEIPT_TTL = 3 * 86400.0
 #: What the router keeps of a message in flight is its record (the name its callers use).
 Tracked = MessageRecord
 
-#: The route every message takes until the route table (issue 13) exists.
-DEFAULT_ROUTE = "default"
+
+
+def _bare_query(record: MessageRecord) -> RouteQuery:
+    """A route query from the row alone (account by id): for a router built without the hub."""
+    return RouteQuery(str(record.account_id), record.destination, record.msg_type, record.source_addr)
 
 
 class UpstreamIndex(dict):
@@ -100,6 +106,7 @@ class Router:
         receipt_ttl: float = RECEIPT_TTL,
         metrics=None,
         refund_network_failures: Callable[[int], bool] = lambda account_id: False,
+        query_of: Callable[[MessageRecord], RouteQuery] | None = None,
     ) -> None:
         #: Per account: is a message that fails in the network refunded? (billing policy)
         self.refund_network_failures = refund_network_failures
@@ -110,9 +117,15 @@ class Router:
         self.read = read  # read(fn, *args) -> Deferred: runs a blocking DB read in a thread
         self.outbox_ids = outbox_ids
         self.connectors: dict[str, Connector] = {}
-        #: Route name -> route. For now one route, "default", with every connector
-        #: in config order; the route table comes with issue 13.
-        self.routes: dict[str, Route] = {}
+        #: Connectors a reload removed, until their sessions are closed and their line is empty.
+        self.retiring: list[Connector] = []
+        #: The route table in force (set_routing); None until the hub sets one.
+        self.routing: Routing | None = None
+        #: Places in line, shared by every connector's line (failover keeps a message's place).
+        self._places = itertools.count()
+        #: The route query of an accepted message (account name and groups, country...):
+        #: the hub's, for messages routed again after a restart or a reload.
+        self.query_of: Callable[[MessageRecord], RouteQuery] = query_of or _bare_query
         #: Messages awaiting their receipt kept in memory (~1 KB each, docs/operations.md);
         #: past it the oldest is forgotten and its receipt is matched from the store.
         self.max_tracked = max_tracked
@@ -129,50 +142,183 @@ class Router:
     # ---------------------------------------------------------------- routing
 
     def add_connector(self, connector: Connector) -> None:
-        """A configured connector: its events come here, it serves the "default" route."""
+        """A configured connector: its events come here; its line shares the routers' place counter."""
         self.connectors[connector.config.name] = connector
         connector.listener = self
-        route = self.routes.get("default")
-        if route is None:
-            route = self.routes["default"] = Route(
-                "default", limit=connector.max_queue, expired=self.expired_in_queue, clock=self.reactor
-            )
-        route.add(connector)
+        waiting = connector.line.take_entries(lambda _: True)
+        connector.line = Line(limit=connector.max_queue, expired=self.expired_in_queue, clock=self.reactor,
+                              places=self._places)
+        if waiting:
+            connector.line.put_back(waiting)
+
+    def set_routing(self, routing: Routing) -> None:
+        """The route table in force (at start, and at every reload)."""
+        self.routing = routing
 
     def pick(self, destination: str) -> Connector | None:
-        """The first connector of the default route (kept for callers that want one connector)."""
-        route = self.routes.get("default")
-        return route.connectors[0] if route is not None and route.connectors else None
+        """The first configured connector (kept for callers that want one connector)."""
+        return next(iter(self.connectors.values()), None)
 
-    def can_accept(self, route_name: str = "default") -> bool:
-        """Whether the route exists and its queue has room (else the submit gets ESME_RMSGQFUL)."""
-        route = self.routes.get(route_name)
-        return route is not None and not route.line.full
+    def query(self, account: str, a, now: float, mccmnc: str | None = None) -> RouteQuery:
+        """The route query of a submit's assessment (``pdu.message.Assessment``) from ``account``."""
+        return self.routing.query(account, a, now, mccmnc)
 
-    def enqueue(self, route_name: str, item: Forward) -> None:
-        """Hand an accepted, committed message to its route's queue."""
-        route = self.routes.get(route_name)
-        if route is None:  # pragma: no cover - choose_route only names routes that exist
-            log.error("no route %r for message %d", route_name, item.message_id)
-            return
-        route.line.put(item)
+    def needs_lookup(self, q: RouteQuery) -> bool:
+        """Whether the route for ``q`` depends on the serving network (an HLR lookup first)."""
+        return self.routing.needs_lookup(q)
 
-    def choose_route(self, account_id: int, destination: str, msg_type: str) -> str | None:
-        """The route a new message takes, decided before its durable write (None: no route).
+    def choose(self, q: RouteQuery) -> Choice | None:
+        """The route for a new message, decided before its durable write (None: no rule matches)."""
+        return self.routing.choose(q, self.connectors)
 
-        One route, "default", over every configured connector, until the
-        route table (issue 13) matches on account, destination and type.
-        """
-        return DEFAULT_ROUTE if self.connectors else None
+    def can_accept(self, choice: Choice) -> bool:
+        """Whether the chosen connector's queue has room (else the submit gets ESME_RMSGQFUL)."""
+        c = self.connectors.get(choice.order[0])
+        return c is not None and not c.line.full
 
-    def forward(self, record: MessageRecord, tlvs: dict[int, bytes] | None = None) -> None:
-        """A message is committed: track it and hand it to its route.
+    def forward(self, record: MessageRecord, tlvs: dict[int, bytes] | None = None,
+                choice: Choice | None = None) -> None:
+        """A message is committed: track it and queue it on its first connector.
 
         ``tlvs``: the submit's TLV dict when the caller has it (see
         :meth:`MessageRecord.forward`); a resumed message decodes its row's.
+        ``choice``: the routing decision made at submit; without one (a
+        resumed message) the table in force decides again.
         """
         self._track(record)
-        self.enqueue(record.route or DEFAULT_ROUTE, record.forward(tlvs))
+        item = record.forward(tlvs)
+        if choice is None:
+            choice = self._rechoose(record)
+            if choice is None:
+                return
+        item.rule = choice.rule
+        item.order = choice.order
+        if self.metrics is not None:
+            self.metrics.routed(choice.rule.name)
+        self.connectors[choice.order[0]].line.put(item)
+
+    def _rechoose(self, record: MessageRecord) -> Choice | None:
+        """The table in force decides for an accepted message (after a restart or a reload).
+
+        A message no rule takes any more cannot be refused (it was
+        acknowledged): it ends REJECTED, refunded, with its receipt, and the
+        log says why (docs/routing.md).
+        """
+        choice = self.routing.choose(self.query_of(record), self.connectors) if self.routing else None
+        if choice is not None and choice.order:
+            record.route = choice.rule.name
+            return choice
+        log.warning("message %d: no route takes it any more (%s): rejected and refunded", record.id,
+                    "no rule matches" if choice is None else f"rule {choice.rule.name!r} sends nowhere")
+        self._by_message.pop(record.message_id, None)
+        self._finish(record, MessageState.REJECTED, 0, None, refund="no_route")
+        return None
+
+    def _next_connector(self, item: Forward, *, up_only: bool) -> str | None:
+        """The next candidate after the one holding ``item``, an up one first (None: there is none)."""
+        order = item.order
+        n = len(order)
+        if n < 2:
+            return None
+        connectors = self.connectors
+        fallback = None
+        for k in range(1, n):
+            name = order[(item.step + k) % n]
+            c = connectors.get(name)
+            if c is None or c.removed:
+                continue
+            if c.up:
+                return name
+            if fallback is None:
+                fallback = name
+        return None if up_only else fallback
+
+    def _move(self, entry: tuple[int, Forward], source: Connector, target: str, reason: str) -> None:
+        """Hand a message to another connector of its route, at its place in line."""
+        item = entry[1]
+        item.step = item.order.index(target)
+        if self.metrics is not None:
+            self.metrics.failover(item.rule.name if item.rule is not None else "", source.config.name, target, reason)
+        log.info("message %d: failover from %s to %s (%s)", item.message_id, source.config.name, target, reason)
+        self.connectors[target].line.put_back((entry,))
+
+    def submit_timed_out(self, connector: Connector, entry: tuple[int, Forward]) -> None:
+        """No answer in time: the next candidate takes it, else it goes back to the head here."""
+        item = entry[1]
+        if item.moves < len(item.order) - 1:
+            target = self._next_connector(item, up_only=False)
+            if target is not None:
+                item.moves += 1
+                self._move(entry, connector, target, "timeout")
+                return
+        log.info("connector %s: no answer to message %d in time, sent again in its place",
+                 connector.config.name, item.message_id)
+        connector.line.put_back((entry,))
+        if connector.removed:
+            self.rebalance()
+
+    def connector_state(self, connector: Connector, up: bool, reason: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.connector_up(connector.config.name, up)
+        self.rebalance()
+
+    def rebalance(self) -> int:
+        """Move what waits on a connector that is down (or removed) to an up candidate of its route.
+
+        Runs when a connector goes up or down, and after a reload; O(what
+        waits on the connectors that are down). A message whose candidates
+        are all down stays where it is, in its place, until one comes up.
+        """
+        moved = 0
+        for c in [*self.connectors.values(), *self.retiring]:
+            if c.up and not c.removed:
+                continue
+            if not len(c.line):
+                continue
+            for entry in c.line.take_entries(lambda _: True):
+                item = entry[1]
+                target = None
+                if item.rule is not None and item.order and item.order[item.step] == c.config.name:
+                    target = self._next_connector(item, up_only=not c.removed)
+                if c.removed and target is None:
+                    choice = self._rechoose_waiting(item)
+                    if choice is None:
+                        continue  # rejected and refunded: no rule takes it any more
+                    item.rule, item.order, item.moves = choice.rule, choice.order, 0
+                    target = next((n for n in choice.order if self.connectors[n].up), choice.order[0])
+                if target is None:
+                    c.line.put_back((entry,))
+                    continue
+                self._move(entry, c, target, "removed" if c.removed else "down")
+                moved += 1
+        self.retiring = [c for c in self.retiring if c.protocols or len(c.line)]
+        return moved
+
+    def _rechoose_waiting(self, item: Forward) -> Choice | None:
+        record = self._by_message.get(item.message_id)
+        if record is None:  # pragma: no cover - a waiting message is always tracked
+            return None
+        return self._rechoose(record)
+
+    def retire(self, connector: Connector) -> None:
+        """A reload removed it (no longer in :attr:`connectors`): it unbinds once its window drains.
+
+        Answers and receipts that arrive on its sessions are still honoured
+        (the session's UNBOUND state); what waits on it, and what its window
+        gives back, is routed again by the table in force.
+        """
+        self.retiring.append(connector)
+        connector.drain()
+        self.rebalance()
+
+    def resume(self, records: list[MessageRecord]) -> None:
+        """After a restart: forward what was acknowledged but never sent upstream, in id order.
+
+        Built by the same :meth:`MessageRecord.forward` as a first send, so the
+        carrier sees the same octets; the table in force chooses the connector.
+        """
+        for record in records:
+            self.forward(record)
 
     def _track(self, record: MessageRecord) -> None:
         """Remember a message in flight; past ``max_tracked``, forget the oldest in O(1).
@@ -213,17 +359,6 @@ class Router:
             n += 1
         return n
 
-    def resume(self, records: list[MessageRecord]) -> None:
-        """After a restart: forward what was acknowledged but never sent upstream, in id order.
-
-        Built by the same :meth:`MessageRecord.forward` as a first send, so the
-        carrier sees the same octets.
-        """
-        for record in records:
-            if record.route is None:  # a row written before routes were stored
-                record.route = self.choose_route(record.account_id, record.destination, record.msg_type)
-            self.forward(record)
-
     # ------------------------------------------------- never sent: expiry, cancel
 
     def expired_in_queue(self, item: Forward) -> None:
@@ -236,8 +371,8 @@ class Router:
         """Expire what waits in the queues (a carrier that is down never pops them)."""
         now = self.reactor.seconds()
         n = 0
-        for route in self.routes.values():
-            for item in route.take(lambda i: i.expires_at <= now):
+        for c in self.connectors.values():
+            for item in c.line.take(lambda i: i.expires_at <= now):
                 self.expired_in_queue(item)
                 n += 1
         return n
@@ -260,8 +395,8 @@ class Router:
             return t.source == source and (destination is None or t.destination == destination)
 
         n = 0
-        for route in self.routes.values():
-            for item in route.take(match):
+        for c in self.connectors.values():
+            for item in c.line.take(match):
                 t = by_message.pop(item.message_id)
                 self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
                 n += 1
@@ -269,25 +404,40 @@ class Router:
 
     # ------------------------------------------------------- upstream answers
 
-    def submit_answered(self, connector: Connector, item: Forward, status: int, carrier_id: str | None) -> None:
-        """A carrier answered a submit (throttles and time-outs stay with the connector)."""
+    def submit_answered(self, connector: Connector, entry: tuple[int, Forward], status: int,
+                        carrier_id: str | None) -> None:
+        """A carrier answered a submit (throttles stay with the connector).
+
+        A refusal with a status the message's rule fails over on moves it to
+        the next candidate (once per candidate); any other refusal is final.
+        """
+        item = entry[1]
         mid = item.message_id
+        metrics = self.metrics
+        name = connector.config.name
+        if metrics is not None:
+            metrics.upstream_answered(name, status, self.reactor.seconds() - item.sent_at)
         if carrier_id is not None:
             t = self._by_message.get(mid)
             if t is not None:
-                self._by_upstream[(connector.config.name, carrier_id)] = t
-            self.writer.enqueue("upstream", (mid, connector.config.name, carrier_id, _ENROUTE))
+                self._by_upstream[(name, carrier_id)] = t
+            self.writer.enqueue("upstream", (mid, name, carrier_id, _ENROUTE))
             return
+        rule = item.rule
+        if rule is not None and status in rule.failover_on and item.moves < len(item.order) - 1:
+            target = self._next_connector(item, up_only=False)
+            if target is not None:
+                item.moves += 1
+                self._move(entry, connector, target, f"0x{status:08X}")
+                return
         # Refused by the carrier: a final failure the client hears about as a receipt.
-        log.info("message %d refused upstream with 0x%08x", mid, status)
+        log.info("message %d refused upstream by %s with 0x%08x", mid, name, status)
+        connector.outcome(False)
         t = self._by_message.pop(mid, None)
         if t is None:
             return
+        t.connector = name
         self._finish(t, MessageState.REJECTED, status & 0xFF, None, refund="refused_upstream")
-
-    def connector_state(self, connector: Connector, up: bool, reason: str = "") -> None:
-        if self.metrics is not None:
-            self.metrics.connector_up(connector.config.name, up)
 
     # ------------------------------------------------------ carrier deliver_sm
 
@@ -318,6 +468,7 @@ class Router:
         key = (connector.config.name, uid)
         t = self._by_upstream.pop(key, None)
         if t is not None:
+            connector.outcome(state == _DELIVERED)
             self._by_message.pop(t.message_id, None)
             self._finish(t, state, err, ack)
             return
@@ -337,6 +488,7 @@ class Router:
                 ack(_ROK)
                 return
             tracked = Tracked.from_row(row)
+            connector.outcome(state == _DELIVERED)
             self._by_message.pop(tracked.message_id, None)
             self._finish(tracked, state, err, ack)
 

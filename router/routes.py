@@ -1,72 +1,144 @@
-"""Routes: one waiting line above a set of connectors.
+"""Routing: the route table in force, and the decision for one message.
 
-A message is queued on its route, not on a connector: whichever connector of
-the route has a free window slot takes the head of the line, and what a
-connector gives back (a time-out, a throttle, a lost link) returns to the head
-of the same line in its original order, so another connector of the route can
-send it without it losing its place. Failover (issue 13) moves messages
-between connectors this way; strategies and rules build on :class:`Route`.
+:mod:`router.table` is the table (rules, strategies, explain, check) with no
+state of its own beyond what a rule needs; this module holds the table in
+force with the rotation state of its round-robin and weighted rules, and turns
+a matched rule into a :class:`Choice`: the rule and the connectors to try, in
+order. The choice is made at submit, before the durable write (smsc/pipeline),
+so a message no rule takes is refused, never accepted and stranded.
+
+Each connector has its own waiting line; the lines share one place counter,
+so a message that fails over (refused with a status the rule names, no
+answer within the rule's time-out, or its connector down) joins the next
+connector's line at its original place (pdu/window.py ``put_back``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 from typing import Any
 
-from staffetta.pdu.window import Line
-from staffetta.router.upstream import Connector, Forward
+from staffetta.router.table import (
+    NO_ROUTE,
+    ConnectorView,
+    Rotation,
+    RouteQuery,
+    RouteTable,
+    Rule,
+    candidates,
+)
 
-#: Messages a route holds waiting (accepted, not yet taken by a connector) by default.
-DEFAULT_LIMIT = 200_000
+
+NO_GROUPS: frozenset[str] = frozenset()
 
 
-class Route:
-    """``name``, its connectors (in config order) and the line they share.
+class Choice:
+    """A matched rule and the connectors to try, in order (empty: refuse with ``status``)."""
 
-    ``expired(item)`` is called for a message whose validity runs out while it
-    waits (when it reaches the head), ``clock`` gives the time for that check.
-    """
+    __slots__ = ("rule", "order")
 
-    def __init__(
-        self,
-        name: str,
-        connectors: Iterable[Connector] = (),
-        *,
-        limit: int = DEFAULT_LIMIT,
-        expired: Callable[[Forward], None] | None = None,
-        clock: Any = None,
-    ) -> None:
-        self.name = name
-        self.line: Line[Forward] = Line(limit=limit, expired=expired, clock=clock)
-        self.connectors: list[Connector] = []
-        for c in connectors:
-            self.add(c)
-
-    def add(self, connector: Connector) -> None:
-        """Put a connector under this route: it takes from the route's line from now on."""
-        if connector.line is not self.line:
-            waiting = connector.line.take(lambda _: True)  # what waited on it alone, in order
-            connector.line = self.line
-            for item in waiting:
-                self.line.put(item)
-        self.connectors.append(connector)
-
-    def enqueue(self, item: Forward) -> None:
-        """Queue an accepted message at the back of the line (sent when a connector has room)."""
-        self.line.put(item)
-
-    def take(self, match: Callable[[Forward], bool]) -> list[Forward]:
-        """Remove and return the waiting (not yet sent) messages ``match`` selects."""
-        return self.line.take(match)
+    def __init__(self, rule: Rule, order: tuple[str, ...]) -> None:
+        self.rule = rule
+        self.order = order
 
     @property
-    def full(self) -> bool:
-        return self.line.full
+    def route(self) -> str:
+        """The route's name, as stored on the message row and used in metrics."""
+        return self.rule.name
 
     @property
-    def up(self) -> bool:
-        """Whether any of its connectors is bound."""
-        return any(c.up for c in self.connectors)
+    def status(self) -> int:
+        """The refusal status when there is no connector to try."""
+        return self.rule.status if self.rule.strategy == "refuse" else NO_ROUTE
 
-    def __len__(self) -> int:
-        return len(self.line)
+    def __repr__(self) -> str:
+        return f"Choice({self.rule.name!r}, {self.order!r})"
+
+
+class Routing:
+    """The table in force and its rotation state (replaced whole by a reload)."""
+
+    __slots__ = ("table", "rotation", "_fixed", "needs_time", "groups")
+
+    def __init__(self, table: RouteTable, groups: Mapping[str, frozenset[str]] | None = None) -> None:
+        self.table = table
+        #: Account name -> the groups it is in (``account_groups:`` in staffetta.yaml).
+        self.groups = dict(groups or {})
+        self.rotation = Rotation()
+        #: Rules whose order never depends on live state or rotation: single, and
+        #: failover while all its connectors are up. Cached per rule index.
+        self._fixed: dict[int, tuple[tuple[str, ...], tuple[bool, ...]]] = {}
+        self.needs_time = any(r.hours is not None or r.days is not None for r in table.rules)
+
+    def query(self, account: str, a: Any, now: float, mccmnc: str | None = None) -> RouteQuery:
+        """The route query of a submit's assessment (``pdu.message.Assessment``) from ``account``."""
+        weekday = minute = 0
+        if self.needs_time:
+            weekday, minute = self.table.when(now)
+        dest = a.destination
+        return RouteQuery(account, dest.e164, a.msg_type, a.sender.addr, self.groups.get(account, NO_GROUPS),
+                          dest.region, mccmnc, weekday, minute)
+
+    def choose(self, q: RouteQuery, views: Mapping[str, ConnectorView]) -> Choice | None:
+        """The rule ``q`` matches and its candidates (None: no rule matches)."""
+        rule = self.table.match(q)
+        if rule is None:
+            return None
+        s = rule.strategy
+        if s == "single" or s == "failover":
+            ups = tuple(views[c].up if c in views else False for c in rule.connectors)
+            cached = self._fixed.get(rule.index)
+            if cached is not None and cached[1] == ups:
+                return Choice(rule, cached[0])
+            order, _ = candidates(rule, views, q, self.rotation)
+            self._fixed[rule.index] = (tuple(order), ups)
+            return Choice(rule, tuple(order))
+        order, _ = candidates(rule, views, q, self.rotation)
+        return Choice(rule, tuple(order))
+
+    def needs_lookup(self, q: RouteQuery) -> bool:
+        """Whether the decision for ``q`` depends on the serving network (an HLR lookup first).
+
+        True when a rule asking for it (``hlr: true``, an ``mccmnc`` match, or
+        prices per MCC-MNC) would match ``q`` but for its MCC-MNC, before or
+        at the rule that matches without one.
+        """
+        table = self.table
+        if not table.needs_hlr:
+            return False
+        for rule in table.rules:
+            if not rule.matches_prefix(q.destination):
+                continue
+            if rule.hlr and _matches_but_network(rule, q):
+                return True
+            if rule.matches(q):
+                return False
+        return False
+
+
+def groups_from_config(raw: object, where: str = "account_groups") -> dict[str, frozenset[str]]:
+    """``account_groups: {vip: [acme, bank]}`` as account -> groups; one ConfigError line per mistake."""
+    from staffetta.conf.settings import ConfigError
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected group -> [account names]")
+    out: dict[str, set[str]] = {}
+    for group, names in raw.items():
+        if not isinstance(names, list) or not all(isinstance(n, str | int) and not isinstance(n, bool)
+                                                   for n in names):
+            raise ConfigError(f"{where}.{group}: expected a list of account names")
+        for n in names:
+            out.setdefault(str(n), set()).add(str(group))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _matches_but_network(rule: Rule, q: RouteQuery) -> bool:
+    if rule.mccmnc is None:
+        return rule.matches(q)
+    return rule.matches(RouteQuery(q.account, q.destination, q.msg_type, q.sender, q.groups, q.country,
+                                   next(iter(rule.mccmnc)), q.weekday, q.minute))
+
+
+__all__ = ["Choice", "Routing"]

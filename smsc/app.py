@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from sqlalchemy import select
 from twisted.internet import defer, task, threads
@@ -22,20 +23,24 @@ from staffetta.billing.accounts import (
 from staffetta.billing.alerts import LowCreditAlerter
 from staffetta.billing.plans import PricePlan, billing_from_dict
 from staffetta.billing.wallet import Report, pending_alerts
-from staffetta.conf.settings import Settings, parse_hostport
+from staffetta.conf.settings import Settings, UpstreamSettings, parse_hostport, route_table
 from staffetta.hlr import cache as _hlr_cache  # noqa: F401 - registers its tables
 from staffetta.hlr import jobs as _hlr_jobs  # noqa: F401
 from staffetta.hlr.model import HlrMetrics, parse_age
 from staffetta.hlr.providers import provider_from_config
 from staffetta.hlr.service import HlrService, writer_charge
 from staffetta.pdu.message import AccountPolicy
+from staffetta.pdu.numbering import plan as numbering_plan
 from staffetta.pdu.session import Timers
 from staffetta.router import messages as store
 from staffetta.router.outbox import Outbox
 from staffetta.router.router import Router
+from staffetta.router.routes import Routing, groups_from_config
+from staffetta.router.table import RouteQuery
 from staffetta.router.upstream import Connector
 from staffetta.smsc.binds import Binds
 from staffetta.smsc.hlr_billing import billing_charge_tx
+from staffetta.smsc.logs import fields
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import HubFactory
@@ -80,8 +85,9 @@ class Hub:
         self.router = Router(
             self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics,
             receipt_ttl=settings.outbox_ttl, refund_network_failures=self._refunds_network_failures,
-            max_tracked=settings.max_tracked, track_grace=settings.track_grace,
+            max_tracked=settings.max_tracked, track_grace=settings.track_grace, query_of=self._query_of,
         )
+        self.router.set_routing(Routing(route_table(settings), groups_from_config(settings.account_groups)))
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
         #: Every account's settings, by id: loaded at start, reloaded whenever the
         #: settings version moves (``_poll_settings``), so outcomes of accounts not
@@ -94,16 +100,13 @@ class Hub:
         self._reloading = False
         self.hlr = self._make_hlr()
         for u in settings.upstreams:
-            self.router.add_connector(
-                Connector(u, self.router, reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
-                          max_queue=settings.max_queue)
-            )
+            self.router.add_connector(self._connector(u))
         self.binds = Binds(settings.bind_limit, reactor, self.read, self.writer, self.metrics.registry)
         self.default_validity = DEFAULT_VALIDITY
         self.max_validity = MAX_VALIDITY
         self.pipeline = SubmitPipeline(
-            choose_route=self.router.choose_route, can_accept=self.router.can_accept,
-            message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY, max_validity=MAX_VALIDITY,
+            routes=self.router, message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY,
+            max_validity=MAX_VALIDITY,
         )
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
@@ -114,6 +117,62 @@ class Hub:
         self.metrics_port = None
 
     # ----------------------------------------------------------------- helpers
+
+    def _connector(self, u: UpstreamSettings) -> Connector:
+        return Connector(u, self.router, self.reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
+                         max_queue=self.settings.max_queue)
+
+    def _query_of(self, record) -> RouteQuery:
+        """The route query of an accepted message, for the table in force (after a restart or a reload)."""
+        a = self.accounts.get(record.account_id)
+        name = a.name if a is not None else str(record.account_id)
+        routing = self.router.routing
+        reading = numbering_plan().read(record.destination)
+        weekday = minute = 0
+        if routing.needs_time:
+            weekday, minute = routing.table.when(self.reactor.seconds())
+        return RouteQuery(name, record.destination, record.msg_type, record.source_addr,
+                          routing.groups.get(name, frozenset()), reading.region if reading else None,
+                          record.mccmnc, weekday, minute)
+
+    # ------------------------------------------------------------ routing, live
+
+    def connector_states(self) -> list[dict]:
+        """Each connector's live state (bound sessions, window, queue, last error, delivery ratio)."""
+        return [c.state() for c in self.router.connectors.values() if not c.removed]
+
+    def reload_config(self, new: Settings) -> dict:
+        """Put a new route table and connector list in force without a restart (SIGHUP, ``route reload``).
+
+        The table is built first: a bad one raises ConfigError and nothing
+        changes. New connectors start and bind; removed ones unbind after
+        their window drains (answers that arrive are honoured) and what waits
+        on them is routed again by the new table; a connector whose address
+        or login changed is replaced the same way. Messages in flight are
+        neither lost nor sent twice by the reload itself.
+        """
+        table = route_table(new)
+        groups = groups_from_config(new.account_groups)
+        old = {u.name: u for u in self.settings.upstreams}
+        fresh = {u.name: u for u in new.upstreams}
+        added = [n for n in fresh if n not in old]
+        removed = [n for n in old if n not in fresh]
+        changed = [n for n in fresh if n in old and fresh[n] != old[n]]
+        router = self.router
+        retiring = [router.connectors.pop(name) for name in removed + changed]
+        self.settings = replace(self.settings, upstreams=new.upstreams, routes=new.routes,
+                                route_timezone=new.route_timezone, account_groups=new.account_groups)
+        for name in added + changed:
+            c = self._connector(fresh[name])
+            router.add_connector(c)
+            c.start()
+        router.set_routing(Routing(table, groups))
+        for c in retiring:
+            router.retire(c)
+        router.rebalance()  # rules changed: what waits on a connector that is down may have an up one now
+        summary = {"rules": len(table.rules), "added": added, "removed": removed, "changed": changed}
+        log.info("route table reloaded", extra=fields(**summary))
+        return summary
 
     def read(self, fn, *args) -> defer.Deferred:
         """Run a blocking read in a thread with its own connection."""
@@ -300,9 +359,16 @@ class Hub:
         return self.read(read).addCallbacks(unbind, lambda f: log.error("credential check failed: %s", f.getErrorMessage()))
 
     def _refresh_gauges(self) -> None:
-        for name, c in self.router.connectors.items():
-            self.metrics.upstream_window.labels(name).set(c.in_flight)
-            self.metrics.upstream_queue.labels(name).set(len(c.queue))
+        m = self.metrics
+        for c in self.router.connectors.values():
+            if c.removed:
+                continue
+            name = c.config.name
+            m.upstream_window.labels(name).set(c.in_flight)
+            m.upstream_queue.labels(name).set(len(c.queue))
+            ratio = c.delivery_ratio
+            if ratio is not None:
+                m.upstream_ratio.labels(name).set(ratio)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -351,8 +417,7 @@ class Hub:
             yield self.metrics_port.stopListening()
         for c in self.router.connectors.values():
             c.stop()
-            if c.protocol is not None and c.protocol.transport is not None:
-                c.protocol.transport.loseConnection()
+            c.disconnect()
         for p in list(self.clients):
             if p.transport is not None:
                 p.transport.loseConnection()

@@ -41,25 +41,54 @@ class _HotCounters:
         self.receipts: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.debited: defaultdict[tuple[str, str], int] = defaultdict(int)
 
+        self.routed: defaultdict[str, int] = defaultdict(int)
+        self.failovers: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.upstream_answers: defaultdict[tuple[str, int], int] = defaultdict(int)
+
         # account -> [count per bucket (not cumulative; the last is +Inf), sum]
         self.latency: dict[str, list] = {}
+        # connector -> the same, for submit_sm sent upstream to its submit_sm_resp
+        self.upstream_latency: dict[str, list] = {}
 
-    def observe_latency(self, account: str, seconds: float) -> None:
-        h = self.latency.get(account)
+    def observe_latency(self, account: str, seconds: float, histograms: dict | None = None) -> None:
+        latency = self.latency if histograms is None else histograms
+        h = latency.get(account)
         if h is None:
-            h = self.latency[account] = [[0] * (len(_LATENCY_BUCKETS) + 1), 0.0]
+            h = latency[account] = [[0] * (len(_LATENCY_BUCKETS) + 1), 0.0]
         h[0][bisect_left(_LATENCY_BUCKETS, seconds)] += 1  # le: a value on a bound counts in it
         h[1] += seconds
 
-    def collect(self):
-        f = HistogramMetricFamily("staffetta_submit_latency_seconds", "submit_sm received to submit_sm_resp sent",
-                                  labels=["account"])
-        for account, (counts, total) in list(self.latency.items()):
+    @staticmethod
+    def _histogram(name: str, doc: str, label: str, histograms: dict) -> HistogramMetricFamily:
+        f = HistogramMetricFamily(name, doc, labels=[label])
+        for key, (counts, total) in list(histograms.items()):
             cumulative, acc = [], 0
             for bound, n in zip((*_LATENCY_BUCKETS, float("inf")), counts, strict=True):
                 acc += n
                 cumulative.append((floatToGoString(bound), acc))
-            f.add_metric([account], cumulative, total)
+            f.add_metric([key], cumulative, total)
+        return f
+
+    def collect(self):
+        yield self._histogram("staffetta_submit_latency_seconds", "submit_sm received to submit_sm_resp sent",
+                              "account", self.latency)
+        yield self._histogram("staffetta_upstream_submit_latency_seconds",
+                              "submit_sm sent to a carrier to its submit_sm_resp", "connector", self.upstream_latency)
+        f = CounterMetricFamily("staffetta_route_messages", "accepted messages by the route that took them",
+                                labels=["route"])
+        for route, n in list(self.routed.items()):
+            f.add_metric([route], n)
+        yield f
+        f = CounterMetricFamily("staffetta_route_failovers",
+                                "messages moved to the next connector of their route, and why",
+                                labels=["route", "from_connector", "to_connector", "reason"])
+        for labels, n in list(self.failovers.items()):
+            f.add_metric(list(labels), n)
+        yield f
+        f = CounterMetricFamily("staffetta_upstream_submits", "carrier answers to our submit_sm by status",
+                                labels=["connector", "status"])
+        for (connector, st), n in list(self.upstream_answers.items()):
+            f.add_metric([connector, status_name(st)], n)
         yield f
         f = CounterMetricFamily("staffetta_pdus", "PDUs by direction, command and status",
                                 labels=["direction", "command", "status"])
@@ -100,6 +129,10 @@ class HubMetrics:
         )
         self.upstream_window = Gauge(
             "staffetta_upstream_window_used", "submit_sm in flight to the carrier", ["connector"], registry=r
+        )
+        self.upstream_ratio = Gauge(
+            "staffetta_upstream_delivery_ratio", "delivered among the connector's last final outcomes",
+            ["connector"], registry=r
         )
         self.upstream_queue = Gauge(
             "staffetta_upstream_queue", "messages waiting for the carrier window", ["connector"], registry=r
@@ -175,6 +208,17 @@ class HubMetrics:
     def count(self, family: str, *labels: str) -> int:
         """A hot counter's value (tests and the admin page read them here)."""
         return getattr(self.hot, family).get(labels, 0)
+
+    def routed(self, route: str) -> None:
+        self.hot.routed[route] += 1
+
+    def failover(self, route: str, source: str, target: str, reason: str) -> None:
+        self.hot.failovers[(route, source, target, reason)] += 1
+
+    def upstream_answered(self, connector: str, status: int, seconds: float) -> None:
+        hot = self.hot
+        hot.upstream_answers[(connector, status)] += 1
+        hot.observe_latency(connector, seconds, hot.upstream_latency)
 
     def debited(self, account: str, msg_type: str, amount: int) -> None:
         self.hot.debited[(account, msg_type)] += amount

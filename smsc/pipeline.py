@@ -12,11 +12,15 @@ account and credential) and the time, and returns what to do:
   ``price``) in the group commit, then answer and hand it to ``route``.
 
 The rules, in order: validation, message type and sender policy
-(:func:`pdu.message.assess_submit`), the route (``choose_route``, then room in
-its queue), the credential's throughput (its token bucket), the price
+(:func:`pdu.message.assess_submit`), the route (the route table's first
+matching rule and its candidates, then room in the chosen connector's queue),
+the credential's throughput (its token bucket), the price
 (:func:`billing.plans.quote`), the HLR decision. The route comes before the
 throttle and the lookup so that a message the hub cannot route spends neither
-tokens nor a charged lookup. The Twisted protocol (:mod:`smsc.server`) moves
+tokens nor a charged lookup. A rule that routes on the serving network
+(MCC-MNC) asks for a lookup even when the account has none, and the route is
+decided again with its answer (a ported number goes to the network that
+serves it). The Twisted protocol (:mod:`smsc.server`) moves
 PDUs and calls this; every rule is tested here without a reactor
 (tests/smsc/test_pipeline.py). Every refusal is logged at INFO with its status
 and reason.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from staffetta.billing.accounts import Account
 from staffetta.billing.plans import PricePlan, quote
@@ -35,6 +39,8 @@ from staffetta.pdu.constants import Status
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
 from staffetta.router.record import MessageRecord
+from staffetta.router.routes import Choice
+from staffetta.router.table import RouteQuery
 from staffetta.smsc.throttle import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -84,12 +90,14 @@ class Refused:
 class Accepted:
     """Every rule passed: ``record`` is to be written with a debit of ``price``, then sent on ``route``.
 
-    ``hlr`` is the serving MCC-MNC when a lookup found one (also on the record).
+    ``route`` is the routing decision (:class:`router.routes.Choice`: the rule
+    and the connectors to try); ``hlr`` is the serving MCC-MNC when a lookup
+    found one (also on the record).
     """
 
     __slots__ = ("record", "route", "price", "hlr")
 
-    def __init__(self, record: MessageRecord, route: str, price: int, hlr: str | None) -> None:
+    def __init__(self, record: MessageRecord, route: Choice, price: int, hlr: str | None) -> None:
         self.record = record
         self.route = route
         self.price = price
@@ -105,10 +113,11 @@ class NeedsLookup:
     """
 
     __slots__ = ("number", "account_id", "mode", "_fields", "_tlvs", "_assessment", "_who",
-                 "_route", "_price", "_now")
+                 "_route", "_price", "_now", "_query")
 
     def __init__(self, number: str, account_id: int, mode: str, fields: dict, tlvs: dict,
-                 assessment: Assessment, who: Submitter, route: str, price: int, now: float) -> None:
+                 assessment: Assessment, who: Submitter, route: Choice | None, price: int, now: float,
+                 query: RouteQuery | None = None) -> None:
         self.number = number
         self.account_id = account_id
         self.mode = mode
@@ -119,26 +128,38 @@ class NeedsLookup:
         self._route = route
         self._price = price
         self._now = now
+        #: Set when the route depends on the serving network: decided again after the lookup.
+        self._query = query
 
 
 Outcome = Accepted | Refused | NeedsLookup
 
 
+class Routes(Protocol):
+    """What the pipeline asks of the router (router.router.Router provides it)."""
+
+    def query(self, account: str, a: Assessment, now: float, mccmnc: str | None = None) -> RouteQuery: ...
+
+    def choose(self, q: RouteQuery) -> Choice | None: ...
+
+    def can_accept(self, choice: Choice) -> bool: ...
+
+    def needs_lookup(self, q: RouteQuery) -> bool: ...
+
+
 class SubmitPipeline:
     """The rules of the submit path; one per hub, shared by its sessions, holding no per-message state.
 
-    ``choose_route(account_id, destination, msg_type)`` and ``can_accept(route)``
-    are the router's; ``message_ids()`` gives the next message id (only an
-    accepted message takes one). Validity: a submit without one gets
-    ``default_validity`` seconds; a longer one is clamped to ``max_validity``
-    (conformance §11), not refused.
+    ``routes`` is the router (the table in force and the connectors' queues);
+    ``message_ids()`` gives the next message id (only an accepted message
+    takes one). Validity: a submit without one gets ``default_validity``
+    seconds; a longer one is clamped to ``max_validity`` (conformance §11),
+    not refused.
     """
 
-    def __init__(self, *, choose_route: Callable[[int, str, str], str | None],
-                 can_accept: Callable[[str], bool], message_ids: Callable[[], int],
+    def __init__(self, *, routes: Routes, message_ids: Callable[[], int],
                  default_validity: float, max_validity: float) -> None:
-        self.choose_route = choose_route
-        self.can_accept = can_accept
+        self.routes = routes
         self.message_ids = message_ids
         self.default_validity = default_validity
         self.max_validity = max_validity
@@ -150,11 +171,14 @@ class SubmitPipeline:
             a = assess_submit(fields, tlvs, who.policy)
         except SubmitRejected as exc:
             return self.refuse(account, exc.status, f"{exc.field}: {exc.reason}")
-        route = self.choose_route(account.id, a.destination.e164, a.msg_type)
-        if route is None:
-            return self.refuse(account, NO_ROUTE_STATUS, f"no route for {a.msg_type} to {a.destination.e164}")
-        if not self.can_accept(route):
-            return self.refuse(account, _RMSGQFUL, f"route {route}: queue full")
+        routes = self.routes
+        q = routes.query(account.name, a, now)
+        route = routes.choose(q)
+        by_network = routes.needs_lookup(q)
+        if not by_network:
+            refused = self._unroutable(account, a, route)
+            if refused is not None:
+                return refused
         bucket = who.bucket
         if bucket is not None and not bucket.take(a.segments, now):
             return self.refuse(account, _RTHROTTLED, f"over {bucket.rate:g} segments/s")
@@ -163,10 +187,22 @@ class SubmitPipeline:
         if price is None:
             return self.refuse(account, _RNORATE,
                                f"plan {who.plan.name!r} has no {a.msg_type} rate for {a.destination.region}")
-        if who.hlr_mode != "off":
-            return NeedsLookup(a.destination.e164, account.id, who.hlr_mode, fields, tlvs, a, who,
-                               route, price, now)
+        if who.hlr_mode != "off" or by_network:
+            mode = who.hlr_mode if who.hlr_mode != "off" else "cached"
+            return NeedsLookup(a.destination.e164, account.id, mode, fields, tlvs, a, who,
+                               route, price, now, q if by_network else None)
         return self._accepted(fields, tlvs, a, who, route, price, now, None)
+
+    def _unroutable(self, account: Account, a: Assessment, route: Choice | None) -> Refused | None:
+        """The refusal for a message the route table does not send anywhere now (None: it does)."""
+        if route is None:
+            return self.refuse(account, NO_ROUTE_STATUS, f"no route for {a.msg_type} to {a.destination.e164}")
+        if not route.order:
+            why = "refuse rule" if route.rule.strategy == "refuse" else "no connector can take it"
+            return self.refuse(account, route.status, f"route {route.route}: {why}")
+        if not self.routes.can_accept(route):
+            return self.refuse(account, _RMSGQFUL, f"route {route.route}: queue of {route.order[0]} full")
+        return None
 
     def looked_up(self, need: NeedsLookup, decision: str, result: Any) -> Accepted | Refused:
         """The HLR service's ``(decision, result)`` for ``need``."""
@@ -176,7 +212,14 @@ class SubmitPipeline:
         if decision == REFUSE_SYSERR:
             return self.refuse(account, _RSYSERR, "HLR unavailable and failure_policy is closed")
         mccmnc = result.mccmnc if result is not None and result.status == "valid" else None
-        return self._accepted(need._fields, need._tlvs, need._assessment, need._who, need._route,
+        route = need._route
+        if need._query is not None:  # the route depends on the serving network: decide it now
+            routes = self.routes
+            route = routes.choose(routes.query(account.name, need._assessment, need._now, mccmnc))
+            refused = self._unroutable(account, need._assessment, route)
+            if refused is not None:
+                return refused
+        return self._accepted(need._fields, need._tlvs, need._assessment, need._who, route,
                               need._price, need._now, mccmnc)
 
     def lookup_failed(self, need: NeedsLookup, charge_refused: bool, error: str) -> Refused:
@@ -193,12 +236,12 @@ class SubmitPipeline:
         return Refused(status, reason)
 
     def _accepted(self, fields: dict, tlvs: dict[int, bytes], a: Assessment, who: Submitter,
-                  route: str, price: int, now: float, mccmnc: str | None) -> Accepted:
+                  route: Choice, price: int, now: float, mccmnc: str | None) -> Accepted:
         validity = a.validity
         if validity is None:
             expires_at = now + self.default_validity
         else:
             expires_at = min(validity.timestamp(), now + self.max_validity)
         record = MessageRecord.from_submit(self.message_ids(), who.account.id, fields, tlvs, a, now,
-                                           expires_at, route, mccmnc)
+                                           expires_at, route.rule.name, mccmnc)
         return Accepted(record, route, price, mccmnc)

@@ -135,7 +135,7 @@ class HubProtocol(BindHandling, SessionProtocol):
                 return
             self._answer_submit(pdu, _ROK, started, {"message_id": str(record.id).encode()})
             hub.metrics.debited(name, record.msg_type, price)
-            hub.router.forward(record, tlvs)
+            hub.router.forward(record, tlvs, accepted.route)
 
         def failed(exc):
             log.error("storing message failed: %s", exc)

@@ -1,4 +1,4 @@
-"""Connectors under one route, over real sockets: a lost link hands its messages to the other connector in order."""
+"""Connectors of one route, over real sockets: a lost link hands its messages to the next connector in order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from staffetta.pdu.constants import MessageState, Tag
-from staffetta.router.routes import Route
 from staffetta.router.upstream import Connector, Forward
 from staffetta.simulator.carrier import Carrier
 from tests.e2e.harness import SIM_PASS, SIM_USER, make_env, wait_until, with_timeout
@@ -30,8 +29,9 @@ def test_a_lost_connector_hands_its_window_to_the_other_connector_of_the_route_i
         env.settings = replace(env.settings, upstreams=(first, second))
         env.start_hub()
         router = env.hub.router
-        assert list(router.routes) == ["default"]
-        assert [c.config.name for c in router.routes["default"].connectors] == ["sim", "sim2"]
+        # No routes: in the config: one rule, failover over every upstream in config order.
+        rule = router.routing.table.rules[0]
+        assert (rule.name, rule.strategy, rule.connectors) == ("default", "failover", ("sim", "sim2"))
         yield wait_until(lambda: all(c.up for c in router.connectors.values()))
         silent = record_submits(env.carrier)
         taken = record_submits(other)
@@ -43,15 +43,15 @@ def test_a_lost_connector_hands_its_window_to_the_other_connector_of_the_route_i
         for d in dests:
             r = yield with_timeout(c.submit(destination=d))
             ids.append(r.fields["message_id"])
-        yield wait_until(lambda: len(silent) + len(taken) == 8)
+        yield wait_until(lambda: len(silent) == 8)
         held = [d for d, _ in silent]
-        assert held and len(taken) < 8  # the route spread them over both connectors
-        # The first carrier goes away: what it held goes to the head of the route's
-        # line and the second connector sends it, in the order it was accepted.
+        assert held == dests and not taken  # failover: the first connector while it is up
+        # The first carrier goes away: what it held goes to the next connector of
+        # the route, which sends it in the order it was accepted.
         yield env.carrier_port.stopListening()
         yield env.carrier.stop_sessions()
         yield wait_until(lambda: len(taken) == 8)
-        assert [d for d, _ in taken][-len(held):] == held
+        assert [d for d, _ in taken] == held
         states = []
         for _ in dests:
             dlr = yield with_timeout(c.delivered.get())
@@ -60,6 +60,7 @@ def test_a_lost_connector_hands_its_window_to_the_other_connector_of_the_route_i
         logged = caplog.text
         assert "connector sim bound" in logged and "connector sim2 bound" in logged
         assert "connector sim lost" in logged
+        assert env.hub.metrics.hot.failovers[("default", "sim", "sim2", "down")] == 8
     finally:
         yield env.stop_hub()
         yield other.close()
@@ -76,17 +77,16 @@ class _Listener:
         self.events.append(("state", up, reason))
 
 
-def test_a_connector_joining_a_route_brings_what_waited_on_it_in_order():
+def test_a_connector_added_to_the_router_keeps_what_waited_on_it_in_order():
     from staffetta.conf.settings import UpstreamSettings
+    from staffetta.router.router import Router
 
-    c = Connector(UpstreamSettings("a", "h", 1, "s", "p"), _Listener(), reactor=None)
+    c = Connector(UpstreamSettings("a", "h", 1, "s", "p"), _Listener(), reactor=None, max_queue=2)
     for i in range(3):
         c.line.put(Forward(i, {}, {}, 1e18))
-    route = Route("r", limit=2)
-    route.enqueue(Forward(9, {}, {}, 1e18))
-    route.add(c)
-    assert c.queue is route.line
-    assert [f.message_id for f in route.line] == [9, 0, 1, 2]
-    assert route.full and not route.up
-    assert [f.message_id for f in route.take(lambda f: f.message_id < 2)] == [0, 1]
-
+    router = Router(None, None, None, None, lambda: 0)
+    router.add_connector(c)
+    assert c.listener is router and router.connectors == {"a": c}
+    assert [f.message_id for f in c.queue] == [0, 1, 2]
+    assert c.line.full and not c.up
+    assert [f.message_id for f in c.line.take(lambda f: f.message_id < 2)] == [0, 1]

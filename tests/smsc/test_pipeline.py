@@ -16,6 +16,8 @@ from staffetta.pdu.message import AccountPolicy, assess_submit
 from staffetta.pdu.smpptime import format_smpp_time
 from staffetta.router.messages import QUEUED
 from staffetta.router.record import decode_tlv_stream, validity_period
+from staffetta.router.routes import Routing
+from staffetta.router.table import RouteQuery, table_from_config
 from staffetta.smsc.pipeline import (
     NO_ROUTE_STATUS,
     Accepted,
@@ -32,20 +34,36 @@ DAY = 86400.0
 ACCOUNT = Account(7, "acme", True, "PRO", 39, None, nocredit_status=int(Status.ESME_RSUBMITFAIL))
 
 
+class _View:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+        self.delivery_ratio = None
+
+
 class Routes:
-    """The router's two answers the pipeline asks for, as plain data."""
+    """The router's answers the pipeline asks for, from a real route table over two connectors."""
 
-    def __init__(self, route: str | None = "default", room: bool = True) -> None:
-        self.route = route
+    def __init__(self, routes: list | None = None, room: bool = True, up: tuple[str, ...] = ("a", "b")) -> None:
+        self.routing = Routing(table_from_config(routes, ["a", "b"]))
+        self.views = {n: _View(n in up) for n in ("a", "b")}
         self.room = room
-        self.asked: list[tuple] = []
+        self.asked: list[RouteQuery] = []
 
-    def choose(self, account_id: int, destination: str, msg_type: str) -> str | None:
-        self.asked.append((account_id, destination, msg_type))
-        return self.route
+    def query(self, account, a, now, mccmnc=None) -> RouteQuery:
+        return self.routing.query(account, a, now, mccmnc)
 
-    def can_accept(self, route: str) -> bool:
+    def choose(self, q: RouteQuery):
+        self.asked.append(q)
+        return self.routing.choose(q, self.views)
+
+    def can_accept(self, choice) -> bool:
         return self.room
+
+    def needs_lookup(self, q: RouteQuery) -> bool:
+        return self.routing.needs_lookup(q)
+
+
+NOWHERE = [{"name": "fr", "match": {"country": "FR"}, "connectors": ["a"]}]
 
 
 def make(routes: Routes | None = None) -> tuple[SubmitPipeline, list[int]]:
@@ -56,8 +74,7 @@ def make(routes: Routes | None = None) -> tuple[SubmitPipeline, list[int]]:
         issued.append(100 + len(issued))
         return issued[-1]
 
-    p = SubmitPipeline(choose_route=routes.choose, can_accept=routes.can_accept, message_ids=ids,
-                       default_validity=3 * DAY, max_validity=7 * DAY)
+    p = SubmitPipeline(routes=routes, message_ids=ids, default_validity=3 * DAY, max_validity=7 * DAY)
     return p, issued
 
 
@@ -91,8 +108,9 @@ def test_validation_and_policy_refusals(what, over, status, caplog):
 
 @pytest.mark.parametrize(
     ("routes", "status"),
-    [(Routes(route=None), NO_ROUTE_STATUS), (Routes(room=False), Status.ESME_RMSGQFUL)],
-    ids=["no route", "route queue full"],
+    [(Routes(NOWHERE), NO_ROUTE_STATUS), (Routes(room=False), Status.ESME_RMSGQFUL),
+     (Routes([{"name": "closed", "strategy": "refuse", "status": "ESME_RINVDSTADR"}]), Status.ESME_RINVDSTADR)],
+    ids=["no rule matches", "queue full", "refuse rule"],
 )
 def test_route_refusals_spend_no_tokens(routes, status):
     p, _ = make(routes)
@@ -103,12 +121,34 @@ def test_route_refusals_spend_no_tokens(routes, status):
 
 
 def test_route_is_chosen_for_account_destination_and_type():
-    routes = Routes(route="italy")
+    routes = Routes([
+        {"name": "pro", "match": {"type": "PRO"}, "connectors": ["b"]},
+        {"name": "italy", "match": {"account": "acme", "prefix": "39348", "country": "IT"},
+         "connectors": ["a", "b"], "strategy": "failover"},
+    ], up=("b",))
     p, _ = make(routes)
     got = p.accept(submit_fields(service_type=b"SMART", destination_addr=b"+393481234567"), {}, who(), NOW)
     assert type(got) is Accepted
-    assert routes.asked == [(7, "393481234567", "SMART")]
-    assert got.route == got.record.route == "italy"
+    q = routes.asked[0]
+    assert (q.account, q.destination, q.msg_type, q.country) == ("acme", "393481234567", "SMART", "IT")
+    assert got.route.route == got.record.route == "italy"
+    assert got.route.order == ("b", "a")  # failover: the connector that is up first
+
+
+def test_a_route_on_the_serving_network_asks_for_a_lookup_and_decides_with_its_answer():
+    routes = Routes([
+        {"name": "ported", "match": {"mccmnc": "22210"}, "connectors": ["b"]},
+        {"name": "rest", "connectors": ["a"]},
+    ])
+    p, _ = make(routes)
+    need = p.accept(submit_fields(), {}, who(), NOW)  # the account itself asks for no lookup
+    assert type(need) is NeedsLookup and need.mode == "cached"
+    ported = HlrResult(need.number, "valid", "222", "10", ported=True)
+    got = p.looked_up(need, SEND, ported)
+    assert type(got) is Accepted and got.route.route == "ported" and got.record.mccmnc == "22210"
+    need = p.accept(submit_fields(), {}, who(), NOW)
+    got = p.looked_up(need, SEND, HlrResult(need.number, "valid", "222", "01"))
+    assert got.route.route == "rest"
 
 
 def test_throttle_counts_segments_per_credential_bucket():
@@ -210,6 +250,6 @@ def test_every_refusal_is_logged_at_info(caplog):
         p.refuse(ACCOUNT, 0x401, "no credit")
     lines = [r for r in caplog.records if r.levelno == logging.INFO]
     assert [r.getMessage() for r in lines] == [
-        "submit refused for acme: 0x00000014 route default: queue full",
+        "submit refused for acme: 0x00000014 route default: queue of a full",
         "submit refused for acme: 0x00000401 no credit",
     ]
