@@ -397,7 +397,7 @@ class Hub:
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
             mhost, mport = parse_hostport(self.settings.metrics_listen, "metrics_listen")
-            site = webserver.Site(StatusResource(lambda: self.connector_states(), lambda: routes_doc(self.settings),
+            site = webserver.Site(StatusResource(self.connector_states, lambda: routes_doc(self.settings),
                                                  MetricsResource(self.metrics, self._refresh_gauges)))
             site.noisy = False
             self.metrics_port = self.reactor.listenTCP(mport, site, interface=mhost)

@@ -154,12 +154,9 @@ def start_settings(args, *, data_dir_needed: bool = False) -> Settings:
 
 
 def config_settings(args) -> Settings:
-    """Every setting of ``--config`` checked as ``run`` checks them, the route table included; nothing created."""
-    from staffetta.smsc.status import route_table
-
+    """Every setting of ``--config`` checked as ``run`` checks them (routes too: conf.settings); nothing created."""
     settings = _settings_from(args)
     check_sections(settings)
-    route_table(settings)
     return settings
 
 

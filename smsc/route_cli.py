@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from argparse import Namespace
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,18 +41,13 @@ from staffetta.conf.settings import (
     parse_hostport,
     read_addresses,
     read_config,
+    route_table,
 )
 from staffetta.pdu.constants import status_name
 from staffetta.pdu.errors import SubmitRejected
-from staffetta.router.table import MESSAGE_TYPES, Problem, RouteQuery, check, explain, table_from_config
-from staffetta.smsc.status import (
-    CONNECTORS_PATH,
-    ROUTES_PATH,
-    route_table,
-    routes_doc,
-    same_table,
-    table_changes,
-)
+from staffetta.router.routes import Routing, groups_from_config
+from staffetta.router.table import MESSAGE_TYPES, Problem, check, explain, table_from_config
+from staffetta.smsc.status import CONNECTORS_PATH, ROUTES_PATH, routes_doc, same_table, table_changes
 
 SettingsFactory = Callable[[Namespace], Settings]
 EngineFactory = Callable[[Namespace], Any]
@@ -159,18 +154,47 @@ def _when(text: str | None, zone: str) -> tuple[float, datetime]:
     return t.timestamp(), t.astimezone(tz)
 
 
-def _destination(number: str, default_cc: int) -> tuple[str, str | None]:
-    """(E.164 digits, ISO region) the hub reads ``--to`` as for this account (pdu.addresses)."""
-    from staffetta.pdu.addresses import normalize_destination
-    from staffetta.pdu.numbering import UNKNOWN_REGION
+#: Stands in for a sender when neither --sender nor the account gives one.
+_NO_SENDER = "Staffetta"
+#: The submit option an assess_submit refusal names, by its field.
+_OPTION_OF_FIELD = {"destination_addr": "--to", "dest_addr_ton": "--to", "dest_addr_npi": "--to",
+                    "source_addr": "--sender", "source_addr_ton": "--sender", "source_addr_npi": "--sender",
+                    "service_type": "--type"}
 
-    text = number.strip().replace(" ", "")
-    ton = 1 if text.startswith("+") else 0  # "+39..." international, else as a client's TON 0
+
+def assess(account: Any, to: str, msg_type: str | None, sender: str | None) -> Any:
+    """The account's submit as the hub assesses it (pdu.message.assess_submit): type, sender, destination.
+
+    ``--to`` with a '+' is international (TON 1), else as a client's TON 0 (the
+    account's country code for a national number); a digit sender is TON 1,
+    an alphanumeric one TON 5; no ``--sender`` is the account's default, and
+    with none, a placeholder the caller leaves out of the query (rules on
+    ``sender`` then see no sender).
+    """
+    from staffetta.pdu import gsm
+    from staffetta.pdu.message import AccountPolicy, assess_submit
+
+    policy = AccountPolicy(default_type=account.default_type, default_country_code=account.default_country_code,
+                           default_sender=account.default_sender)  # as Hub._policy builds it
+    dest = to.strip().replace(" ", "")
+    src = (sender or "").strip() or ("" if account.default_sender else _NO_SENDER)
+    numeric = src.lstrip("+").isdigit()
+    text = gsm.encode("route explain")
+    fields = {
+        "service_type": (msg_type or "").encode(), "source_addr": src.lstrip("+").encode("latin-1", "replace"),
+        "source_addr_ton": 1 if numeric else 5, "source_addr_npi": 1 if numeric else 0,
+        "destination_addr": dest.lstrip("+").encode("latin-1", "replace"),
+        "dest_addr_ton": 1 if dest.startswith("+") else 0, "dest_addr_npi": 1, "esm_class": 0, "protocol_id": 0,
+        "priority_flag": 0, "schedule_delivery_time": b"", "validity_period": b"", "registered_delivery": 0,
+        "replace_if_present_flag": 0, "data_coding": 0, "sm_default_msg_id": 0, "sm_length": len(text),
+        "short_message": text,
+    }
     try:
-        d = normalize_destination(text.encode("ascii", "replace"), ton, 1, default_cc)
+        return assess_submit(fields, {}, policy)
     except SubmitRejected as exc:
-        raise ConfigError(f"--to: {exc.reason}; the hub refuses it ({status_name(exc.status)}) before routing") from None
-    return d.e164, (None if d.region in (UNKNOWN_REGION, "001") else d.region)
+        option = _OPTION_OF_FIELD.get(exc.field, exc.field)
+        raise ConfigError(f"{option}: {exc.reason}; the hub refuses it ({status_name(exc.status)}) "
+                          f"before routing") from None
 
 
 def _account(engine: Any, name: str) -> Any:
@@ -184,11 +208,6 @@ def _account(engine: Any, name: str) -> Any:
     return acct
 
 
-def account_groups(account: Any) -> frozenset[str]:
-    """The groups a rule's ``match.group`` sees for this account (none until accounts carry groups)."""
-    return frozenset(getattr(account, "groups", None) or ())
-
-
 def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
     settings, addresses = _hub_settings(args, settings_for)
     table = route_table(settings)
@@ -197,14 +216,12 @@ def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: Se
         acct = _account(engine, args.account)
     finally:
         engine.dispose()
-    destination, region = _destination(args.to, acct.default_country_code)
-    msg_type = (args.type or acct.default_type).upper()
-    sender = args.sender if args.sender is not None else (acct.default_sender or "")
+    a = assess(acct, args.to, args.type, args.sender)
     epoch, local = _when(args.at, table.timezone)
-    weekday, minute = table.when(epoch)
-    q = RouteQuery(account=acct.name, destination=destination, msg_type=msg_type, sender=sender,
-                   groups=account_groups(acct), country=region, mccmnc=args.mccmnc,
-                   weekday=weekday, minute=minute)
+    routing = Routing(table, groups_from_config(settings.account_groups))
+    q = routing.query(acct.name, a, epoch, args.mccmnc)  # the query the hub builds for this submit
+    if not (args.sender or acct.default_sender):
+        q = replace(q, sender="")
     names = [u.name for u in settings.upstreams]
     live: dict[str, dict[str, Any]] = {}
     live_error = None
@@ -225,8 +242,8 @@ def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: Se
             c["up"] = None
     rule = table.rules[result["index"]] if result.get("rule") is not None else None
     doc = {
-        "query": {"account": acct.name, "groups": sorted(q.groups), "to": destination, "country": region,
-                  "type": msg_type, "sender": sender, "mccmnc": args.mccmnc,
+        "query": {"account": acct.name, "groups": sorted(q.groups), "to": q.destination, "country": q.country,
+                  "type": q.msg_type, "sender": q.sender, "mccmnc": q.mccmnc,
                   "at": local.isoformat(timespec="seconds"), "timezone": table.timezone},
         **result,
         "live": live_error is None and bool(live),
@@ -472,5 +489,5 @@ def register(subparsers: Any, engine_factory: EngineFactory, settings_for: Setti
         s.set_defaults(func=_wrap(cmd_connectors, engine_factory, settings_for))
 
 
-__all__ = ["register", "fetch", "account_groups"]
+__all__ = ["assess", "fetch", "register"]
 

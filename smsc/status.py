@@ -20,19 +20,13 @@ from typing import Any
 
 from twisted.web import resource
 
-from staffetta.conf.settings import Settings, UpstreamSettings
-from staffetta.router.table import DAYS, RouteTable, Rule, table_from_config
+from staffetta.conf.settings import Settings, UpstreamSettings, route_table
+from staffetta.router.table import DAYS, RouteTable, Rule
 
 log = logging.getLogger(__name__)
 
 CONNECTORS_PATH = b"/status/connectors"
 ROUTES_PATH = b"/status/routes"
-
-
-def route_table(settings: Settings) -> RouteTable:
-    """The table ``settings`` describe; every mistake is one ConfigError line naming it."""
-    return table_from_config(settings.routes, [u.name for u in settings.upstreams],
-                             timezone=settings.route_timezone)
 
 
 def _hhmm(minute: int) -> str:
@@ -144,4 +138,4 @@ class StatusResource(resource.Resource):
         return json.dumps(body, indent=1, default=str).encode() + b"\n"
 
 
-__all__ = ["StatusResource", "route_table", "routes_doc", "same_table", "table_changes", "table_doc"]
+__all__ = ["StatusResource", "routes_doc", "same_table", "table_changes", "table_doc"]

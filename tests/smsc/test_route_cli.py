@@ -1,10 +1,9 @@
 """``staffetta route explain|check|reload|status`` and ``connectors`` as an operator runs them (issue 13 items 1, 4, 5).
 
 Real processes: the CLI, a real ``staffetta run`` hub (SIGHUP, addresses.json,
-/status over HTTP) and, for live connector state before ``Hub.connector_states``
-lands, a real Twisted server of the same status resource (tests/smsc/status_server.py).
-Tests marked ``after_merge`` need the hub's ``reload_config`` / ``connector_states``
-(the routing branch) and skip until then.
+/status over HTTP) and, where a test needs connector states a hub cannot be
+made to show (down, a low delivery ratio), a real Twisted server of the same
+status resource (tests/smsc/status_server.py).
 """
 
 from __future__ import annotations
@@ -20,16 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from staffetta.smsc.app import Hub
-
 CLI = [sys.executable, "-m", "staffetta.smsc.cli"]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("STAFFETTA_CONFIG", "STAFFETTA_DATA_DIR")}
 ROOT = Path(__file__).resolve().parents[2]
 
-needs_reload = pytest.mark.skipif(not hasattr(Hub, "reload_config"),
-                                  reason="Hub.reload_config lands with the routing branch")
-needs_states = pytest.mark.skipif(not hasattr(Hub, "connector_states"),
-                                  reason="Hub.connector_states lands with the routing branch")
 
 UPSTREAMS = """upstreams:
   - {name: a, host: 127.0.0.1, port: 1, system_id: x, password: y}
@@ -157,9 +150,20 @@ def test_explain_follows_time_sender_and_no_match(cfg):
     assert nowhere.returncode == 0 and "no rule matches: refused at submit with 0x" in nowhere.stdout
 
 
+def test_explain_sees_the_accounts_groups_and_the_sender_as_the_hub_does(tmp_path, cfg):
+    text = Path(cfg).read_text().replace("routes:\n", "account_groups: {gold: [acme]}\nroutes:\n"
+                                         "  - {name: gold, match: {group: gold, sender: '393331112222'}, connectors: [b]}\n")
+    Path(cfg).write_text(text)
+    base = ("route", "explain", "--config", cfg, "--account", "acme", "--to", "+393331234567", "--json")
+    doc = json.loads(run(*base, "--sender", "+393331112222").stdout)  # normalised as at submit: no '+'
+    assert doc["rule"] == "gold" and doc["query"]["groups"] == ["gold"] and doc["query"]["sender"] == "393331112222"
+    assert json.loads(run(*base, "--sender", "Acme").stdout)["rule"] != "gold"
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (("--account", "nobody", "--to", "+393331234567"), "--account: no account named 'nobody' in"),
     (("--account", "acme", "--to", "12"), "--to: 12 (TON 0) is not a valid mobile number"),
+    (("--account", "acme", "--to", "+393331234567", "--sender", "x"), "--sender: alphanumeric sender of 1 character"),
     (("--account", "acme", "--to", "+393331234567", "--at", "yesterday"), "--at: expected an ISO time"),
     (("--account", "acme", "--to", "+393331234567", "--type", "BULK"), "argument --type: expected one of"),
     (("--account", "acme", "--to", "+393331234567", "--mccmnc", "2220"), "argument --mccmnc: expected an MCC-MNC"),
@@ -303,7 +307,6 @@ def test_route_reload_without_a_hub_is_one_line_exit_1(tmp_path, cfg):
     one_line_error(run("route", "reload", "--config", cfg), "is not running (stale addresses.json)", status=1)
 
 
-@needs_reload
 def test_route_reload_applies_a_new_table_and_says_what_changed(tmp_path, cfg, hub):
     text = Path(cfg).read_text().replace("{name: it, match: {country: IT}, connectors: [a, b]",
                                          "{name: it, match: {country: IT}, connectors: [b, a]")
@@ -323,7 +326,6 @@ def test_route_reload_applies_a_new_table_and_says_what_changed(tmp_path, cfg, h
     assert "configuration reloaded" in hub.stop()
 
 
-@needs_states
 def test_connectors_shows_a_real_hubs_connectors(tmp_path, cfg, hub):
     r = run("connectors", "--data-dir", str(tmp_path / "data"), "--json")
     assert r.returncode == 0, r.stderr
