@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -105,10 +106,16 @@ def accounts_for(profile: str) -> tuple[tuple[str, str], ...]:
     return SINGLE_ACCOUNTS if profile == "single-destination" else REALISTIC_ACCOUNTS
 
 
-def hub_config(hub_port: int, sim_port: int, store: str, extra: str = "") -> str:
-    """The hub's config for a benchmark: deliver window 50, upstream window 200, the bench price plan."""
+def hub_config(hub_port: int, sim_port: int, store: str, extra: str = "", routes: int = 0) -> str:
+    """The hub's config for a benchmark: deliver window 50, upstream window 200, the bench price plan.
+
+    ``routes``: with N > 0, four connectors (all to the simulator) and a route
+    table of N rules (:func:`route_table`); 0 keeps one connector and no table.
+    """
     from staffetta.simulator.traffic import price_plan_section
 
+    names = [f"sim{i}" for i in range(1, 5)] if routes else ["sim"]
+    table = f"routes: {json.dumps(route_table(routes, names))}\n" if routes else ""
     return (
         f"listen: 127.0.0.1:{hub_port}\n"
         + store
@@ -116,9 +123,44 @@ def hub_config(hub_port: int, sim_port: int, store: str, extra: str = "") -> str
         "session: {inbound_window: 200, window: 50}\n"
         f"billing: {json.dumps(price_plan_section())}\n"
         + extra
+        + table
         + "upstreams:\n"
-        f"  - {{name: sim, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, window: 200}}\n"
+        + "".join(f"  - {{name: {n}, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, "
+                  f"window: {200 // len(names)}}}\n" for n in names)
     )
+
+
+def route_table(n: int, connectors: list[str], seed: int = 13) -> list[dict]:
+    """A route table of ``n`` rules shaped like a carrier operator's, for the routing benchmark.
+
+    Rules on the mix's mobile prefixes (one to three more digits: many match a
+    destination's leading digits), some per account or type, with every
+    strategy; the last rule takes the rest. Every rule sends to connectors that
+    are up, so what is measured is the decision, not a refusal.
+    """
+    from staffetta.simulator.traffic import MOBILE_RANGES
+
+    rng = random.Random(seed)
+    accounts = [a for a, _ in accounts_for("realistic")]
+    heads = [f"{r.calling_code}{p}" for r in MOBILE_RANGES for p in r.prefixes]
+    rules: list[dict] = []
+    for i in range(n - 1):
+        prefix = rng.choice(heads) + "".join(rng.choice("0123456789") for _ in range(rng.randrange(0, 3)))
+        match: dict = {"prefix": prefix}
+        if i % 5 == 1:
+            match["account"] = rng.choice(accounts)
+        if i % 7 == 2:
+            match["type"] = rng.choice(["SMART", "PRO"])
+        pair = rng.sample(connectors, 2)
+        strategy = ("failover", "round-robin", "weighted", "least-cost")[i % 4]
+        rule: dict = {"name": f"r{i}", "match": match, "connectors": pair, "strategy": strategy}
+        if strategy == "weighted":
+            rule["weights"] = {pair[0]: 3, pair[1]: 1}
+        elif strategy == "least-cost":
+            rule["prices"] = {pair[0]: {"*": 0.004}, pair[1]: {"*": 0.005}}
+        rules.append(rule)
+    rules.append({"name": "rest", "connectors": connectors, "strategy": "failover"})
+    return rules
 
 
 def create_accounts(cli: list[str], store_args: list[str], profile: str) -> None:

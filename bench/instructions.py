@@ -13,6 +13,7 @@ that checks the bind password).
     python bench/instructions.py               # the realistic mix, 500 and 3000 messages, ~2 min
     python bench/instructions.py --profile single-destination   # one number, as before
     python bench/instructions.py --small 300 --large 1500
+    python bench/instructions.py --routes 1000      # a 1,000-rule route table over four connectors
 
 "Messages" are submit_sm PDUs (a long message sent as 3 UDH parts counts 3).
 
@@ -48,14 +49,14 @@ def thread_totals(prefix: str) -> list[int]:
     return totals
 
 
-def one_run(n: int, work: Path, profile: str) -> tuple[list[int], dict]:
+def one_run(n: int, work: Path, profile: str, routes: int = 0) -> tuple[list[int], dict]:
     py = sys.executable
     cli = [py, "-m", "staffetta.smsc.cli"]
     data = work / f"data-{n}"
     sim_port, hub_port = free_port(), free_port()
     create_accounts(cli, ["--data-dir", str(data)], profile)
     cfg = work / f"hub-{n}.yaml"
-    cfg.write_text(hub_config(hub_port, sim_port, f"data_dir: {data}\n"))
+    cfg.write_text(hub_config(hub_port, sim_port, f"data_dir: {data}\n", routes=routes))
     sim = subprocess.Popen([*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}", "--dlr-delay", "0.1", "--hlr", "off",
                             "--control", "off"], stdout=subprocess.DEVNULL)
     prefix = str(work / f"cg-{n}")
@@ -94,14 +95,16 @@ def main() -> int:
     ap.add_argument("--large", type=int, default=3000)
     ap.add_argument("--profile", choices=("realistic", "single-destination"), default="realistic",
                     help="the traffic (default realistic: docs/benchmarks.md)")
+    ap.add_argument("--routes", type=int, default=0, metavar="N",
+                    help="a route table of N rules over four connectors (default 0: one connector, no table)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="staffetta-instr-"))
     try:
-        small, r_small = one_run(args.small, work, args.profile)
-        large, r_large = one_run(args.large, work, args.profile)
+        small, r_small = one_run(args.small, work, args.profile, args.routes)
+        large, r_large = one_run(args.large, work, args.profile, args.routes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for r in (r_small, r_large):
@@ -111,7 +114,8 @@ def main() -> int:
     n = args.large - args.small
     main_per = (large[0] - small[0]) / n
     other_per = (sum(large[1:]) - sum(small[1:])) / n
-    print(f"instructions per message ({args.profile}, window 50, {args.small} vs {args.large} messages): "
+    table = f", {args.routes} rules over 4 connectors" if args.routes else ""
+    print(f"instructions per message ({args.profile}{table}, window 50, {args.small} vs {args.large} messages): "
           f"reactor thread {main_per:,.0f}, other threads {other_per:,.0f}, "
           f"total {main_per + other_per:,.0f}  [python {sys.version.split()[0]}]")
     return 0

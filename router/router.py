@@ -121,6 +121,8 @@ class Router:
         self.retiring: list[Connector] = []
         #: The route table in force (set_routing); None until the hub sets one.
         self.routing: Routing | None = None
+        #: Bumped when a connector goes up or down or the table changes: routing's cached choices key on it.
+        self.state_version = 0
         #: Places in line, shared by every connector's line (failover keeps a message's place).
         self._places = itertools.count()
         #: The route query of an accepted message (account name and groups, country...):
@@ -145,6 +147,7 @@ class Router:
         """A configured connector: its events come here; its line shares the routers' place counter."""
         self.connectors[connector.config.name] = connector
         connector.listener = self
+        self.state_version += 1
         waiting = connector.line.take_entries(lambda _: True)
         connector.line = Line(limit=connector.max_queue, expired=self.expired_in_queue, clock=self.reactor,
                               places=self._places)
@@ -154,6 +157,7 @@ class Router:
     def set_routing(self, routing: Routing) -> None:
         """The route table in force (at start, and at every reload)."""
         self.routing = routing
+        self.state_version += 1
 
     def pick(self, destination: str) -> Connector | None:
         """The first configured connector (kept for callers that want one connector)."""
@@ -169,7 +173,7 @@ class Router:
 
     def choose(self, q: RouteQuery) -> Choice | None:
         """The route for a new message, decided before its durable write (None: no rule matches)."""
-        return self.routing.choose(q, self.connectors)
+        return self.routing.choose(q, self.connectors, self.state_version)
 
     def can_accept(self, choice: Choice) -> bool:
         """Whether the chosen connector's queue has room (else the submit gets ESME_RMSGQFUL)."""
@@ -204,7 +208,8 @@ class Router:
         acknowledged): it ends REJECTED, refunded, with its receipt, and the
         log says why (docs/routing.md).
         """
-        choice = self.routing.choose(self.query_of(record), self.connectors) if self.routing else None
+        choice = self.routing.choose(self.query_of(record), self.connectors, self.state_version) \
+            if self.routing else None
         if choice is not None and choice.order:
             record.route = choice.rule.name
             return choice
@@ -242,6 +247,19 @@ class Router:
         log.info("message %d: failover from %s to %s (%s)", item.message_id, source.config.name, target, reason)
         self.connectors[target].line.put_back((entry,))
 
+    def submit_throttled(self, connector: Connector, entry: tuple[int, Forward], status: int) -> None:
+        """The carrier said slow down (its connector pauses): the next candidate when the rule fails
+        over on that status, else back to the head of this connector's queue, in order."""
+        item = entry[1]
+        rule = item.rule
+        if rule is not None and status in rule.failover_on and item.moves < len(item.order) - 1:
+            target = self._next_connector(item, up_only=True)
+            if target is not None:
+                item.moves += 1
+                self._move(entry, connector, target, f"0x{status:08X}")
+                return
+        connector.line.put_back((entry,))
+
     def submit_timed_out(self, connector: Connector, entry: tuple[int, Forward]) -> None:
         """No answer in time: the next candidate takes it, else it goes back to the head here."""
         item = entry[1]
@@ -258,6 +276,7 @@ class Router:
             self.rebalance()
 
     def connector_state(self, connector: Connector, up: bool, reason: str = "") -> None:
+        self.state_version += 1
         if self.metrics is not None:
             self.metrics.connector_up(connector.config.name, up)
         self.rebalance()

@@ -15,6 +15,7 @@ connector's line at its original place (pdu/window.py ``put_back``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +29,9 @@ from staffetta.router.table import (
     candidates,
 )
 
-
 NO_GROUPS: frozenset[str] = frozenset()
+#: Seconds a least-cost order is reused while no connector changes state.
+LEAST_COST_TTL = 1.0
 
 
 class Choice:
@@ -58,7 +60,7 @@ class Choice:
 class Routing:
     """The table in force and its rotation state (replaced whole by a reload)."""
 
-    __slots__ = ("table", "rotation", "_fixed", "needs_time", "groups")
+    __slots__ = ("table", "rotation", "_fixed", "_cheapest", "needs_time", "groups")
 
     def __init__(self, table: RouteTable, groups: Mapping[str, frozenset[str]] | None = None) -> None:
         self.table = table
@@ -67,7 +69,8 @@ class Routing:
         self.rotation = Rotation()
         #: Rules whose order never depends on live state or rotation: single, and
         #: failover while all its connectors are up. Cached per rule index.
-        self._fixed: dict[int, tuple[tuple[str, ...], tuple[bool, ...]]] = {}
+        self._fixed: dict[int, tuple[Choice, object]] = {}
+        self._cheapest: dict[tuple, tuple[Choice, int | None, float]] = {}
         self.needs_time = any(r.hours is not None or r.days is not None for r in table.rules)
 
     def query(self, account: str, a: Any, now: float, mccmnc: str | None = None) -> RouteQuery:
@@ -79,22 +82,62 @@ class Routing:
         return RouteQuery(account, dest.e164, a.msg_type, a.sender.addr, self.groups.get(account, NO_GROUPS),
                           dest.region, mccmnc, weekday, minute)
 
-    def choose(self, q: RouteQuery, views: Mapping[str, ConnectorView]) -> Choice | None:
-        """The rule ``q`` matches and its candidates (None: no rule matches)."""
+    def choose(self, q: RouteQuery, views: Mapping[str, ConnectorView], version: int | None = None) -> Choice | None:
+        """The rule ``q`` matches and its candidates (None: no rule matches).
+
+        The same order as :func:`router.table.candidates` (what ``route
+        explain`` shows), computed without its per-connector records on the
+        hot path. ``version`` changes whenever a connector goes up or down
+        (the router's count of state changes): a single or failover rule's
+        choice is then reused until it changes. Least cost is cached per
+        rule and price key for ``LEAST_COST_TTL`` seconds of version
+        stability, so a delivery ratio crossing its floor is seen within that.
+        """
         rule = self.table.match(q)
         if rule is None:
             return None
         s = rule.strategy
-        if s == "single" or s == "failover":
-            ups = tuple(views[c].up if c in views else False for c in rule.connectors)
+        if s == "failover" or s == "single":
             cached = self._fixed.get(rule.index)
-            if cached is not None and cached[1] == ups:
-                return Choice(rule, cached[0])
+            if version is None:
+                key = tuple([views[c].up if c in views else False for c in rule.connectors])
+            else:
+                key = version
+            if cached is not None and cached[1] == key:
+                return cached[0]
             order, _ = candidates(rule, views, q, self.rotation)
-            self._fixed[rule.index] = (tuple(order), ups)
-            return Choice(rule, tuple(order))
-        order, _ = candidates(rule, views, q, self.rotation)
+            choice = Choice(rule, tuple(order))
+            self._fixed[rule.index] = (choice, key)
+            return choice
+        if s == "round-robin" or s == "weighted":
+            names = rule.connectors
+            up = [c for c in names if c in views and views[c].up]
+            if not up:
+                up = list(names)
+                down: list[str] = []
+            else:
+                down = [c for c in names if c not in up] if len(up) < len(names) else []
+            rotation = self.rotation
+            turn = rotation.round_robin(rule, up) if s == "round-robin" else rotation.weighted(rule, up)
+            return Choice(rule, tuple(turn + down) if down else tuple(turn))
+        if s == "least-cost":
+            return self._least_cost(rule, q, views, version)
+        order, _ = candidates(rule, views, q, self.rotation)  # refuse
         return Choice(rule, tuple(order))
+
+    def _least_cost(self, rule: Rule, q: RouteQuery, views: Mapping[str, ConnectorView],
+                    version: int | None) -> Choice:
+        key = (rule.index, q.mccmnc, q.country)
+        cached = self._cheapest.get(key)
+        now = time.monotonic()
+        if cached is not None and version is not None and cached[1] == version and cached[2] > now:
+            return cached[0]
+        order, _ = candidates(rule, views, q, self.rotation)
+        choice = Choice(rule, tuple(order))
+        if len(self._cheapest) >= 65_536:
+            self._cheapest.clear()
+        self._cheapest[key] = (choice, version, now + LEAST_COST_TTL)
+        return choice
 
     def needs_lookup(self, q: RouteQuery) -> bool:
         """Whether the decision for ``q`` depends on the serving network (an HLR lookup first).
@@ -137,8 +180,7 @@ def groups_from_config(raw: object, where: str = "account_groups") -> dict[str, 
 def _matches_but_network(rule: Rule, q: RouteQuery) -> bool:
     if rule.mccmnc is None:
         return rule.matches(q)
-    return rule.matches(RouteQuery(q.account, q.destination, q.msg_type, q.sender, q.groups, q.country,
-                                   next(iter(rule.mccmnc)), q.weekday, q.minute))
+    return rule.matches(q._replace(mccmnc=next(iter(rule.mccmnc))))
 
 
 __all__ = ["Choice", "Routing"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from staffetta.conf.settings import ConfigError
@@ -39,6 +39,9 @@ DEFAULT_FAILOVER_ON = frozenset({
     Status.ESME_RX_T_APPN,
 })
 
+#: Destination heads whose candidate rules are kept merged (a few MB at most).
+HEADS_CACHED = 65_536
+
 _MATCH_KEYS = ("account", "group", "prefix", "country", "mccmnc", "type", "sender", "hours", "days")
 _RULE_KEYS = ("name", "match", "connectors", "strategy", "weights", "status", "failover_on",
               "timeout", "prices", "floor", "two_way", "hlr")
@@ -47,9 +50,11 @@ _MCCMNC = re.compile(r"^[0-9]{5,6}$")
 _HOURS = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 
 
-@dataclass(frozen=True, slots=True)
-class RouteQuery:
-    """What a rule may look at, for one message (all known before the durable write)."""
+class RouteQuery(NamedTuple):
+    """What a rule may look at, for one message (all known before the durable write).
+
+    A named tuple: one is built per submit, at a fifth of a frozen dataclass's cost.
+    """
 
     account: str
     destination: str  # E.164 digits, no '+'
@@ -138,6 +143,10 @@ class RouteTable:
                     self._by_prefix.setdefault(p, []).append(r.index)
                     self._max_prefix = max(self._max_prefix, len(p))
         self.needs_hlr = any(r.hlr for r in self.rules)
+        #: Leading digits -> the rules that may match a destination starting with them, in
+        #: table order. Which prefix keys a destination hits depends only on its first
+        #: ``_max_prefix`` digits, so the merge of the index lists is done once per head.
+        self._heads: dict[str, tuple[Rule, ...]] = {}
 
     def when(self, epoch: float) -> tuple[int, int]:
         """(weekday, minute of the day) of an epoch second in the table's time zone."""
@@ -147,22 +156,29 @@ class RouteTable:
     def match(self, q: RouteQuery) -> Rule | None:
         """The first rule, in table order, whose every condition holds; None when none does."""
         dest = q.destination
+        head = dest[:self._max_prefix]
+        rules = self._heads.get(head)
+        if rules is None:
+            rules = self._rules_for(head)
+        for rule in rules:
+            if rule.matches(q):
+                return rule
+        return None
+
+    def _rules_for(self, head: str) -> tuple[Rule, ...]:
+        """The rules a destination starting with ``head`` may match, in table order (cached, bounded)."""
         lists = [self._anywhere] if self._anywhere else []
         by_prefix = self._by_prefix
-        for n in range(1, min(len(dest), self._max_prefix) + 1):
-            hit = by_prefix.get(dest[:n])
+        for n in range(1, len(head) + 1):
+            hit = by_prefix.get(head[:n])
             if hit is not None:
                 lists.append(hit)
-        rules = self.rules
-        if len(lists) == 1:
-            for i in lists[0]:
-                if rules[i].matches(q):
-                    return rules[i]
-            return None
-        for i in sorted({i for lst in lists for i in lst}):
-            if rules[i].matches(q):
-                return rules[i]
-        return None
+        indexes = lists[0] if len(lists) == 1 else sorted({i for lst in lists for i in lst})
+        rules = tuple(self.rules[i] for i in indexes)
+        if len(self._heads) >= HEADS_CACHED:
+            self._heads.clear()
+        self._heads[head] = rules
+        return rules
 
     @property
     def connectors(self) -> set[str]:
@@ -214,18 +230,31 @@ class Rotation:
     def weighted(self, rule: Rule, names: Sequence[str]) -> list[str]:
         if not names:
             return []
-        weights = dict(zip(rule.connectors, rule.weights, strict=True))
-        cur = self._current.setdefault(rule.index, [0] * len(rule.connectors))
+        cur = self._current.get(rule.index)
+        if cur is None:
+            cur = self._current[rule.index] = [0] * len(rule.connectors)
+        weights = rule.weights
+        if len(names) == len(rule.connectors):  # all up: positions are indexes (the hot path)
+            total = 0
+            best = 0
+            for i, w in enumerate(weights):
+                cur[i] += w
+                total += w
+                if cur[i] > cur[best]:
+                    best = i
+            cur[best] -= total
+            first = rule.connectors[best]
+            return [first, *(n for n in names if n != first)]
         pos = {c: i for i, c in enumerate(rule.connectors)}
-        total = sum(weights[n] for n in names)
-        best = None
+        total = sum(weights[pos[n]] for n in names)
+        best_name = None
         for n in names:
             i = pos[n]
-            cur[i] += weights[n]
-            if best is None or cur[i] > cur[pos[best]]:
-                best = n
-        cur[pos[best]] -= total
-        return [best, *(n for n in names if n != best)]
+            cur[i] += weights[i]
+            if best_name is None or cur[i] > cur[pos[best_name]]:
+                best_name = n
+        cur[pos[best_name]] -= total
+        return [best_name, *(n for n in names if n != best_name)]
 
 
 def candidates(rule: Rule, views: Mapping[str, ConnectorView], q: RouteQuery,

@@ -91,6 +91,8 @@ class ConnectorEvents(Protocol):
 
     def submit_timed_out(self, connector: Connector, entry: tuple[int, Forward]) -> None: ...
 
+    def submit_throttled(self, connector: Connector, entry: tuple[int, Forward], status: int) -> None: ...
+
 
 class UpstreamProtocol(SessionProtocol):
     side = Side.ESME
@@ -396,9 +398,11 @@ class Connector:
             if not window.paused_until:
                 log.info("connector %s throttled by its carrier (0x%08x): pausing %.1f s",
                          self.config.name, status, self.config.throttle_backoff)
-            item = window.throttled(sequence, self.config.throttle_backoff)
-            if item is not None:
-                item.attempts += 1
+            window.pause(self.config.throttle_backoff)
+            entry = window.release(sequence)
+            if entry is not None:
+                entry[1].attempts += 1
+                self.listener.submit_throttled(self, entry, status)
             return
         entry = window.finish(sequence)
         if entry is None:  # pragma: no cover - the session only reports our own requests

@@ -311,7 +311,6 @@ def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
     from staffetta.conf.settings import HlrSettings
-    from staffetta.simulator.carrier import Carrier
     from staffetta.simulator.hlr import listen_hlr
     from staffetta.smsc.app import Hub
 
@@ -320,18 +319,13 @@ def cmd_demo(args) -> int:
     engine = engine_for(args)
     _log_to_stdlib()
     hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
-    sim_port = 0  # any free port: the simulator lives inside this process
-    carrier = Carrier(reactor, dlr_delay=args.dlr_delay,
-                      credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
-    listening = carrier.listen(sim_port)
+    fleet = start_demo_fleet(reactor, args.dlr_delay)
+    ports = {name: lp.getHost().port for name, (_, lp) in fleet.items()}
 
     def aimed(settings: Settings) -> Settings:
         """The config (or the built-in one) aimed at this process's simulators: at start and on SIGHUP."""
         settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
-        up = settings.upstreams[0]  # a --config's first upstream keeps its options, aimed at the simulator
-        return replace(settings, upstreams=(replace(
-            up, host="127.0.0.1", port=listening.getHost().port, system_id=DEMO_SIM_SYSTEM_ID,
-            password=DEMO_SIM_PASSWORD),))
+        return demo_settings(settings, ports)
 
     settings = aimed(base)
     ensure_demo_account(engine)
@@ -343,7 +337,8 @@ def cmd_demo(args) -> int:
         "pid": os.getpid(),
         "smpp": smpp,
         "metrics": metrics,
-        "carrier": f"127.0.0.1:{listening.getHost().port}",
+        "carrier": f"127.0.0.1:{ports[DEMO_CARRIERS[0]]}",
+        "carriers": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
         "hlr": hlr_sim.url,
         "config": _config_path(args),
     }
@@ -353,12 +348,15 @@ def cmd_demo(args) -> int:
     print(
         f"Staffetta demo is up.\n"
         f"  SMPP:    {smpp}  (bind system_id=demo password=demo, any bind type)\n"
-        f"  carrier: simulator on 127.0.0.1:{listening.getHost().port}, receipts after {args.dlr_delay}s\n"
+        f"  carriers: alpha on 127.0.0.1:{ports['alpha']} (cheap; refuses {DEMO_REFUSED}... with ESME_RSYSERR), "
+        f"beta on 127.0.0.1:{ports['beta']}; receipts after {args.dlr_delay}s\n"
+        f"  routes:  +39 failover alpha -> beta; the rest least-cost (docs/routing.md)\n"
         f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
         f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"  addresses for the other verbs: {addresses}\n"
         f"Try: staffetta bench --target {smpp} --system-id demo --password demo -n 1000 --countries IT\n"
+        f"     then watch the failovers: curl -s http://{metrics or '127.0.0.1:9775'}/metrics | grep failovers\n"
         f"Ctrl-C stops.",
         flush=True,
     )
@@ -366,6 +364,46 @@ def cmd_demo(args) -> int:
     reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
     reactor.run()
     return 0
+
+
+#: The demo's carriers (simulators in the hub's process) and its route table: Italy
+#: fails over from alpha to beta (alpha refuses part of it), the rest goes to the
+#: cheaper carrier while its delivery ratio holds (docs/routing.md).
+DEMO_CARRIERS = ("alpha", "beta")
+DEMO_REFUSED = "39333"
+DEMO_ROUTES = [
+    {"name": "italy", "match": {"prefix": "39"}, "connectors": ["alpha", "beta"], "strategy": "failover",
+     "timeout": 5},
+    {"name": "world", "connectors": ["alpha", "beta"], "strategy": "least-cost", "floor": 0.8,
+     "prices": {"alpha": {"*": 0.0040}, "beta": {"*": 0.0055}}},
+]
+
+
+def start_demo_fleet(reactor: Any, dlr_delay: float) -> dict[str, tuple[Any, Any]]:
+    """The demo's two simulated carriers on free ports: name -> (carrier, listening port)."""
+    from staffetta.pdu.constants import Status
+    from staffetta.simulator.carrier import Carrier
+
+    fleet = {}
+    for name in DEMO_CARRIERS:
+        carrier = Carrier(reactor, dlr_delay=dlr_delay,
+                          credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
+        fleet[name] = (carrier, carrier.listen(0))
+    fleet["alpha"][0].script(DEMO_REFUSED, submit_status=Status.ESME_RSYSERR)  # a failover to watch
+    return fleet
+
+
+def demo_settings(settings: Settings, ports: dict[str, int]) -> Settings:
+    """The demo's upstreams (one per simulated carrier) and route table over ``settings``.
+
+    A ``--config``'s first upstream lends its options (window, sessions, ...)
+    to every demo connector; its own routes are not used (they name its own
+    carriers): the demo always shows its failover and least-cost table.
+    """
+    up = settings.upstreams[0]
+    upstreams = tuple(replace(up, name=name, host="127.0.0.1", port=port, system_id=DEMO_SIM_SYSTEM_ID,
+                              password=DEMO_SIM_PASSWORD) for name, port in ports.items())
+    return replace(settings, upstreams=upstreams, routes=DEMO_ROUTES)
 
 
 def cmd_run(args) -> int:

@@ -261,3 +261,33 @@ def test_a_route_reload_under_load_loses_nothing_and_sends_nothing_twice(data_di
         yield wait_until(lambda: "a" not in router.connectors and not fl["a"].sessions, timeout=5)
     finally:
         yield close(env)
+
+
+@pytest_twisted.inlineCallbacks
+def test_connector_sessions_bind_modes_and_a_throughput_limit_that_keeps_order(data_dir):
+    routes = [{"name": "all", "connectors": ["a", "b"], "strategy": "round-robin"}]
+    upstream = {"a": {"sessions": 2}, "b": {"bind_mode": "transmitter-receiver", "throughput": 20.0}}
+    env, fl = yield fleet(data_dir, routes, upstream=upstream)
+    try:
+        router = env.hub.router
+        a, b = router.connectors["a"], router.connectors["b"]
+        yield wait_until(lambda: len(a.links) == 2 and len(b.links) == 2)
+        binds = Counter(p.session.state.name for p in fl["b"].sessions)
+        assert binds == {"BOUND_TX": 1, "BOUND_RX": 1}
+        assert Counter(p.session.state.name for p in fl["a"].sessions) == {"BOUND_TRX": 2}
+        state = {s["name"]: s for s in env.hub.connector_states()}
+        assert (state["a"]["sessions"], state["a"]["window_size"], state["b"]["bind_mode"]) == (
+            2, 100, "transmitter-receiver")
+        at_b = record_submits(fl["b"])
+        c = yield client(env)
+        dests = [b"39336%07d" % i for i in range(60)]
+        started = reactor.seconds()
+        yield send(c, dests)
+        yield wait_until(lambda: len(at_b) == 30, timeout=10)
+        took = reactor.seconds() - started
+        assert [d for d, _ in at_b] == dests[1::2]  # round-robin: every other message, in order
+        assert took >= 0.45  # 30 at 20/s with a one-second burst: at least half a second held back
+        states = yield receipts(c, 60)  # b's receipts come on its receiver session
+        assert states == [bytes([MessageState.DELIVERED])] * 60
+    finally:
+        yield close(env)

@@ -244,7 +244,8 @@ def test_a_data_dir_whose_database_is_not_one(tmp_path):
 
 
 def test_demo_with_a_config_binds_its_own_simulator(tmp_path):
-    """The config's first upstream is aimed at the demo's simulator with its credentials (it was refused, forever)."""
+    """The config's first upstream lends its options to the demo's connectors, aimed at the demo's carriers
+    with their credentials (it was refused, forever)."""
     import time
     import urllib.request
 
@@ -256,10 +257,39 @@ def test_demo_with_a_config_binds_its_own_simulator(tmp_path):
         assert "Staffetta demo is up" in demo.stdout.readline()
         metrics = json.loads((tmp_path / "d" / "addresses.json").read_text())["metrics"]
         deadline, text = time.monotonic() + 30, ""
-        while 'staffetta_upstream_up{connector="a"} 1.0' not in text and time.monotonic() < deadline:
+        up = ['staffetta_upstream_up{connector="alpha"} 1.0', 'staffetta_upstream_up{connector="beta"} 1.0']
+        while not all(u in text for u in up) and time.monotonic() < deadline:
             time.sleep(0.2)
             text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
-        assert 'staffetta_upstream_up{connector="a"} 1.0' in text
+        assert all(u in text for u in up)
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
+
+
+def test_the_demo_shows_a_failover_in_its_metrics(tmp_path):
+    """Issue 13's done-when: a new user runs the demo and the bench, and watches a failover in /metrics."""
+    import re
+    import urllib.request
+
+    demo = subprocess.Popen([*CLI, "demo", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"})
+    try:
+        banner = [demo.stdout.readline() for _ in range(8)]
+        assert "Staffetta demo is up" in banner[0], banner
+        addresses = json.loads((tmp_path / "staffetta-data" / "addresses.json").read_text())
+        assert set(addresses["carriers"]) == {"alpha", "beta"}
+        r = run("bench", "--target", addresses["smpp"], "--system-id", "demo", "--password", "demo", "-n", "300",
+                "--countries", "IT", "--json", cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["accepted"] == result["sent"] and not result["lost"], result
+        text = urllib.request.urlopen(f"http://{addresses['metrics']}/metrics", timeout=10).read().decode()
+        moved = re.search(r'staffetta_route_failovers_total\{from_connector="alpha",reason="0x00000008",'
+                          r'route="italy",to_connector="beta"\} (\d+)', text)
+        assert moved and int(moved.group(1)) > 0, [line for line in text.splitlines() if "route" in line]
+        assert 'staffetta_route_messages_total{route="italy"}' in text
     finally:
         demo.terminate()
         demo.wait(timeout=20)
