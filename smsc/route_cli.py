@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from argparse import Namespace
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,14 @@ from staffetta.pdu.constants import status_name
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.router.routes import Routing, groups_from_config
 from staffetta.router.table import MESSAGE_TYPES, Problem, check, explain, table_from_config
-from staffetta.smsc.status import CONNECTORS_PATH, ROUTES_PATH, routes_doc, same_table, table_changes
+from staffetta.smsc.status import (
+    CONNECTORS_PATH,
+    ROUTES_PATH,
+    routes_doc,
+    same_table,
+    table_changes,
+    table_from_doc,
+)
 
 SettingsFactory = Callable[[Namespace], Settings]
 EngineFactory = Callable[[Namespace], Any]
@@ -210,26 +217,31 @@ def _account(engine: Any, name: str) -> Any:
 
 def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
     settings, addresses = _hub_settings(args, settings_for)
-    table = route_table(settings)
     engine = engine_factory(args)
     try:
         acct = _account(engine, args.account)
     finally:
         engine.dispose()
     a = assess(acct, args.to, args.type, args.sender)
-    epoch, local = _when(args.at, table.timezone)
-    routing = Routing(table, groups_from_config(settings.account_groups))
-    q = routing.query(acct.name, a, epoch, args.mccmnc)  # the query the hub builds for this submit
-    if not (args.sender or acct.default_sender):
-        q = replace(q, sender="")
-    names = [u.name for u in settings.upstreams]
     live: dict[str, dict[str, Any]] = {}
-    live_error = None
-    try:
-        states = fetch(_metrics_address(args, addresses, where=settings.data_dir), CONNECTORS_PATH)
-        live = {s["name"]: s for s in states if isinstance(s, dict) and "name" in s}
+    in_force = live_error = None
+    try:  # the hub's own table and its connectors' state, when it answers
+        address = _metrics_address(args, addresses, where=settings.data_dir)
+        in_force = fetch(address, ROUTES_PATH)
+        live = {s["name"]: s for s in fetch(address, CONNECTORS_PATH) if isinstance(s, dict) and "name" in s}
     except Unreachable as exc:
         live_error = str(exc)
+    if in_force is not None:
+        table, source = table_from_doc(in_force), "the running hub's table"
+        groups, names = in_force.get("account_groups"), [c["name"] for c in in_force["connectors"]]
+    else:
+        table, source = route_table(settings), _config_name(args, addresses)
+        groups, names = settings.account_groups, [u.name for u in settings.upstreams]
+    epoch, local = _when(args.at, table.timezone)
+    routing = Routing(table, groups_from_config(groups))
+    q = routing.query(acct.name, a, epoch, args.mccmnc)  # the query the hub builds for this submit
+    if not (args.sender or acct.default_sender):
+        q = q._replace(sender="")
     if live:
         views = {n: _View(bool(live[n].get("up")), live[n].get("delivery_ratio")) for n in names if n in live}
     else:  # state unknown: show the choice as if every connector were up
@@ -245,6 +257,7 @@ def cmd_explain(args: Namespace, engine_factory: EngineFactory, settings_for: Se
         "query": {"account": acct.name, "groups": sorted(q.groups), "to": q.destination, "country": q.country,
                   "type": q.msg_type, "sender": q.sender, "mccmnc": q.mccmnc,
                   "at": local.isoformat(timespec="seconds"), "timezone": table.timezone},
+        "table": source,
         **result,
         "live": live_error is None and bool(live),
         "live_error": live_error,
@@ -262,6 +275,7 @@ def _explain_text(doc: dict[str, Any]) -> str:
     lines = [f"account {q['account']} (groups: {', '.join(q['groups']) or 'none'}) to +{q['to']} "
              f"({q['country'] or 'no country'}), type {q['type']}, sender {q['sender'] or '-'}, "
              f"mccmnc {q['mccmnc'] or '-'}, at {q['at']} {q['timezone']}"]
+    lines.append(f"table: {doc['table']}")
     if not doc["live"]:
         lines.append(f"connector state: unknown ({doc['live_error'] or 'no state'}); "
                      f"the choice assumes every connector is up")
@@ -299,6 +313,11 @@ def _lenient(settings_for: SettingsFactory) -> SettingsFactory:
     return build
 
 
+def _config_name(args: Namespace, addresses: Mapping[str, Any]) -> str:
+    path = args.config or addresses.get("config")
+    return str(path) if path else "the built-in table"
+
+
 def cmd_check(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
     settings, addresses = _hub_settings(args, _lenient(settings_for))
     path = args.config or addresses.get("config") or None
@@ -306,14 +325,24 @@ def cmd_check(args: Namespace, engine_factory: EngineFactory, settings_for: Sett
     routes = raw.get("routes") if isinstance(raw, dict) else None
     unknown: list[Problem] = []
     names = [u.name for u in settings.upstreams]
-    table = table_from_config(routes, names, timezone=settings.route_timezone, unknown=unknown)
+    in_force = None
+    if path is None and addresses.get("metrics"):  # no file: the running hub's table (the demo's own)
+        try:
+            in_force = fetch(addresses["metrics"], ROUTES_PATH)
+        except Unreachable:
+            pass
+    if in_force is not None:
+        table, names, source = table_from_doc(in_force), [c["name"] for c in in_force["connectors"]], "the running hub"
+    else:
+        table = table_from_config(routes, names, timezone=settings.route_timezone, unknown=unknown)
+        source = path or "the built-in table"
     problems = [*unknown, *check(table, names)]
-    doc = {"config": path, "rules": len(table.rules), "connectors": names,
+    doc = {"config": path, "table": source, "rules": len(table.rules), "connectors": names,
            "problems": [{"kind": p.kind, "rule": p.rule, "detail": p.detail} for p in problems]}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"{path or 'built-in table'}: {len(table.rules)} rules over {len(names)} connectors")
+        print(f"{source}: {len(table.rules)} rules over {len(names)} connectors")
         for p in problems:
             print(f"  {p.kind}{' rule ' + repr(p.rule) if p.rule else ''}: {p.detail}")
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}" if problems else "no problems")

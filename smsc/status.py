@@ -21,7 +21,7 @@ from typing import Any
 from twisted.web import resource
 
 from staffetta.conf.settings import Settings, UpstreamSettings, route_table
-from staffetta.router.table import DAYS, RouteTable, Rule
+from staffetta.router.table import DAYS, RouteTable, Rule, table_from_config
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ def rule_doc(rule: Rule) -> dict[str, Any]:
         doc["status"] = f"0x{rule.status:08X}"
     else:
         doc["timeout"] = rule.timeout
-    if rule.strategy == "failover":
         doc["failover_on"] = [f"0x{s:08X}" for s in sorted(rule.failover_on)]
     if rule.strategy == "least-cost":
         doc["prices"] = {c: {k: str(v) for k, v in t.items()} for c, t in rule.prices.items()}
@@ -64,25 +63,42 @@ def rule_doc(rule: Rule) -> dict[str, Any]:
     return doc
 
 
-def table_doc(table: RouteTable, upstreams: Sequence[UpstreamSettings], *, default: bool = False) -> dict[str, Any]:
+def table_doc(table: RouteTable, upstreams: Sequence[UpstreamSettings], *, default: bool = False,
+              account_groups: dict | None = None) -> dict[str, Any]:
     """The table and the connectors it may use, as ``/status/routes`` serves it."""
     return {
         "timezone": table.timezone,
         "default": default,  # no routes: in the config, the one built-in rule
         "rules": [rule_doc(r) for r in table.rules],
         "connectors": [{"name": u.name, "host": u.host, "port": u.port} for u in upstreams],
+        "account_groups": account_groups or {},
     }
 
 
 def routes_doc(settings: Settings) -> dict[str, Any]:
     """The document of the table ``settings`` describe (raises ConfigError on a bad table)."""
-    return table_doc(route_table(settings), settings.upstreams, default=settings.routes is None)
+    return table_doc(route_table(settings), settings.upstreams, default=settings.routes is None,
+                     account_groups=settings.account_groups)
+
+
+def table_from_doc(doc: dict[str, Any]) -> RouteTable:
+    """The table a ``/status/routes`` document shows, rebuilt (``route explain`` decides with the hub's own).
+
+    A rule's document is its config (plus its index), so the table is built
+    by the one parser, router.table.table_from_config.
+    """
+    names = [c["name"] for c in doc["connectors"]]
+    routes = None if doc.get("default") else [
+        {k: v for k, v in r.items() if k != "index" and not (k == "connectors" and not v)}  # a refuse rule's []
+        for r in doc["rules"]]
+    return table_from_config(routes, names, timezone=doc["timezone"], where="/status/routes rules")
 
 
 def same_table(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same rules, time zone and connector names (addresses aside: the demo aims its own)."""
+    """The same rules, time zone, connector names and groups (addresses aside: the demo aims its own)."""
     def key(d: dict[str, Any]) -> tuple:
-        return d.get("timezone"), d.get("rules"), [c.get("name") for c in d.get("connectors", [])]
+        return (d.get("timezone"), d.get("rules"), [c.get("name") for c in d.get("connectors", [])],
+                d.get("account_groups") or {})
 
     return key(a) == key(b)
 
@@ -138,4 +154,4 @@ class StatusResource(resource.Resource):
         return json.dumps(body, indent=1, default=str).encode() + b"\n"
 
 
-__all__ = ["StatusResource", "routes_doc", "same_table", "table_changes", "table_doc"]
+__all__ = ["StatusResource", "routes_doc", "table_from_doc", "same_table", "table_changes", "table_doc"]

@@ -82,8 +82,8 @@ def test_check_a_clean_table_exits_0(cfg):
     assert r.returncode == 0, r.stderr
     assert "4 rules over 3 connectors" in r.stdout and "no problems" in r.stdout
     r = run("route", "check", "--config", cfg, "--json")
-    assert r.returncode == 0 and json.loads(r.stdout) == {"config": cfg, "rules": 4, "connectors": ["a", "b", "c"],
-                                                          "problems": []}
+    assert r.returncode == 0 and json.loads(r.stdout) == {"config": cfg, "table": cfg, "rules": 4,
+                                                          "connectors": ["a", "b", "c"], "problems": []}
 
 
 def test_check_reports_shadowed_rules_unused_and_unknown_connectors_exit_1(tmp_path):
@@ -184,11 +184,11 @@ def _state(name: str, up: bool, ratio: float | None = None, **kw) -> dict:
 
 
 @pytest.fixture
-def status_server(tmp_path):
+def status_server(tmp_path, cfg):
     """A real Twisted server of smsc.status.StatusResource; write states with ``.set([...])``."""
     states = tmp_path / "states.json"
     states.write_text("[]")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.smsc.status_server", str(states)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.smsc.status_server", str(states), cfg], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, env=CLEAN_ENV)
     address = proc.stdout.readline().strip()
 
@@ -278,6 +278,13 @@ def test_run_writes_its_addresses_and_the_verbs_find_its_config(tmp_path, cfg, h
     other = write_config(tmp_path, name="other.yaml")
     one_line_error(run("route", "check", "--data-dir", data, "--config", other),
                    f"--config: the hub on {data} (pid {a['pid']}) reads {a['config']}, not {other}")
+    Path(cfg).write_text(Path(cfg).read_text().replace("{name: it,", "{name: italy,"))  # edited, not reloaded
+    r = run("route", "explain", "--data-dir", data, "--account", "acme", "--to", "+393331234567",
+            "--at", "2026-11-28T10:00", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["table"] == "the running hub's table" and doc["rule"] == "it"  # what the hub would do now
+    assert doc["live"] is True and [(c["connector"], c["state"]) for c in doc["candidates"]] == [
+        ("a", "down"), ("b", "down")]  # port 1: nothing binds
     hub.stop()
     assert not hub.addresses_path.exists()  # removed on stop
 

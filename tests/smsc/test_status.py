@@ -9,9 +9,9 @@ from twisted.internet import reactor
 from twisted.web import server
 from twisted.web.client import Agent, readBody
 
-from staffetta.conf.settings import from_dict
+from staffetta.conf.settings import from_dict, route_table
 from staffetta.smsc.metrics import HubMetrics, MetricsResource
-from staffetta.smsc.status import StatusResource, routes_doc, same_table, table_changes
+from staffetta.smsc.status import StatusResource, routes_doc, same_table, table_changes, table_from_doc
 
 UPSTREAMS = [
     {"name": n, "host": "127.0.0.1", "port": 2776 + i, "system_id": "x", "password": "y"}
@@ -104,6 +104,18 @@ def test_the_routes_document_says_what_the_operator_wrote():
     assert refuse == {"index": 3, "name": "no-spam", "match": {"sender": ["SPAM"]}, "strategy": "refuse",
                       "connectors": [], "status": "0x0000000A", "two_way": False, "hlr": False}
     json.dumps(doc)  # served as is
+
+
+def test_the_document_rebuilds_the_same_table():
+    """``route explain`` decides with the running hub's table, rebuilt from /status/routes."""
+    routes = [*ROUTES, {"name": "ported", "match": {"mccmnc": ["22210"]}, "connectors": ["c"], "strategy": "single",
+                        "failover_on": ["ESME_RSYSERR"], "timeout": 5, "two_way": True},
+              {"name": "rr", "match": {"type": "REPLY", "account": ["x", "y"]}, "connectors": ["c", "a"],
+               "strategy": "round-robin", "hlr": True}]
+    for s in (settings(routes, route_timezone="Europe/Rome"), settings(None)):
+        doc = json.loads(json.dumps(routes_doc(s)))  # as it travels
+        rebuilt = table_from_doc(doc)
+        assert rebuilt.rules == route_table(s).rules and rebuilt.timezone == s.route_timezone
 
 
 def test_no_routes_is_the_built_in_rule_over_every_upstream():
