@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import signal
@@ -160,24 +161,58 @@ def config_settings(args) -> Settings:
     return settings
 
 
-def reload_settings(hub: Any, settings_for: Callable[[], Settings]) -> dict | None:
-    """Re-read the config and hand it to the hub; a bad one is one log line and the one in force stays."""
+def reload_settings(hub: Any, settings_for: Callable[[], Settings]) -> dict[str, Any]:
+    """Re-read the config and hand it to the hub; a bad one is one log line and the one in force stays.
+
+    Returns the outcome ``route reload`` shows: ``{"ok": True, "rules", "added",
+    "removed", "changed"}`` (Hub.reload_config's summary) or ``{"ok": False, "error"}``.
+    """
     try:
         new = settings_for()
         changes = hub.reload_config(new)
     except ConfigError as exc:
         log.error("reload refused, the configuration in force stays: %s", exc)
-        return None
+        return {"ok": False, "error": str(exc)}
     log.info("configuration reloaded", extra=fields(**changes))
-    return changes
+    return {"ok": True, **changes}
 
 
-def reload_on_sighup(reactor: Any, hub: Any, settings_for: Callable[[], Settings]) -> None:
-    """SIGHUP (``kill -HUP``, ``staffetta route reload``) reloads the config on the reactor thread."""
+class ReloadLog:
+    """Each SIGHUP's outcome, numbered, under ``reload`` in addresses.json (``path``, once written).
+
+    ``staffetta route reload`` waits for the number to move and prints what
+    the hub said, with or without a metrics listener.
+    """
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.seq = 0
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        self.seq += 1
+        if self.path is None:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            data["reload"] = {"seq": self.seq, **outcome}
+            write_addresses(self.path.parent, data)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot record the reload in %s: %s", self.path, exc)
+
+
+def reload_on_sighup(reactor: Any, hub: Any, settings_for: Callable[[], Settings]) -> ReloadLog:
+    """SIGHUP (``kill -HUP``, ``staffetta route reload``) reloads the config on the reactor thread.
+
+    Installed before addresses.json names the pid (a SIGHUP before it would
+    end the process); set the returned log's ``path`` once the file is written.
+    """
+    reloads = ReloadLog()
+
     def on_hup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reload_settings, hub, settings_for)
+        reactor.callFromThread(lambda: reloads.record(reload_settings(hub, settings_for)))
 
     signal.signal(signal.SIGHUP, on_hup)
+    return reloads
 
 
 def _run_addresses(settings: Settings, started: dict[str, Any]) -> Path | None:
@@ -342,8 +377,8 @@ def cmd_demo(args) -> int:
         "hlr": hlr_sim.url,
         "config": _config_path(args),
     }
-    reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
-    addresses = write_addresses(settings.data_dir, started)  # route reload finds the pid here: after the handler
+    reloads = reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
+    addresses = reloads.path = write_addresses(settings.data_dir, started)  # the pid, once SIGHUP is handled
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
@@ -421,9 +456,9 @@ def cmd_run(args) -> int:
     _start(hub, args)
     settle_heap()
     smpp, metrics = _bound(settings, hub)
-    reload_on_sighup(reactor, hub, lambda: start_settings(args))
-    addresses = _run_addresses(settings, {"pid": os.getpid(), "smpp": smpp, "metrics": metrics,
-                                          "config": _config_path(args)})
+    reloads = reload_on_sighup(reactor, hub, lambda: start_settings(args))
+    addresses = reloads.path = _run_addresses(settings, {"pid": os.getpid(), "smpp": smpp, "metrics": metrics,
+                                                         "config": _config_path(args)})
     log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
     print(f"Staffetta listening on {smpp}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)

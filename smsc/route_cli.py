@@ -47,19 +47,12 @@ from staffetta.pdu.constants import status_name
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.router.routes import Routing, groups_from_config
 from staffetta.router.table import MESSAGE_TYPES, Problem, check, explain, table_from_config
-from staffetta.smsc.status import (
-    CONNECTORS_PATH,
-    ROUTES_PATH,
-    routes_doc,
-    same_table,
-    table_changes,
-    table_from_doc,
-)
+from staffetta.smsc.status import CONNECTORS_PATH, ROUTES_PATH, table_changes, table_from_doc
 
 SettingsFactory = Callable[[Namespace], Settings]
 EngineFactory = Callable[[Namespace], Any]
 
-#: How long ``route reload`` waits for the hub to show the new table (seconds).
+#: How long ``route reload`` waits for the hub to report the reload (seconds).
 RELOAD_WAIT = 5.0
 HTTP_TIMEOUT = 2.0
 
@@ -363,52 +356,59 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_reload(args: Namespace, engine_factory: EngineFactory, settings_for: SettingsFactory) -> int:
+    # Checked as the hub will read it: a bad file is one line, exit 2, and nothing is sent.
     settings, addresses = _hub_settings(args, settings_for)
-    expected = routes_doc(settings)  # validates the table: a bad one is one line, exit 2, nothing sent
     pid = addresses.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         raise Unreachable(f"no running hub found on {settings.data_dir} (no addresses.json with its pid)")
     if not _alive(pid):
         raise Unreachable(f"the hub on {settings.data_dir} (pid {pid}) is not running (stale addresses.json)")
     address = addresses.get("metrics") if isinstance(addresses.get("metrics"), str) else None
-    before = fetch(address, ROUTES_PATH) if address else None
+    before = _routes_or_none(address)
+    last = addresses.get("reload")
     os.kill(pid, signal.SIGHUP)
-    if address is None:
-        print(f"sent SIGHUP to the hub (pid {pid}); it serves no metrics address, so the new table "
-              f"cannot be confirmed here (see its log)")
-        return 0
     deadline = time.monotonic() + args.wait
-    after = before
-    while True:
-        try:
-            after = fetch(address, ROUTES_PATH)
-        except Unreachable:
-            after = None
-        if after is not None and same_table(after, expected):
-            break
+    while (outcome := read_addresses(settings.data_dir).get("reload")) in (None, last):
         if time.monotonic() >= deadline:
-            raise Unreachable(f"the hub (pid {pid}) did not show the new table within {args.wait:g} s; "
+            raise Unreachable(f"the hub (pid {pid}) did not report the reload within {args.wait:g} s; "
                               f"its log says why")
-        time.sleep(0.1)
-    changes = table_changes(before or {}, after)
-    doc = {"pid": pid, "rules": len(after["rules"]), **changes}
+        time.sleep(0.05)
+    if not outcome.get("ok"):
+        raise Unreachable(f"the hub (pid {pid}) refused the reload, the configuration in force stays: "
+                          f"{outcome.get('error')}")
+    after = _routes_or_none(address)
+    rules = table_changes(before, after) if before is not None and after is not None else {}
+    doc = {"pid": pid, "rules": outcome.get("rules"),
+           "rules_added": rules.get("rules_added", []), "rules_removed": rules.get("rules_removed", []),
+           "rules_changed": rules.get("rules_changed", []), "connectors_added": outcome.get("added", []),
+           "connectors_removed": outcome.get("removed", []), "connectors_changed": outcome.get("changed", [])}
+    if "timezone" in rules:
+        doc["timezone"] = rules["timezone"]
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
     print(f"reloaded: the hub (pid {pid}) routes with {doc['rules']} rules")
     said = False
-    for key, label in (("rules_added", "rules added"), ("rules_removed", "rules removed"),
-                       ("rules_changed", "rules changed"), ("connectors_added", "connectors added"),
-                       ("connectors_removed", "connectors removed"), ("connectors_changed", "connectors changed")):
-        if changes[key]:
-            print(f"  {label}: {', '.join(changes[key])}")
+    for key in ("rules_added", "rules_removed", "rules_changed", "connectors_added", "connectors_removed",
+                "connectors_changed"):
+        if doc[key]:
+            print(f"  {key.replace('_', ' ')}: {', '.join(doc[key])}")
             said = True
-    if "timezone" in changes:
-        print(f"  time zone: {changes['timezone'][0]} -> {changes['timezone'][1]}")
+    if "timezone" in doc:
+        print(f"  time zone: {doc['timezone'][0]} -> {doc['timezone'][1]}")
         said = True
     if not said:
-        print("  the table is unchanged")
+        print("  nothing changed" if address else "  connectors unchanged (no metrics address: rules not compared)")
     return 0
+
+
+def _routes_or_none(address: str | None) -> dict[str, Any] | None:
+    if address is None:
+        return None
+    try:
+        return fetch(address, ROUTES_PATH)
+    except Unreachable:
+        return None
 
 
 # ---------------------------------------------------------------- connectors
@@ -433,11 +433,12 @@ def cmd_connectors(args: Namespace, engine_factory: EngineFactory, settings_for:
           f"{'queue':>7} {'msg/s':>6} {'ratio':>6}  last error")
     for s in states:
         rate = s.get("throughput") or 0
+        sessions = f"{s.get('sessions', 0)}/{s.get('sessions_configured', '?')}"
+        window = f"{s.get('window', 0)}/{s.get('window_size', '?')}"
         print(f"{s.get('name', '?'):<16} {'up' if s.get('up') else 'down':<6} "
               f"{str(s.get('host')) + ':' + str(s.get('port')):<22} {s.get('bind_mode') or '-':<12} "
-              f"{s.get('sessions', 0)}/{s.get('sessions_configured', '?'):<6} "
-              f"{s.get('window', 0)}/{s.get('window_size', '?'):<6} {s.get('queue', 0):>7} "
-              f"{rate if rate else '-':>6} {_ratio(s.get('delivery_ratio')):>6}  {s.get('last_error') or ''}".rstrip())
+              f"{sessions:>8} {window:>9} {s.get('queue', 0):>7} {rate if rate else '-':>6} "
+              f"{_ratio(s.get('delivery_ratio')):>6}  {s.get('last_error') or ''}".rstrip())
     return 0
 
 
@@ -508,7 +509,7 @@ def register(subparsers: Any, engine_factory: EngineFactory, settings_for: Setti
 
     rl = rs.add_parser("reload", help="validate the config, then make the running hub load it (SIGHUP)")
     rl.add_argument("--wait", type=_seconds, default=RELOAD_WAIT, metavar="SECONDS",
-                    help=f"how long to wait for the hub to show the new table (default {RELOAD_WAIT:g})")
+                    help=f"how long to wait for the hub to report the reload (default {RELOAD_WAIT:g})")
     common(rl, metrics=False)
     rl.set_defaults(func=_wrap(cmd_reload, engine_factory, settings_for))
 

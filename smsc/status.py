@@ -6,9 +6,10 @@ hub holds *now* (is a carrier bound, which table is in force); Prometheus
 families are for graphs, not for "is sim up". The resource reads two callables
 given by the hub, so it holds no state and is tested without one.
 
-``/status/routes`` is the table in force in the shape :func:`table_doc` gives,
-the same function ``route reload`` applies to the file it validated: the hub
-shows the new table exactly when the two documents agree (:func:`same_table`).
+``/status/routes`` is the table in force as :func:`table_doc` gives it: each
+rule as it would be written in ``routes:``, so ``route explain`` rebuilds the
+hub's own table with the one parser (:func:`table_from_doc`) and ``route
+reload`` says which rules changed (:func:`table_changes`).
 """
 
 from __future__ import annotations
@@ -94,15 +95,6 @@ def table_from_doc(doc: dict[str, Any]) -> RouteTable:
     return table_from_config(routes, names, timezone=doc["timezone"], where="/status/routes rules")
 
 
-def same_table(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same rules, time zone, connector names and groups (addresses aside: the demo aims its own)."""
-    def key(d: dict[str, Any]) -> tuple:
-        return (d.get("timezone"), d.get("rules"), [c.get("name") for c in d.get("connectors", [])],
-                d.get("account_groups") or {})
-
-    return key(a) == key(b)
-
-
 def table_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
     """Rules and connectors added, removed or changed between two documents, by name."""
     out: dict[str, list[str]] = {}
@@ -154,4 +146,4 @@ class StatusResource(resource.Resource):
         return json.dumps(body, indent=1, default=str).encode() + b"\n"
 
 
-__all__ = ["StatusResource", "routes_doc", "table_from_doc", "same_table", "table_changes", "table_doc"]
+__all__ = ["StatusResource", "routes_doc", "table_changes", "table_doc", "table_from_doc"]

@@ -320,7 +320,8 @@ def test_route_reload_applies_a_new_table_and_says_what_changed(tmp_path, cfg, h
     Path(cfg).write_text(text + "  - {name: spain, match: {country: ES}, connectors: [c]}\n")
     r = run("route", "reload", "--data-dir", str(tmp_path / "data"))
     assert r.returncode == 0, r.stderr
-    assert "reloaded: the hub" in r.stdout and "rules added: spain" in r.stdout and "rules changed: it" in r.stdout
+    assert "reloaded: the hub" in r.stdout and "routes with 5 rules" in r.stdout
+    assert "rules added: spain" in r.stdout and "rules changed: it" in r.stdout
     assert [x["name"] for x in hub.get("/status/routes")["rules"]][-1] == "spain"
     Path(cfg).write_text(text)  # a plain SIGHUP from elsewhere reloads too
     os.kill(hub.proc.pid, signal.SIGHUP)
@@ -329,8 +330,31 @@ def test_route_reload_applies_a_new_table_and_says_what_changed(tmp_path, cfg, h
         assert time.monotonic() < deadline, "SIGHUP did not reload"
         time.sleep(0.1)
     r = run("route", "reload", "--data-dir", str(tmp_path / "data"), "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["rules_added"] == []
-    assert "configuration reloaded" in hub.stop()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"pid": hub.proc.pid, "rules": 4, "rules_added": [], "rules_removed": [],
+                                    "rules_changed": [], "connectors_added": [], "connectors_removed": [],
+                                    "connectors_changed": []}
+    assert hub.stop().count("configuration reloaded") == 3
+
+
+def test_the_demo_reloads_and_explains_with_its_own_table(tmp_path):
+    data = tmp_path / "demo"
+    proc = subprocess.Popen([*CLI, "demo", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--data-dir",
+                             str(data)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "Staffetta demo is up" in proc.stdout.readline()
+        r = run("route", "reload", "--data-dir", str(data))
+        assert r.returncode == 0 and "nothing changed" in r.stdout, (r.stdout, r.stderr)
+        doc = json.loads(run("route", "explain", "--data-dir", str(data), "--account", "demo", "--to",
+                             "+393331234567", "--json").stdout)
+        assert doc["table"] == "the running hub's table" and doc["rule"] == "italy"
+        assert [c["connector"] for c in doc["candidates"]] == ["alpha", "beta"]
+        r = run("route", "check", "--data-dir", str(data))
+        assert r.returncode == 0 and r.stdout.startswith("the running hub: 2 rules over 2 connectors"), r.stdout
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
 
 
 def test_connectors_shows_a_real_hubs_connectors(tmp_path, cfg, hub):
