@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.web import server
 from twisted.web.client import Agent, readBody
@@ -116,6 +119,52 @@ def test_the_document_rebuilds_the_same_table():
         doc = json.loads(json.dumps(routes_doc(s)))  # as it travels
         rebuilt = table_from_doc(doc)
         assert rebuilt.rules == route_table(s).rules and rebuilt.timezone == s.route_timezone
+
+
+_names = st.lists(st.sampled_from(["acme", "bank", "shop"]), min_size=1, max_size=2, unique=True)
+_conditions = st.fixed_dictionaries({}, optional={
+    "account": _names, "group": st.just(["gold"]), "prefix": st.lists(st.sampled_from(["39", "393", "44", "1"]),
+                                                                     min_size=1, max_size=2, unique=True),
+    "country": st.lists(st.sampled_from(["IT", "FR", "GB"]), min_size=1, max_size=2, unique=True),
+    "mccmnc": st.lists(st.sampled_from(["22201", "22210", "234015"]), min_size=1, max_size=2, unique=True),
+    "type": st.lists(st.sampled_from(["SMART", "PRO", "REPLY"]), min_size=1, max_size=3, unique=True),
+    "sender": st.just(["Acme", "393331112222"]), "hours": st.sampled_from(["08:00-20:00", "22:00-06:00"]),
+    "days": st.lists(st.sampled_from(["mon", "sat", "sun"]), min_size=1, max_size=3, unique=True),
+})
+
+
+@st.composite
+def _rule(draw, i: int) -> dict:
+    strategy = draw(st.sampled_from(["single", "failover", "round-robin", "weighted", "least-cost", "refuse"]))
+    rule: dict = {"name": f"r{i}", "match": draw(_conditions), "strategy": strategy}
+    conns = ["a"] if strategy == "single" else draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1,
+                                                              max_size=3, unique=True))
+    if strategy == "refuse":
+        rule["status"] = draw(st.sampled_from(["ESME_RINVSRCADR", 0x403, "0x45"]))
+    else:
+        rule["connectors"] = conns
+        rule["timeout"] = draw(st.sampled_from([5, 30, 2.5]))
+        if draw(st.booleans()):
+            rule["failover_on"] = ["ESME_RSYSERR", 0x58]
+    if strategy == "weighted":
+        rule["weights"] = {c: draw(st.integers(1, 5)) for c in conns}
+    if strategy == "least-cost":
+        rule["prices"] = {c: {draw(st.sampled_from(["IT", "*", "22210"])): draw(st.sampled_from(["0.004", 0.01, 0]))}
+                          for c in conns}
+        rule["floor"] = draw(st.sampled_from([None, 0.8]))
+    rule["two_way"] = draw(st.booleans())
+    rule["hlr"] = draw(st.booleans())
+    return rule
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.integers(0, 6).flatmap(lambda n: st.tuples(*[_rule(i) for i in range(n)])),
+       st.sampled_from(["UTC", "Europe/Rome"]))
+def test_any_table_survives_the_trip_through_status_routes(rules, zone):
+    s = settings(list(rules), route_timezone=zone, account_groups={"gold": ["acme"]})
+    doc = json.loads(json.dumps(routes_doc(s)))
+    assert table_from_doc(doc).rules == route_table(s).rules
+    assert doc["account_groups"] == {"gold": ["acme"]}
 
 
 def test_no_routes_is_the_built_in_rule_over_every_upstream():
