@@ -48,7 +48,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:

@@ -55,6 +55,9 @@ class UpstreamSettings:
     #: Submits per second at most over all sessions (0: no limit). Held back, never
     #: refused: the queue waits, so order is kept.
     throughput: float = 0.0
+    #: Seconds of silence before we send enquire_link on this carrier's sessions
+    #: (None: ``session.enquire_link``). Some carriers drop a link idle for 30 s.
+    enquire_link: float | None = None
 
 
 BIND_MODES = ("transceiver", "transmitter-receiver")
@@ -101,6 +104,11 @@ class Settings:
     #: matched from the store when their receipt comes (docs/operations.md).
     max_tracked: int = 300_000
     track_grace: float = 3600.0
+    #: Messages held for a future schedule_delivery_time at once; beyond it ESME_RMSGQFUL.
+    max_scheduled: int = 200_000
+    #: What query_sm says of a message held for its schedule: 3.4's ``enroute`` (1), or
+    #: 5.0's ``scheduled`` (0) for clients that know it (docs/conformance.md).
+    query_scheduled_state: str = "enroute"
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)
@@ -131,8 +139,9 @@ def parse_hostport(value: str, where: str) -> tuple[str, int]:
 #: Settings where zero (or less) has no useful meaning: a window of 0 accepts
 #: and charges messages it can never send, a timer of 0 fires at once.
 _POSITIVE = frozenset({
-    "window", "inbound_window", "failures", "per_seconds", "writer_batch", "max_queue", "outbox_ttl",
-    "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity", "sessions",
+    "window", "inbound_window", "failures", "per_seconds", "writer_batch", "max_queue", "max_scheduled",
+    "outbox_ttl", "reconnect_min", "reconnect_max", "session_init", "enquire_link", "response", "inactivity",
+    "sessions",
 })
 #: Lengths of SMPP C-Octet strings without their NUL (3.4 §5.2): longer ones cannot be sent.
 _MAX_LEN = {"system_id": 15, "password": 8, "system_type": 12}
@@ -216,7 +225,9 @@ def _value(typ: str, value: Any, path: str, name: str):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{path}: expected an integer >= {least}, got {value!r}")
         return value
-    if t == "float":
+    if t == "float|None" and value is None:
+        return None
+    if t in ("float", "float|None"):
         positive = name in _POSITIVE
         if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
                 or value < 0 or (positive and value == 0)):
@@ -241,6 +252,8 @@ def _value(typ: str, value: Any, path: str, name: str):
             raise ConfigError(f"{path}: expected fail-open or fail-closed, got {value!r}")
         if name == "bind_mode" and value not in BIND_MODES:
             raise ConfigError(f"{path}: expected {' or '.join(BIND_MODES)}, got {value!r}")
+        if name == "query_scheduled_state" and value not in ("enroute", "scheduled"):
+            raise ConfigError(f"{path}: expected enroute or scheduled, got {value!r}")
         if name == "id_format" and value not in ("auto", "decimal", "hex"):
             raise ConfigError(f"{path}: expected auto, decimal or hex, got {value!r}")
         if name == "password" and len(value) > 8:

@@ -368,6 +368,10 @@ class Session:
             return
         self._emit(Pdu(request.command_id | RESPONSE_BIT, request.sequence, status, fields, tlvs))
 
+    def forget(self, request: Pdu) -> None:
+        """Never answer this request, and free its inbound slot (the simulator's lost submit)."""
+        self._inbound.discard(request.sequence)
+
     def accept_bind(self, request: Pdu, system_id: bytes) -> None:
         """Bind succeeded: move to the bound state and answer with our system_id."""
         self._inbound.discard(request.sequence)

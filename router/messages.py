@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex
 
 from staffetta.billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
+from staffetta.pdu.constants import MessageState
 
 # The message row (its table, columns and phases) is defined once, with its record.
 from staffetta.router.record import (  # noqa: F401 - the phases are read as messages.QUEUED ...
@@ -38,6 +39,7 @@ from staffetta.router.record import (  # noqa: F401 - the phases are read as mes
     FORWARDED,
     MESSAGE_COLUMNS,
     QUEUED,
+    SCHEDULED,
     MessageRecord,
     messages,
     row_tuple,
@@ -64,7 +66,8 @@ outbox = Table(
 def upgrade(engine) -> list[str]:
     """Columns and indexes changed since a store was made (``create_all`` never alters a table)."""
     with engine.begin() as conn:
-        done = add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)"), ("route", "VARCHAR(32)")])
+        done = add_missing_columns(conn, "messages", [("mccmnc", "VARCHAR(6)"), ("route", "VARCHAR(32)"),
+                                                      ("deliver_at", "FLOAT")])
         have = {i["name"] for i in inspect(conn).get_indexes("messages")}
         # IF [NOT] EXISTS: several hubs may start on one PostgreSQL at once.
         for index in messages.indexes:
@@ -102,8 +105,11 @@ _INSERT_MESSAGES = insert_sql("messages", list(MESSAGE_COLUMNS))
 _OUTBOX_COLUMNS = ("id", "account_id", "message_id", "kind", "pdu", "created_at", "expires_at")
 _INSERT_OUTBOX = insert_sql("outbox", _OUTBOX_COLUMNS)
 _SET_UPSTREAM = "UPDATE messages SET phase = 1, connector = ?, upstream_id = ?, state = ? WHERE id = ?"
-_SET_FINAL = "UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ? WHERE id = ?"
+_SET_FINAL = ("UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ?, connector = COALESCE(?, connector)"
+              " WHERE id = ?")
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
+# Only a row still waiting and still SCHEDULED: an outcome written after it must win.
+_SET_RELEASED = f"UPDATE messages SET state = {int(MessageState.ENROUTE)} WHERE id = ? AND phase = 0 AND state = {SCHEDULED}"
 
 
 def insert_messages(conn: Connection, records: list[MessageRecord]) -> None:
@@ -134,22 +140,28 @@ def set_upstream(conn: Connection, items: list[tuple[int, str, str, int]]) -> No
 
 
 def record_outcomes(
-    conn: Connection, items: list[tuple[int, int, int, float, Delivery | None, str | None]]
+    conn: Connection, items: list[tuple[int, int, int, float, Delivery | None, str | None, str | None]]
 ) -> list[int]:
-    """Items: (message id, final state, err, done_at, delivery or None, refund reason or None).
+    """Items: (message id, final state, err, done_at, delivery or None, refund reason or None, connector or None).
 
     The final state, the client's receipt and the refund (when policy says so)
-    commit together; returns the refunded amount per item.
+    commit together; returns the refunded amount per item. ``connector``: the
+    carrier that refused the message (its row names it like a carried one's).
     """
-    executemany(conn, _SET_FINAL, [(s, e, t, m) for m, s, e, t, _, _ in items])
-    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for _, _, _, _, d, _ in items if d is not None])
-    refunds = [(i, m, r) for i, (m, _, _, t, _, r) in enumerate(items) if r]
+    executemany(conn, _SET_FINAL, [(s, e, t, c, m) for m, s, e, t, _, _, c in items])
+    executemany(conn, _INSERT_OUTBOX, [_outbox_row(d) for _, _, _, _, d, _, _ in items if d is not None])
+    refunds = [(i, m, r) for i, (m, _, _, t, _, r, _) in enumerate(items) if r]
     out = [0] * len(items)
     if refunds:
         amounts = refund_batch(conn, [(m, r) for _, m, r in refunds], now=items[0][3])
         for (i, _, _), amount in zip(refunds, amounts, strict=True):
             out[i] = amount
     return out
+
+
+def set_released(conn: Connection, items: list[int]) -> None:
+    """Items: ids of scheduled messages handed to their route (SCHEDULED -> ENROUTE)."""
+    executemany(conn, _SET_RELEASED, [(m,) for m in items])
 
 
 def insert_deliveries(conn: Connection, items: list[Delivery]) -> None:
@@ -234,6 +246,7 @@ def register_handlers(writer) -> None:
     writer.register("expire_lots", sweep_expired_lots)
     writer.register("alerts_sent", alerts_sent)
     writer.register("upstream", set_upstream)
+    writer.register("released", set_released)
     writer.register("outcomes", record_outcomes)
     writer.register("deliveries", insert_deliveries)
     writer.register("delivered", delete_deliveries)

@@ -46,6 +46,11 @@ from staffetta.store.db import metadata
 
 QUEUED, FORWARDED, FINAL = 0, 1, 2
 
+#: The row's message_state while it waits for its schedule_delivery_time: SMPP 5.0's
+#: SCHEDULED (0). Not a 3.4 MessageState: no receipt carries it, and query_sm answers
+#: it as ENROUTE unless configured otherwise (docs/conformance.md, smsc/server.py).
+SCHEDULED = 0
+
 messages = Table(
     "messages",
     metadata,
@@ -75,6 +80,9 @@ messages = Table(
     Column("upstream_id", String(65), nullable=True),
     Column("mccmnc", String(6), nullable=True),  # serving network from the HLR, when looked up
     Column("route", String(32), nullable=True),  # chosen before the write; NULL: rows of older versions
+    # schedule_delivery_time, when in the future at acceptance (state SCHEDULED until
+    # released); NULL: sent at once. Kept after release: the row says it was scheduled.
+    Column("deliver_at", Float, nullable=True),
     # Partial indexes: a message enters each once and leaves the queued one once.
     # Full indexes on (phase) and (connector, upstream_id) moved an entry at every
     # phase change: 5 more b-tree writes per message, 7% of the writer's
@@ -162,8 +170,11 @@ class MessageRecord:
     @classmethod
     def from_submit(cls, message_id: int, account_id: int, fields: dict, tlvs: dict[int, bytes],
                     assessment: Any, now: float, expires_at: float, route: str | None,
-                    mccmnc: str | None) -> MessageRecord:
-        """A message the pipeline accepted, before its durable write (phase QUEUED, ENROUTE)."""
+                    mccmnc: str | None, deliver_at: float | None = None) -> MessageRecord:
+        """A message the pipeline accepted, before its durable write (phase QUEUED, ENROUTE).
+
+        ``deliver_at``: its release time when scheduled (state SCHEDULED until then).
+        """
         r = cls.__new__(cls)
         sender = assessment.sender
         r.id = message_id
@@ -190,13 +201,14 @@ class MessageRecord:
         r.submitted_at = now
         r.expires_at = expires_at
         r.phase = QUEUED
-        r.state = _ENROUTE
+        r.state = _ENROUTE if deliver_at is None else SCHEDULED
         r.err = 0
         r.done_at = None
         r.connector = None
         r.upstream_id = None
         r.mccmnc = mccmnc
         r.route = route
+        r.deliver_at = deliver_at
         r.text20 = (assessment.text or "")[:20]
         return r
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -38,6 +39,8 @@ from staffetta.router.record import (  # noqa: F401 - the TLV stream helpers are
     text20_of,
 )
 from staffetta.router.routes import Choice, Routing
+from staffetta.router.schedule import DEFAULT_LIMIT as SCHEDULE_LIMIT
+from staffetta.router.schedule import Schedule
 from staffetta.router.table import RouteQuery
 from staffetta.router.upstream import Connector, Forward
 
@@ -107,6 +110,8 @@ class Router:
         metrics=None,
         refund_network_failures: Callable[[int], bool] = lambda account_id: False,
         query_of: Callable[[MessageRecord], RouteQuery] | None = None,
+        max_scheduled: int = SCHEDULE_LIMIT,
+        schedule_horizon: float = 7 * 86400.0,
     ) -> None:
         #: Per account: is a message that fails in the network refunded? (billing policy)
         self.refund_network_failures = refund_network_failures
@@ -140,6 +145,9 @@ class Router:
         #: (~160 µs a message at 300,000 in flight), an OrderedDict's is O(1).
         self._by_message: OrderedDict[int, MessageRecord] = OrderedDict()
         self._by_upstream: dict[tuple[str, str], MessageRecord] = UpstreamIndex()
+        #: Messages waiting for their schedule_delivery_time (router/schedule.py).
+        self.schedule = Schedule(reactor, self._released, self._expired_scheduled,
+                                 horizon=schedule_horizon, limit=max_scheduled)
 
     # ---------------------------------------------------------------- routing
 
@@ -188,18 +196,26 @@ class Router:
         :meth:`MessageRecord.forward`); a resumed message decodes its row's.
         ``choice``: the routing decision made at submit; without one (a
         resumed message) the table in force decides again.
+        A message scheduled for later waits in :attr:`schedule` (also after a restart).
         """
+        if record.deliver_at is not None and self.schedule.hold(record):
+            return
+        self._send(record, tlvs, choice)
+
+    def _send(self, record: MessageRecord, tlvs: dict[int, bytes] | None, choice: Choice | None) -> bool:
+        """Track a message and queue it on its first connector (False: no route takes it any more)."""
         self._track(record)
         item = record.forward(tlvs)
         if choice is None:
             choice = self._rechoose(record)
             if choice is None:
-                return
+                return False
         item.rule = choice.rule
         item.order = choice.order
         if self.metrics is not None:
             self.metrics.routed(choice.rule.name)
         self.connectors[choice.order[0]].line.put(item)
+        return True
 
     def _rechoose(self, record: MessageRecord) -> Choice | None:
         """The table in force decides for an accepted message (after a restart or a reload).
@@ -280,6 +296,21 @@ class Router:
         if self.metrics is not None:
             self.metrics.connector_up(connector.config.name, up)
         self.rebalance()
+
+    def judged(self, connector: Connector, delivered: bool) -> None:
+        """A final outcome of a message ``connector`` carried: its delivery ratio moves.
+
+        When the ratio crosses one of the table's least-cost floors the state
+        version changes, so the next decision sees it (no cached order outlives it).
+        """
+        connector.outcome(delivered)
+        floors = self.routing.floors if self.routing is not None else ()
+        if floors:
+            ratio = connector.delivery_ratio
+            band = -1 if ratio is None else bisect_right(floors, ratio)
+            if band != connector.band:
+                connector.band = band
+                self.state_version += 1
 
     def rebalance(self) -> int:
         """Move what waits on a connector that is down (or removed) to an up candidate of its route.
@@ -405,21 +436,43 @@ class Router:
         """
         by_message = self._by_message
 
-        def match(item: Forward) -> bool:
-            t = by_message.get(item.message_id)
-            if t is None or t.account_id != account_id:
+        def match_record(t: MessageRecord) -> bool:
+            if t.account_id != account_id:
                 return False
             if message_id is not None:
-                return item.message_id == message_id and (not source or t.source == source)
+                return t.id == message_id and (not source or t.source == source)
             return t.source == source and (destination is None or t.destination == destination)
 
+        def match(item: Forward) -> bool:
+            t = by_message.get(item.message_id)
+            return t is not None and match_record(t)
+
         n = 0
+        for t in self.schedule.take(match_record, message_id):  # not yet released
+            self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
+            n += 1
         for c in self.connectors.values():
             for item in c.line.take(match):
                 t = by_message.pop(item.message_id)
                 self._finish(t, MessageState.DELETED, 0, None, refund="cancelled")
                 n += 1
         return n
+
+    def _released(self, record: MessageRecord) -> None:
+        """Its schedule_delivery_time came: the table in force chooses its connectors, the row says ENROUTE.
+
+        The route was chosen at acceptance, maybe days ago, when other
+        connectors were up and another table may have been in force; the
+        choice is made again now. With no rule taking it any more it ends
+        REJECTED and refunded rather than stranded (as after a reload).
+        """
+        record.state = _ENROUTE
+        if self._send(record, None, None):
+            self.writer.enqueue("released", record.id)
+
+    def _expired_scheduled(self, record: MessageRecord) -> None:
+        """Validity ran out while it waited for its time: as in a queue (EXPIRED, refund, receipt)."""
+        self._finish(record, MessageState.EXPIRED, 0, None, refund="expired_in_queue")
 
     # ------------------------------------------------------- upstream answers
 
@@ -451,7 +504,7 @@ class Router:
                 return
         # Refused by the carrier: a final failure the client hears about as a receipt.
         log.info("message %d refused upstream by %s with 0x%08x", mid, name, status)
-        connector.outcome(False)
+        self.judged(connector, False)
         t = self._by_message.pop(mid, None)
         if t is None:
             return
@@ -487,7 +540,7 @@ class Router:
         key = (connector.config.name, uid)
         t = self._by_upstream.pop(key, None)
         if t is not None:
-            connector.outcome(state == _DELIVERED)
+            self.judged(connector, state == _DELIVERED)
             self._by_message.pop(t.message_id, None)
             self._finish(t, state, err, ack)
             return
@@ -507,7 +560,7 @@ class Router:
                 ack(_ROK)
                 return
             tracked = Tracked.from_row(row)
-            connector.outcome(state == _DELIVERED)
+            self.judged(connector, state == _DELIVERED)
             self._by_message.pop(tracked.message_id, None)
             self._finish(tracked, state, err, ack)
 
@@ -544,7 +597,8 @@ class Router:
             if ack is not None:  # the carrier will retry its receipt
                 ack(Status.ESME_RX_T_APPN)
 
-        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund), committed, failed)
+        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund, t.connector),
+                                committed, failed)
 
 
 def _read_receipt(pdu: Pdu, id_format: str) -> tuple[str, str, int, int]:

@@ -15,7 +15,6 @@ connector's line at its original place (pdu/window.py ``put_back``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +29,6 @@ from staffetta.router.table import (
 )
 
 NO_GROUPS: frozenset[str] = frozenset()
-#: Seconds a least-cost order is reused while no connector changes state.
-LEAST_COST_TTL = 1.0
 
 
 class Choice:
@@ -60,7 +57,7 @@ class Choice:
 class Routing:
     """The table in force and its rotation state (replaced whole by a reload)."""
 
-    __slots__ = ("table", "rotation", "_fixed", "_cheapest", "needs_time", "groups")
+    __slots__ = ("table", "rotation", "_fixed", "_cheapest", "needs_time", "groups", "floors")
 
     def __init__(self, table: RouteTable, groups: Mapping[str, frozenset[str]] | None = None) -> None:
         self.table = table
@@ -70,8 +67,11 @@ class Routing:
         #: Rules whose order never depends on live state or rotation: single, and
         #: failover while all its connectors are up. Cached per rule index.
         self._fixed: dict[int, tuple[Choice, object]] = {}
-        self._cheapest: dict[tuple, tuple[Choice, int | None, float]] = {}
+        self._cheapest: dict[tuple, tuple[Choice, int | None]] = {}
         self.needs_time = any(r.hours is not None or r.days is not None for r in table.rules)
+        #: The least-cost floors of the table, sorted: a connector's delivery ratio crossing one
+        #: changes the router's state version (Router.judged), so cached orders are made again.
+        self.floors: tuple[float, ...] = tuple(sorted({r.floor for r in table.rules if r.floor is not None}))
 
     def query(self, account: str, a: Any, now: float, mccmnc: str | None = None) -> RouteQuery:
         """The route query of a submit's assessment (``pdu.message.Assessment``) from ``account``."""
@@ -87,11 +87,10 @@ class Routing:
 
         The same order as :func:`router.table.candidates` (what ``route
         explain`` shows), computed without its per-connector records on the
-        hot path. ``version`` changes whenever a connector goes up or down
-        (the router's count of state changes): a single or failover rule's
-        choice is then reused until it changes. Least cost is cached per
-        rule and price key for ``LEAST_COST_TTL`` seconds of version
-        stability, so a delivery ratio crossing its floor is seen within that.
+        hot path. ``version`` changes whenever a connector goes up or down or
+        its delivery ratio crosses one of the table's floors (the router's
+        count of state changes): single, failover and least-cost choices are
+        reused until it changes (least cost per rule and price key).
         """
         rule = self.table.match(q)
         if rule is None:
@@ -129,14 +128,13 @@ class Routing:
                     version: int | None) -> Choice:
         key = (rule.index, q.mccmnc, q.country)
         cached = self._cheapest.get(key)
-        now = time.monotonic()
-        if cached is not None and version is not None and cached[1] == version and cached[2] > now:
+        if cached is not None and version is not None and cached[1] == version:
             return cached[0]
         order, _ = candidates(rule, views, q, self.rotation)
         choice = Choice(rule, tuple(order))
         if len(self._cheapest) >= 65_536:
             self._cheapest.clear()
-        self._cheapest[key] = (choice, version, now + LEAST_COST_TTL)
+        self._cheapest[key] = (choice, version)
         return choice
 
     def needs_lookup(self, q: RouteQuery) -> bool:

@@ -239,6 +239,8 @@ class Connector:
         self._refill = None
         self._outcomes: deque[bool] = deque(maxlen=RATIO_SAMPLE)
         self._delivered = 0
+        #: How many of the route table's floors the delivery ratio is at or above (-1: no ratio yet).
+        self.band = -1
 
     # ---------------------------------------------------------------- control
 

@@ -52,6 +52,7 @@ from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.receipt import DELIVER_SM_NULL, STAT_TO_STATE, format_receipt, receipt_fields
 from staffetta.pdu.session import Outstanding, Side, Timers
 from staffetta.pdu.window import Line, Window
+from staffetta.simulator.faults import Answer, FaultPlan, Faults
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,9 @@ class Carrier(protocol.ServerFactory):
         timers: Timers | None = None,
         queue_limit: int = 100_000,
         retry_delay: float = 5.0,
+        faults: Faults | None = None,
+        record: bool = False,
+        record_limit: int = 1_000_000,
     ) -> None:
         if id_format not in ID_FORMATS:
             raise ValueError(f"id_format must be one of {ID_FORMATS}, not {id_format!r}")
@@ -349,6 +353,16 @@ class Carrier(protocol.ServerFactory):
         self.queue_limit = queue_limit
         self.retry_delay = retry_delay
         self.rng = random.Random(seed)
+        #: The misbehaviour on submits (simulator/faults.py); None: a plain SMSC, the fast path.
+        self.faults = faults
+        self._plan = None if faults is None else FaultPlan(faults, seed)
+        #: destination -> short_message (or message_payload) of each submit accepted for it,
+        #: in the order the carrier took them (None unless ``record``); at most ``record_limit``.
+        self.seen: dict[bytes, list[bytes]] | None = {} if record else None
+        #: Called with (system_id of the session, submit_sm) for each submit accepted:
+        #: the handsets' conversation mode (simulator/handsets.py) replies from it.
+        self.on_accept: Any = None
+        self.record_limit = record_limit
         self.set_outcomes(outcomes if outcomes is not None else {"DELIVRD": 1.0})
 
         #: Live connections, bound or not.
@@ -368,6 +382,11 @@ class Carrier(protocol.ServerFactory):
             "binds": 0,
             "bind_failures": 0,
             "faults_sent": 0,
+            "throttled": 0,
+            "slow": 0,
+            "disconnects": 0,
+            "answers_lost": 0,
+            "recorded": 0,
             "outcomes": {},
         }
         self._rules: dict[str, Rule] = {}
@@ -375,7 +394,8 @@ class Carrier(protocol.ServerFactory):
         # Deliver_sm waiting for a session or a window slot, per owner key (None: any).
         self._lines: dict[bytes | None, Line[_Outbound]] = {}
         # The receipt timer: one heap of (due, n, item), one DelayedCall.
-        self._heap: list[tuple[float, int, _Outbound]] = []
+        # Late submit answers (simulator/faults.py) share it as plain callables.
+        self._heap: list[tuple[float, int, Any]] = []
         self._tie = itertools.count()
         self._timer: Any = None
         self._timer_due = 0.0
@@ -493,6 +513,8 @@ class Carrier(protocol.ServerFactory):
         """Start accepting ESMEs on ``interface:port`` (port 0: any free port)."""
         lp = self.reactor.listenTCP(port, self, interface=interface)
         self._ports.append(lp)
+        if self._heap and self._timer is None:
+            self._arm(self.reactor.seconds())  # listening again after close(): what is owed goes on
         return lp
 
     def stop_sessions(self) -> defer.Deferred[None]:
@@ -563,6 +585,10 @@ class Carrier(protocol.ServerFactory):
         stats = self.stats
         stats["submits"] += 1
         fields = pdu.fields
+        if self._plan is not None:
+            self._submit_faulty(proto, pdu, self._plan.decide(fields.get("destination_addr", b""),
+                                                               self.reactor.seconds()))
+            return
         rule = self.match(fields.get("destination_addr", b"")) if self._rules else None
         if rule is not None:
             if not rule.respond:
@@ -581,7 +607,87 @@ class Carrier(protocol.ServerFactory):
                 return
         mid = self._next_id()
         proto.session.respond(pdu, 0, {"message_id": mid})
+        if self.seen is not None:
+            self._record(pdu)
+        if self.on_accept is not None:
+            self.on_accept(proto.key, pdu)
         self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
+
+    def _submit_faulty(self, proto: CarrierProtocol, pdu: Pdu, answer: Answer) -> None:
+        """Carry out a :class:`FaultPlan` answer: scripts, then now or later, then maybe drop."""
+        stats = self.stats
+        cause = answer.cause
+        if cause == "throttled":
+            stats["throttled"] += 1
+        elif cause == "slow":
+            stats["slow"] += 1
+        if not answer.respond:
+            stats["submits_unanswered"] += 1
+            proto.session.forget(pdu)  # a lost submit holds no inbound slot: the hub must time it out
+            return
+        dest = pdu.fields.get("destination_addr", b"")
+        rule = self.match(dest) if self._rules and cause not in ("magic", "throttled") else None
+        status = answer.status
+        if rule is not None:
+            if not rule.respond:
+                stats["submits_unanswered"] += 1
+                return
+            if rule.answer is not None:
+                stats["submits_rejected"] += 1
+                stats["faults_sent"] += 1
+                proto.write_raw(fault_bytes(rule.answer, pdu.sequence))
+                return
+            status = rule.submit_status
+        if answer.stat is not None:
+            rule = Rule(dest, stat=answer.stat)
+        if answer.delay > 0:
+            self._schedule(self.reactor.seconds() + answer.delay,
+                           lambda: self._answer(proto, pdu, status, rule, answer.disconnect, True))
+        else:
+            self._answer(proto, pdu, status, rule, answer.disconnect, False)
+
+    def _answer(self, proto: CarrierProtocol, pdu: Pdu, status: int, rule: Rule | None,
+                disconnect: bool, late: bool) -> None:
+        """One submit's answer (maybe late): the id and a receipt, or a refusal; then maybe drop."""
+        stats = self.stats
+        if late and (proto.transport is None or not proto.connected):
+            stats["answers_lost"] += 1  # the connection went first: the hub never sees this answer
+            return
+        if status:
+            stats["submits_rejected"] += 1
+            if status == Status.ESME_RTHROTTLED and rule is not None:
+                stats["throttled"] += 1
+            proto.session.respond(pdu, status)
+        else:
+            mid = self._next_id()
+            proto.session.respond(pdu, 0, {"message_id": mid})
+            if self.seen is not None:
+                self._record(pdu)
+            if self.on_accept is not None:
+                self.on_accept(proto.key, pdu)
+            fields = pdu.fields
+            self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
+        if disconnect:
+            stats["disconnects"] += 1
+            proto.drop("simulated disconnect")  # flushes the answer, then closes (no unbind)
+        elif late:
+            proto.flush()
+
+    def _record(self, pdu: Pdu) -> None:
+        """Note an accepted submit's text under its destination (the order tests check)."""
+        stats = self.stats
+        if stats["recorded"] >= self.record_limit:
+            return
+        stats["recorded"] += 1
+        fields = pdu.fields
+        text = fields.get("short_message") or (pdu.tlvs or {}).get(_T_PAYLOAD, b"")
+        seen = self.seen
+        assert seen is not None
+        dest = fields.get("destination_addr", b"")
+        lst = seen.get(dest)
+        if lst is None:
+            lst = seen[dest] = []
+        lst.append(text)
 
     def _submit_multi(self, proto: CarrierProtocol, pdu: Pdu) -> None:
         """submit_multi: one id for the whole submission, one receipt per SME destination."""
@@ -636,7 +742,11 @@ class Carrier(protocol.ServerFactory):
 
     # ---------------------------------------------------------- receipt timer
 
-    def _schedule(self, due: float, item: _Outbound) -> None:
+    def call_later(self, delay: float, fn: Any) -> None:
+        """Call ``fn()`` after ``delay`` seconds on the receipt timer (one heap, one DelayedCall)."""
+        self._schedule(self.reactor.seconds() + delay, fn)
+
+    def _schedule(self, due: float, item: Any) -> None:
         heapq.heappush(self._heap, (due, next(self._tie), item))
         timer = self._timer
         if timer is None:
@@ -663,6 +773,12 @@ class Carrier(protocol.ServerFactory):
         try:
             while heap and heap[0][0] <= now:
                 item = pop(heap)[2]
+                if item.__class__ is not _Outbound:
+                    try:
+                        item()  # a late submit answer, a handset's reply (call_later)
+                    except Exception:
+                        log.exception("delayed call failed")
+                    continue
                 try:
                     if item.fields is None:
                         self._build_receipt(item, now)

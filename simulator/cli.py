@@ -99,25 +99,52 @@ def _error(cmd: str, msg: str) -> None:
 # -------------------------------------------------------------------- simulator
 
 
+#: The single carrier's own options and their defaults: with --carrier/--fleet each
+#: carrier says these itself, so giving one of them there is a mistake, not ignored.
+SINGLE_CARRIER_DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1:2776",
+    "dlr_delay": 1.0,
+    "outcomes": "DELIVRD=1.0",
+    "id_format": "decimal",
+    "receipt_format": "strict",
+    "system_id": "staffsim",
+    "credential": None,
+    "window": 100,
+    # The handsets (simulator/handsets.py); a fleet carrier says mo_rate=... itself.
+    "mo_rate": 0.0,
+    "mo_count": 0,
+    "mo_to": "4000",
+    "mo_text": "Hello",
+    "mo_long_share": 0.0,
+    "reply_share": 0.0,
+    "reply_delay": 2.0,
+    "reply_text": "Re: {text}",
+}
+
+
 def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default="127.0.0.1:2776", metavar="HOST:PORT",
+    parser.add_argument("--carrier", action="append", default=None, metavar="name=N,port=P,KEY=VALUE,...",
+                        help="run a fleet: one carrier per flag (repeatable; docs/simulator.md lists the keys)")
+    parser.add_argument("--fleet", default=None, metavar="FILE",
+                        help="run the fleet a YAML file describes (with or without --carrier)")
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT",
                         help="SMPP address to accept ESMEs on (default 127.0.0.1:2776)")
-    parser.add_argument("--dlr-delay", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--dlr-delay", type=float, default=None, metavar="SECONDS",
                         help="delay between submit_sm_resp and the receipt (default 1.0)")
-    parser.add_argument("--outcomes", default="DELIVRD=1.0", metavar="STAT=WEIGHT,...",
+    parser.add_argument("--outcomes", default=None, metavar="STAT=WEIGHT,...",
                         help="receipt outcome mix, e.g. DELIVRD=0.9,UNDELIV=0.05,REJECTD=0.05")
-    parser.add_argument("--id-format", choices=ID_FORMATS, default="decimal",
+    parser.add_argument("--id-format", choices=ID_FORMATS, default=None,
                         help="message ids we issue (default decimal)")
-    parser.add_argument("--receipt-format", choices=RECEIPT_FORMATS, default="strict",
+    parser.add_argument("--receipt-format", choices=RECEIPT_FORMATS, default=None,
                         help="receipt text: strict Appendix B, 12digit dates, Text: key, tlv_only")
     parser.add_argument("--control", default="127.0.0.1:2777", metavar="HOST:PORT",
                         help="HTTP control address, or 'off' (default 127.0.0.1:2777)")
     parser.add_argument("--seed", type=int, default=None, help="seed for outcomes and ids")
-    parser.add_argument("--system-id", default="staffsim", help="our system_id in bind responses")
+    parser.add_argument("--system-id", default=None, help="our system_id in bind responses (default staffsim)")
     parser.add_argument("--credential", type=_credential, action="append", default=None,
                         metavar="SYSTEM_ID:PASSWORD",
                         help="accept only these binds (repeatable; default: accept any)")
-    parser.add_argument("--window", type=int, default=100,
+    parser.add_argument("--window", type=int, default=None,
                         help="deliver_sm window per session (default 100)")
     parser.add_argument("--hlr", default="127.0.0.1:2778", metavar="HOST:PORT",
                         help="HLR lookup HTTP address, or 'off' (default 127.0.0.1:2778)")
@@ -126,10 +153,30 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hlr-error-rate", type=float, default=0.0, metavar="P",
                         help="share of HLR lookups answered HTTP 500 (default 0)")
     parser.add_argument("--hlr-csv", metavar="FILE", help="fixed HLR answers: number,status,mcc,mnc,...")
+    parser.add_argument("--mo-rate", type=float, default=None, metavar="MO_PER_S",
+                        help="handsets send this many MO per second while a receiver is bound (default 0: none)")
+    parser.add_argument("--mo-count", type=int, default=None, metavar="N",
+                        help="stop the MO load after N (default 0: no end)")
+    parser.add_argument("--mo-to", default=None, metavar="ADDR,...",
+                        help="the numbers the handsets write to, in turn (default 4000)")
+    parser.add_argument("--mo-text", default=None, help="the MO text (default Hello)")
+    parser.add_argument("--mo-long-share", type=float, default=None, metavar="P",
+                        help="share of MO sent as multipart, parts reversed (default 0)")
+    parser.add_argument("--reply-share", type=float, default=None, metavar="P",
+                        help="share of MT recipients that reply to the sender (default 0)")
+    parser.add_argument("--reply-delay", type=float, default=None, metavar="SECONDS",
+                        help="seconds from the MT to its reply (default 2)")
+    parser.add_argument("--reply-text", default=None,
+                        help="the reply; {text} is the MT's first 40 characters, {n} a counter (default 'Re: {text}')")
 
 
 def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
-    """Run the simulator until interrupted; returns the exit code."""
+    """Run the simulator (one carrier, or a fleet) until interrupted; returns the exit code."""
+    if getattr(args, "carrier", None) or getattr(args, "fleet", None):
+        return fleet_main(args, reactor)
+    for name, default in SINGLE_CARRIER_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
     try:
         host, port = parse_hostport(args.listen)
     except ValueError as exc:
@@ -152,6 +199,15 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
         return 2
     if args.window < 1:
         _error("simulator", "--window: must be >= 1")
+        return 2
+    from staffetta.simulator.fleet import HANDSET_FIELDS, CarrierSpec, SpecError, handsets_for
+
+    try:
+        handsets = CarrierSpec("sim", **{k: getattr(args, k) for k in HANDSET_FIELDS if k != "mo_to"},
+                               mo_to=tuple(t.strip() for t in str(args.mo_to).split(",") if t.strip()))
+    except (SpecError, TypeError) as exc:
+        field, _, why = str(exc).partition(": ")
+        _error("simulator", f"--{field.replace('_', '-')}: {why}")
         return 2
 
     from twisted.internet.error import CannotListenError
@@ -182,6 +238,9 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
     except CannotListenError as exc:
         _error("simulator", f"--listen: cannot listen on {host}:{port}: {exc.socketError}")
         return 1
+    load, _conv = handsets_for(carrier, handsets, args.seed)
+    if load is not None:
+        load.start()
     where = f"listening on {host}:{lp.getHost().port}"
     if control is not None:
         try:
@@ -192,7 +251,111 @@ def simulator_main(args: argparse.Namespace, reactor: Any = None) -> int:
         where += f", control http://{control[0]}:{cp.getHost().port}/stats"
     where += hlr_where
     mix = ", ".join(f"{k} {v:.0%}" for k, v in carrier.outcomes.items())
+    if handsets.mo_rate:
+        mix += f"; MO {handsets.mo_rate:g}/s to {','.join(handsets.mo_to)}"
+    if handsets.reply_share:
+        mix += f"; replies {handsets.reply_share:.0%} after {handsets.reply_delay}s"
     print(f"staffetta simulator: {where}; dlr delay {args.dlr_delay}s; outcomes {mix}", flush=True)
+    reactor.run()
+    return 0
+
+
+def fleet_main(args: argparse.Namespace, reactor: Any = None) -> int:
+    """``staffetta simulator --carrier ... / --fleet FILE``: run a fleet until interrupted."""
+    from staffetta.simulator.fleet import SpecError, check_fleet, load_fleet_file, parse_carrier_flag
+
+    for name in SINGLE_CARRIER_DEFAULTS:
+        if getattr(args, name, None) is not None:
+            _error("simulator", f"--{name.replace('_', '-')}: not with --carrier/--fleet "
+                                "(each carrier sets its own, e.g. port=2776)")
+            return 2
+    specs = []
+    seed = args.seed
+    if args.fleet:
+        try:
+            ff = load_fleet_file(args.fleet)
+        except SpecError as exc:
+            _error("simulator", f"--fleet {exc}")
+            return 2
+        specs.extend(ff.carriers)
+        if seed is None:
+            seed = ff.seed
+    for text in args.carrier or ():
+        try:
+            specs.append(parse_carrier_flag(text))
+        except SpecError as exc:
+            _error("simulator", f"--carrier {text!r}: {exc}")
+            return 2
+    try:
+        check_fleet(specs, "--carrier/--fleet")
+    except SpecError as exc:
+        _error("simulator", str(exc))
+        return 2
+    control: tuple[str, int] | None = None
+    if str(args.control).lower() not in ("off", "none", ""):
+        try:
+            control = parse_hostport(args.control)
+        except ValueError as exc:
+            _error("simulator", f"--control: {exc}")
+            return 2
+    hlr_spec = str(getattr(args, "hlr", "off") or "off")
+    hlr_at: tuple[str, int] | None = None
+    if hlr_spec.lower() not in ("off", "none"):
+        try:
+            hlr_at = parse_hostport(hlr_spec)
+        except ValueError as exc:
+            _error("simulator", f"--hlr: {exc}")
+            return 2
+    latency, rate = getattr(args, "hlr_latency", 0.0), getattr(args, "hlr_error_rate", 0.0)
+    if not 0 <= latency < math.inf:
+        _error("simulator", "--hlr-latency: must be a number of seconds >= 0")
+        return 2
+    if not 0 <= rate <= 1:
+        _error("simulator", "--hlr-error-rate: must be between 0 and 1")
+        return 2
+
+    from twisted.internet.error import CannotListenError
+
+    from staffetta.simulator.control import listen_fleet_control
+    from staffetta.simulator.fleet import start_fleet
+
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        fleet = start_fleet(reactor, specs, seed=seed, hlr_port=None if hlr_at is None else hlr_at[1],
+                            hlr_host=hlr_at[0] if hlr_at else "127.0.0.1", latency=latency, error_rate=rate,
+                            csv_path=getattr(args, "hlr_csv", None))
+    except CannotListenError as exc:
+        owner = next((f"carrier {s.name}" for s in specs if s.port == exc.port and exc.port), "--hlr")
+        _error("simulator", f"{owner}: cannot listen on {exc.interface}:{exc.port}: {exc.socketError}")
+        return 1
+    except (OSError, ValueError) as exc:
+        _error("simulator", f"--hlr-csv: {exc}")
+        return 2
+    lines = []
+    for name, spec in fleet.specs.items():
+        host, port = fleet.address(name)
+        mix = ", ".join(f"{k} {v:.0%}" for k, v in fleet.carriers[name].outcomes.items())
+        extra = [f"latency {spec.latency}s"] if spec.latency else []
+        if spec.throughput:
+            extra.append(f"{spec.throughput:g} msg/s")
+        if spec.mccmnc:
+            extra.append(f"network {spec.mccmnc}")
+        lines.append(f"  {name}: {host}:{port}; dlr delay {spec.dlr_delay}s; outcomes {mix}"
+                     + ("".join(f"; {e}" for e in extra)))
+    where = ""
+    if control is not None:
+        try:
+            cp = listen_fleet_control(fleet, control[1], control[0])
+        except CannotListenError as exc:
+            _error("simulator", f"--control: cannot listen on {control[0]}:{control[1]}: {exc.socketError}")
+            return 1
+        where += f"; control http://{control[0]}:{cp.getHost().port}/stats"
+    if fleet.hlr is not None:
+        where += f"; hlr {fleet.hlr.url}/lookup"
+    print(f"staffetta simulator: fleet of {len(specs)} listening{where}\n" + "\n".join(lines), flush=True)
     reactor.run()
     return 0
 

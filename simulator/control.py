@@ -6,7 +6,9 @@ scripts in other processes, benchmarks). JSON in, JSON out::
 
     GET  /stats             counters, queue sizes, sessions
     POST /mo                {"source", "destination", "text", "data_coding"?, "esm_class"?,
-                             "system_id"?, "wait"?}  -> inject an MO
+                             "system_id"?, "wait"?, "multipart"?, "order"?}  -> inject an MO
+                            (multipart: udh8|udh16|sar, order: reverse|shuffle|last_first|in_order
+                             or a list of part numbers: a long MO cut in parts, sent in that order)
     POST /script            {"prefix", "submit_status"?, "stat"?, "err"?, "delay"?,
                              "respond"?, "answer"?}  -> add/replace a rule
     GET  /script            the rules
@@ -14,6 +16,10 @@ scripts in other processes, benchmarks). JSON in, JSON out::
     POST /fault             {"kind"}  -> send a fault fixture to every bound session
 
 Every error is a 400 with ``{"error": "..."}`` naming the field.
+
+A fleet (simulator/fleet.py) serves the same endpoints per carrier under its
+name (``/NAME/stats``, ``/NAME/mo``, ...), ``POST /NAME/down`` and
+``POST /NAME/up`` (a dead carrier and its return) and ``GET /stats`` for all.
 """
 
 from __future__ import annotations
@@ -95,15 +101,26 @@ class MoResource(_Endpoint):
         esm = _field(data, "esm_class", int, 0)
         sid = _field(data, "system_id", str, None)
         wait = _field(data, "wait", bool, False)
+        form = _field(data, "multipart", str, None)
+        order = _field(data, "order", (str, list), "reverse")
         if not 0 <= dc <= 255:
             raise BadRequest("data_coding: must be 0-255")
         if not 0 <= esm <= 255:
             raise BadRequest("esm_class: must be 0-255")
-        try:
-            d = self.carrier.inject_mo(source, destination, text, data_coding=dc, esm_class=esm,
-                                       system_id=sid)
-        except ValueError as exc:
-            raise BadRequest(f"text/source/destination: {exc}") from None
+        d: Any
+        if form is not None:
+            from staffetta.simulator.handsets import multipart_mo
+
+            try:
+                d = multipart_mo(self.carrier, source, destination, text, form=form, order=order, system_id=sid)
+            except ValueError as exc:
+                raise BadRequest(f"multipart/order/source/destination: {exc}") from None
+        else:
+            try:
+                d = self.carrier.inject_mo(source, destination, text, data_coding=dc, esm_class=esm,
+                                           system_id=sid)
+            except ValueError as exc:
+                raise BadRequest(f"text/source/destination: {exc}") from None
         if not wait:
             d.addErrback(lambda _f: None)  # nobody waits: a dropped MO is only counted
             return _json(request, 202, {"queued": True})
@@ -111,10 +128,15 @@ class MoResource(_Endpoint):
         finished = [False]
         request.notifyFinish().addErrback(lambda _f: finished.__setitem__(0, True))
 
-        def done(status: int) -> None:
-            if not finished[0]:
-                request.write(_json(request, 200, {"status": status, "status_name": status_name(status)}))
-                request.finish()
+        def done(status: int | list[int]) -> None:
+            if finished[0]:
+                return
+            if isinstance(status, list):  # a multipart MO: one status per part, in part order
+                body = {"statuses": status, "status_names": [status_name(s) for s in status]}
+            else:
+                body = {"status": status, "status_name": status_name(status)}
+            request.write(_json(request, 200, body))
+            request.finish()
 
         def failed(f: Failure) -> None:
             if not finished[0]:
@@ -165,17 +187,69 @@ class FaultResource(_Endpoint):
         return _json(request, 200, {"kind": kind, "sessions": n})
 
 
-def control_site(carrier: Carrier) -> server.Site:
-    """The twisted.web Site serving the control endpoints (no access log)."""
+def carrier_resource(carrier: Carrier) -> resource.Resource:
+    """The control endpoints of one carrier, as children of one resource."""
     root = resource.Resource()
     root.putChild(b"stats", StatsResource(carrier))
     root.putChild(b"mo", MoResource(carrier))
     root.putChild(b"script", ScriptResource(carrier))
     root.putChild(b"fault", FaultResource(carrier))
+    return root
+
+
+def _site(root: resource.Resource) -> server.Site:
     site = server.Site(root)
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]
     return site
+
+
+def control_site(carrier: Carrier) -> server.Site:
+    """The twisted.web Site serving the control endpoints (no access log)."""
+    return _site(carrier_resource(carrier))
+
+
+class FleetStatsResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, fleet: Any) -> None:
+        super().__init__()
+        self.fleet = fleet
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+        return _json(request, 200, self.fleet.snapshot())
+
+
+class UpDownResource(resource.Resource):
+    """``POST /NAME/down`` kills a fleet carrier (connects refused), ``POST /NAME/up`` revives it."""
+
+    isLeaf = True
+
+    def __init__(self, fleet: Any, name: str, up: bool) -> None:
+        super().__init__()
+        self.fleet, self.name, self.up = fleet, name, up
+
+    def render_POST(self, request: server.Request) -> bytes:  # noqa: N802
+        fleet, name = self.fleet, self.name
+        if self.up != (not fleet.is_up(name)):
+            return _json(request, 409, {"error": f"{name} is already {'up' if self.up else 'down'}"})
+        if self.up:
+            fleet.up(name)
+        else:
+            fleet.down(name)
+        return _json(request, 200, {"carrier": name, "up": self.up, "port": fleet.port(name)})
+
+
+def fleet_control_site(fleet: Any) -> server.Site:
+    """``/NAME/...`` per carrier of a :class:`simulator.fleet.Fleet` (plus up/down), ``/stats`` for all."""
+    root = resource.Resource()
+    root.putChild(b"stats", FleetStatsResource(fleet))
+    for name, carrier in fleet.carriers.items():
+        child = carrier_resource(carrier)
+        child.putChild(b"down", UpDownResource(fleet, name, False))
+        child.putChild(b"up", UpDownResource(fleet, name, True))
+        root.putChild(name.encode("ascii"), child)
+    return _site(root)
 
 
 def listen_control(carrier: Carrier, port: int, interface: str = "127.0.0.1") -> IListeningPort:
@@ -183,4 +257,9 @@ def listen_control(carrier: Carrier, port: int, interface: str = "127.0.0.1") ->
     return carrier.reactor.listenTCP(port, control_site(carrier), interface=interface)
 
 
-__all__ = ["control_site", "listen_control"]
+def listen_fleet_control(fleet: Any, port: int, interface: str = "127.0.0.1") -> IListeningPort:
+    """Serve a fleet's control API on ``interface:port``."""
+    return fleet.reactor.listenTCP(port, fleet_control_site(fleet), interface=interface)
+
+
+__all__ = ["carrier_resource", "control_site", "fleet_control_site", "listen_control", "listen_fleet_control"]

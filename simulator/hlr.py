@@ -28,6 +28,15 @@ the same answers, in any order, in any process. A CSV of fixed answers
 original_network,roaming_country``; status ``valid|absent|unknown|invalid``
 or the wire names) overrides the rules for its numbers.
 
+Served prefixes (:meth:`HlrSimulator.serve`, what a fleet carrier's
+``mccmnc`` and ``serves`` say): a number under a served prefix is, for the
+given share of such numbers (decided by a hash of seed and number), a live
+subscriber (``DELIVERED``) whose serving network is that MCC-MNC; when that is
+not its prefix's home network it is ``ported``. So one carrier of a fleet can
+be the network that serves another network's numbers, and a routing test can
+send a ported number to it. The longest served prefix wins; fixed answers
+still come first.
+
 Every answer waits ``latency`` seconds (``reactor.callLater``: the simulator
 never blocks), so timeouts and concurrency limits can be exercised.
 """
@@ -80,6 +89,16 @@ NETWORKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 _ALIASES = {"t-mobile": "Telekom", "wind": "WindTre", "3": "WindTre", "h3g": "WindTre", "e-plus": "O2 DE",
             "o2": "O2 UK", "orange": "Orange", "free": "Free Mobile", "bouygues telecom": "Bouygues"}
 _ROAMING = ("FR", "DE", "ES", "GB", "CH", "US", "AT", "GR")
+
+
+def network_name(mccmnc: str) -> str:
+    """Our name of network ``mccmnc`` (from :data:`NETWORKS`), or ``"MCCMNC <mccmnc>"``."""
+    for mcc, nets in NETWORKS.values():
+        if mccmnc.startswith(mcc):
+            for mnc, name in nets:
+                if mcc + mnc == mccmnc:
+                    return name
+    return f"MCCMNC {mccmnc}"
 
 
 def _uniforms(seed: int, number: str) -> tuple[float, float, float, float]:
@@ -146,6 +165,9 @@ class HlrSimulator:
         self.p_roaming = p_roaming
         self.token = token
         self.fixed: dict[str, dict[str, Any]] = {}
+        #: prefix -> (mccmnc, network name, share): see :meth:`serve`.
+        self.served: dict[str, tuple[str, str, float]] = {}
+        self._served_lengths: list[int] = []
         self._rng = random.Random(seed)
         self.ports: list[IListeningPort] = []
         self._pending: set[Any] = set()
@@ -160,6 +182,10 @@ class HlrSimulator:
         fixed = self.fixed.get(msisdn)
         if fixed is not None:
             return fixed
+        if self.served:
+            answer = self._served_answer(msisdn)
+            if answer is not None:
+                return answer
         found = _mobile_region(msisdn)
         if found is None:
             return {"msisdn": msisdn, "result": NOT_MOBILE, "serving": None, "home": None,
@@ -188,6 +214,43 @@ class HlrSimulator:
             roaming = {"country": choices[int(u_roam * 7919) % len(choices)]}
         return {"msisdn": msisdn, "result": result, "serving": serving, "home": home,
                 "ported": ported, "roaming": roaming}
+
+    def serve(self, prefix: str, mccmnc: str, name: str | None = None, share: float = 1.0) -> None:
+        """Numbers under ``prefix`` are served by network ``mccmnc`` (``share`` of them, seeded).
+
+        The numbers picked are the same for the same seed, in any order and
+        any process; a later call for the same prefix replaces the earlier.
+        """
+        if not prefix.isdigit():
+            raise ValueError(f"prefix: {prefix!r} is not digits")
+        if not (mccmnc.isdigit() and len(mccmnc) in (5, 6)):
+            raise ValueError(f"mccmnc: {mccmnc!r} is not 5 or 6 digits (MCC + MNC)")
+        if not 0 < share <= 1:
+            raise ValueError(f"share: {share!r} is not a share in (0, 1]")
+        self.served[prefix] = (mccmnc, name or network_name(mccmnc), float(share))
+        self._served_lengths = sorted({len(p) for p in self.served}, reverse=True)
+
+    def _served_answer(self, msisdn: str) -> dict[str, Any] | None:
+        for n in self._served_lengths:
+            rule = self.served.get(msisdn[:n]) if len(msisdn) >= n else None
+            if rule is None:
+                continue
+            mccmnc, name, share = rule
+            if share < 1:
+                h = hashlib.sha256(f"{self.seed}:serve:{msisdn}".encode()).digest()
+                if int.from_bytes(h[:8], "big") / 2**64 >= share:
+                    return None
+            found = _mobile_region(msisdn)
+            home = None
+            if found is not None:
+                u_net = _uniforms(self.seed, msisdn)[1]
+                hmcc, hmnc, hname, _nets = _home(found[0], found[1], u_net)
+                home = {"mccmnc": hmcc + hmnc, "name": hname}
+            serving = {"mccmnc": mccmnc, "name": name}
+            return {"msisdn": msisdn, "result": DELIVERED, "serving": serving,
+                    "home": home or dict(serving), "ported": home is not None and home["mccmnc"] != mccmnc,
+                    "roaming": None}
+        return None
 
     def fix(self, number: str, status: str = "valid", *, mcc: str | None = None, mnc: str | None = None,
             network: str | None = None, ported: bool = False, original_mcc: str | None = None,
@@ -430,4 +493,4 @@ def listen_hlr(reactor: Any, port: int = 0, interface: str = "127.0.0.1", **kw: 
     return sim
 
 
-__all__ = ["NETWORKS", "HlrSimulator", "hlr_site", "listen_hlr"]
+__all__ = ["NETWORKS", "HlrSimulator", "hlr_site", "listen_hlr", "network_name"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from staffetta.pdu.codec import Pdu, encode
 from staffetta.pdu.constants import ESM_UDHI, Command, Tag
 from staffetta.pdu.gsm import encode as gsm_encode
+from staffetta.simulator.faults import magic
 
 REALISTIC = "realistic"
 SINGLE_DESTINATION = "single-destination"
@@ -119,7 +120,10 @@ class Destinations:
         table = self._table
         n = table[self._i % len(table)]
         self._i += 1
-        return n.next()
+        number = n.next()
+        while magic(number) is not None:
+            number = n.next()  # never a magic destination (simulator/faults.py): a bench is not a fault test
+        return number
 
 
 # --------------------------------------------------------------------- shapes

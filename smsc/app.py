@@ -86,6 +86,7 @@ class Hub:
             self.writer, reactor, self.outbox, self.read, self.outbox_ids, metrics=self.metrics,
             receipt_ttl=settings.outbox_ttl, refund_network_failures=self._refunds_network_failures,
             max_tracked=settings.max_tracked, track_grace=settings.track_grace, query_of=self._query_of,
+            max_scheduled=settings.max_scheduled, schedule_horizon=MAX_VALIDITY,
         )
         self.router.set_routing(Routing(route_table(settings), groups_from_config(settings.account_groups)))
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
@@ -106,7 +107,7 @@ class Hub:
         self.max_validity = MAX_VALIDITY
         self.pipeline = SubmitPipeline(
             routes=self.router, message_ids=self.message_ids, default_validity=DEFAULT_VALIDITY,
-            max_validity=MAX_VALIDITY,
+            max_validity=MAX_VALIDITY, check_schedule=self.router.schedule.admit,
         )
         self.clients: set = set()
         self.sessions_by_account: dict[int, set] = {}
@@ -119,7 +120,10 @@ class Hub:
     # ----------------------------------------------------------------- helpers
 
     def _connector(self, u: UpstreamSettings) -> Connector:
-        return Connector(u, self.router, self.reactor, timers=self.timers, pdu_counts=self.metrics.pdu_counts,
+        timers = self.timers
+        if u.enquire_link is not None:
+            timers = Timers(timers.session_init, u.enquire_link, timers.response, timers.inactivity)
+        return Connector(u, self.router, self.reactor, timers=timers, pdu_counts=self.metrics.pdu_counts,
                          max_queue=self.settings.max_queue)
 
     def _query_of(self, record) -> RouteQuery:
@@ -369,6 +373,7 @@ class Hub:
             ratio = c.delivery_ratio
             if ratio is not None:
                 m.upstream_ratio.labels(name).set(ratio)
+        m.scheduled.set(len(self.router.schedule))
 
     # -------------------------------------------------------------- lifecycle
 
@@ -377,7 +382,8 @@ class Hub:
         for c in self.router.connectors.values():
             c.start()
         with self.engine.connect() as conn:
-            queued = store.queued_messages(conn, limit=self.settings.max_queue)
+            # Queued rows include those scheduled for later (the router holds them back).
+            queued = store.queued_messages(conn, limit=self.settings.max_queue + self.settings.max_scheduled)
             alerts = pending_alerts(conn)
             self._apply_settings(self._load_settings(conn, []))
         self.metrics.know_accounts(self.engine)  # resumed messages are labelled by name, not id
@@ -393,6 +399,8 @@ class Hub:
         if queued:
             log.info("resuming %d messages accepted but not yet sent upstream", len(queued))
             self.router.resume(queued)
+            if len(self.router.schedule):
+                log.info("%d of them wait for their scheduled time", len(self.router.schedule))
         host, port = parse_hostport(self.settings.listen, "listen")
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
@@ -411,6 +419,7 @@ class Hub:
         for loop in self._sweeps:
             if loop.running:
                 loop.stop()
+        self.router.schedule.stop()
         if self.port is not None:
             yield self.port.stopListening()
         if self.metrics_port is not None:

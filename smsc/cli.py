@@ -346,20 +346,19 @@ def cmd_demo(args) -> int:
     from twisted.internet import reactor
 
     from staffetta.conf.settings import HlrSettings
-    from staffetta.simulator.hlr import listen_hlr
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     base = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
-    hlr_sim = listen_hlr(reactor, 0)  # the simulator's HLR; lookups are off until an account asks
-    fleet = start_demo_fleet(reactor, args.dlr_delay)
-    ports = {name: lp.getHost().port for name, (_, lp) in fleet.items()}
+    fleet = start_demo_fleet(reactor, args.dlr_delay)  # two carriers and the HLR (lookups off until asked)
+    hlr_url = fleet.hlr.url
+    ports = {name: fleet.port(name) for name in DEMO_CARRIERS}
 
     def aimed(settings: Settings) -> Settings:
         """The config (or the built-in one) aimed at this process's simulators: at start and on SIGHUP."""
-        settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_sim.url}))
+        settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_url}))
         return demo_settings(settings, ports)
 
     settings = aimed(base)
@@ -374,7 +373,7 @@ def cmd_demo(args) -> int:
         "metrics": metrics,
         "carrier": f"127.0.0.1:{ports[DEMO_CARRIERS[0]]}",
         "carriers": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
-        "hlr": hlr_sim.url,
+        "hlr": hlr_url,
         "config": _config_path(args),
     }
     reloads = reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
@@ -386,7 +385,7 @@ def cmd_demo(args) -> int:
         f"  carriers: alpha on 127.0.0.1:{ports['alpha']} (cheap; refuses {DEMO_REFUSED}... with ESME_RSYSERR), "
         f"beta on 127.0.0.1:{ports['beta']}; receipts after {args.dlr_delay}s\n"
         f"  routes:  +39 failover alpha -> beta; the rest least-cost (docs/routing.md)\n"
-        f"  HLR:     simulator at {hlr_sim.url} (turn on with: staffetta account set demo --hlr cached)\n"
+        f"  HLR:     simulator at {hlr_url} (turn on with: staffetta account set demo --hlr cached)\n"
         f"  metrics: {'off' if metrics is None else f'http://{metrics}/metrics'}\n"
         f"  data:    {settings.db_url}\n"
         f"  addresses for the other verbs: {addresses}\n"
@@ -414,18 +413,21 @@ DEMO_ROUTES = [
 ]
 
 
-def start_demo_fleet(reactor: Any, dlr_delay: float) -> dict[str, tuple[Any, Any]]:
-    """The demo's two simulated carriers on free ports: name -> (carrier, listening port)."""
-    from staffetta.pdu.constants import Status
-    from staffetta.simulator.carrier import Carrier
+def start_demo_fleet(reactor: Any, dlr_delay: float) -> Any:
+    """The demo's two simulated carriers (simulator/fleet.py) on free ports, with the fleet's HLR.
 
-    fleet = {}
-    for name in DEMO_CARRIERS:
-        carrier = Carrier(reactor, dlr_delay=dlr_delay,
-                          credentials={DEMO_SIM_SYSTEM_ID.encode(): DEMO_SIM_PASSWORD.encode()})
-        fleet[name] = (carrier, carrier.listen(0))
-    fleet["alpha"][0].script(DEMO_REFUSED, submit_status=Status.ESME_RSYSERR)  # a failover to watch
-    return fleet
+    alpha is the cheap one and refuses ``DEMO_REFUSED``... with ESME_RSYSERR,
+    which the Italy rule fails over on: the failover to watch in /metrics.
+    """
+    from staffetta.pdu.constants import Status
+    from staffetta.simulator.fleet import CarrierSpec, start_fleet
+
+    login = {DEMO_SIM_SYSTEM_ID: DEMO_SIM_PASSWORD}
+    return start_fleet(reactor, [
+        CarrierSpec("alpha", dlr_delay=dlr_delay, credentials=login, mccmnc="22288",
+                    errors={DEMO_REFUSED: int(Status.ESME_RSYSERR)}),
+        CarrierSpec("beta", dlr_delay=dlr_delay, credentials=login, mccmnc="22210", latency=0.005),
+    ], seed=1)
 
 
 def demo_settings(settings: Settings, ports: dict[str, int]) -> Settings:

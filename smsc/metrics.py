@@ -137,6 +137,9 @@ class HubMetrics:
         self.upstream_queue = Gauge(
             "staffetta_upstream_queue", "messages waiting for the carrier window", ["connector"], registry=r
         )
+        self.scheduled = Gauge(
+            "staffetta_scheduled_messages", "messages held for their schedule_delivery_time", registry=r
+        )
         self.writer_batch = Histogram(
             "staffetta_writer_batch_rows", "rows per group commit",
             buckets=(1, 5, 10, 25, 50, 100, 200, 500), registry=r,

@@ -40,6 +40,7 @@ from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.message import AccountPolicy, Assessment, assess_submit
 from staffetta.router.record import MessageRecord
 from staffetta.router.routes import Choice
+from staffetta.router.schedule import lifetime
 from staffetta.router.table import RouteQuery
 from staffetta.smsc.throttle import TokenBucket
 
@@ -158,8 +159,11 @@ class SubmitPipeline:
     """
 
     def __init__(self, *, routes: Routes, message_ids: Callable[[], int],
-                 default_validity: float, max_validity: float) -> None:
+                 default_validity: float, max_validity: float,
+                 check_schedule: Callable[[float, float], tuple[int, str] | None] | None = None) -> None:
         self.routes = routes
+        #: ``(deliver_at, now)`` -> ``(status, reason)`` when a schedule cannot be held (Schedule.admit).
+        self.check_schedule = check_schedule
         self.message_ids = message_ids
         self.default_validity = default_validity
         self.max_validity = max_validity
@@ -171,6 +175,10 @@ class SubmitPipeline:
             a = assess_submit(fields, tlvs, who.policy)
         except SubmitRejected as exc:
             return self.refuse(account, exc.status, f"{exc.field}: {exc.reason}")
+        if a.schedule is not None and self.check_schedule is not None:
+            held = self.check_schedule(a.schedule.timestamp(), now)
+            if held is not None:
+                return self.refuse(account, *held)
         routes = self.routes
         q = routes.query(account.name, a, now)
         route = routes.choose(q)
@@ -237,11 +245,7 @@ class SubmitPipeline:
 
     def _accepted(self, fields: dict, tlvs: dict[int, bytes], a: Assessment, who: Submitter,
                   route: Choice, price: int, now: float, mccmnc: str | None) -> Accepted:
-        validity = a.validity
-        if validity is None:
-            expires_at = now + self.default_validity
-        else:
-            expires_at = min(validity.timestamp(), now + self.max_validity)
+        deliver_at, expires_at = lifetime(a.schedule, a.validity, now, self.default_validity, self.max_validity)
         record = MessageRecord.from_submit(self.message_ids(), who.account.id, fields, tlvs, a, now,
-                                           expires_at, route.rule.name, mccmnc)
+                                           expires_at, route.rule.name, mccmnc, deliver_at)
         return Accepted(record, route, price, mccmnc)

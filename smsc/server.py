@@ -18,13 +18,14 @@ from staffetta.billing.accounts import Credential
 from staffetta.hlr.service import ChargeRefused
 from staffetta.pdu.addresses import check_sender, normalize_destination
 from staffetta.pdu.codec import Pdu
-from staffetta.pdu.constants import FINAL_STATES, Command, Npi, Status, Ton
+from staffetta.pdu.constants import FINAL_STATES, Command, MessageState, Npi, Status, Ton
 from staffetta.pdu.errors import SubmitRejected
 from staffetta.pdu.message import AccountPolicy
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.session import Outstanding, Side
 from staffetta.router import messages as store
 from staffetta.router.messages import Delivery
+from staffetta.router.record import SCHEDULED
 from staffetta.smsc.binds import BindHandling
 from staffetta.smsc.pipeline import Accepted, NeedsLookup, Refused
 
@@ -202,7 +203,7 @@ class HubProtocol(BindHandling, SessionProtocol):
                     {
                         "message_id": raw,
                         "final_date": final,
-                        "message_state": record.state,
+                        "message_state": self._state_of(record),
                         "error_code": record.err & 0xFF,
                     },
                 )
@@ -214,6 +215,21 @@ class HubProtocol(BindHandling, SessionProtocol):
             self.flush()
 
         self.hub.read(store.message_for_account, int(raw), account_id).addCallbacks(answer, failed)
+
+    def _state_of(self, record) -> int:
+        """query_sm's message_state: a message held for its schedule is SCHEDULED on its row.
+
+        3.4 has no such state, and 5.0 §4.7.15 says 3.4 MCs answer ENROUTE for
+        a scheduled message: that is the default; ``query_scheduled_state:
+        scheduled`` answers 5.0's 0 for clients that know it (docs/conformance.md).
+        """
+        state = record.state
+        if state != SCHEDULED:
+            return state
+        if (self.hub.settings.query_scheduled_state == "scheduled"
+                and record.deliver_at is not None and record.deliver_at > self.hub.reactor.seconds()):
+            return SCHEDULED
+        return MessageState.ENROUTE
 
     # --------------------------------------------------------- outbox sink
 

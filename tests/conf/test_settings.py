@@ -96,6 +96,8 @@ def test_defaults():
         ({"upstreams": [{**GOOD_UPSTREAM, "throughput": -5}]},
          "upstreams[0].throughput: expected messages per second >= 0, got -5"),
         ({"upstreams": [GOOD_UPSTREAM], "routes": {"it": "sim"}}, "routes: expected a list"),
+        ({"upstreams": [{**GOOD_UPSTREAM, "enquire_link": 0}]},
+         "upstreams[0].enquire_link: expected a number of seconds > 0, got 0"),
         ({"upstreams": [GOOD_UPSTREAM], "routes": [{"connectors": ["nope"]}]},
          "routes[0].connectors: 'nope' is not a configured upstream (known: sim)"),
         ({"upstreams": [GOOD_UPSTREAM], "routes": [{"connectors": ["sim"], "strategy": "cheapest"}]},

@@ -130,6 +130,11 @@ def test_failover_on_a_refusing_carrier_moves_each_message_in_order(data_dir):
         assert Counter(states) == {bytes([MessageState.DELIVERED]): 11, bytes([MessageState.REJECTED]): 1}
         moved = env.hub.metrics.hot.failovers[("it", "a", "b", "0x00000008")]
         assert moved == 11
+        with env.hub.engine.connect() as conn:  # route and connector on every row, refused or carried
+            rows = dict(((d, (r, c)) for d, r, c in conn.exec_driver_sql(
+                "SELECT destination, route, connector FROM messages")))
+        assert rows["393330000009"] == ("it", "a")
+        assert {v for k, v in rows.items() if k != "393330000009"} == {("it", "b")}
     finally:
         yield close(env)
 
@@ -289,5 +294,22 @@ def test_connector_sessions_bind_modes_and_a_throughput_limit_that_keeps_order(d
         assert took >= 0.45  # 30 at 20/s with a one-second burst: at least half a second held back
         states = yield receipts(c, 60)  # b's receipts come on its receiver session
         assert states == [bytes([MessageState.DELIVERED])] * 60
+    finally:
+        yield close(env)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connectors_own_enquire_link_interval(data_dir):
+    from staffetta.pdu.constants import Command
+
+    env, fl = yield fleet(data_dir, None, upstream={"b": {"enquire_link": 0.5}})
+    try:
+        router = env.hub.router
+        yield wait_until(lambda: router.connectors["a"].up and router.connectors["b"].up)
+        counts = env.hub.metrics.pdu_counts
+        sent = lambda: counts[(False, Command.ENQUIRE_LINK, 0)]  # noqa: E731
+        before = sent()
+        yield wait_until(lambda: sent() >= before + 2, timeout=5)  # b's, every half second of silence
+        assert router.connectors["a"].timers.enquire_link == 30.0  # a keeps the session setting
     finally:
         yield close(env)

@@ -23,7 +23,7 @@ def _row(mid: int, phase: int, upstream_id: str | None) -> M.MessageRecord:
         "short_message": b"hi", "tlvs": b"", "segments": 1, "submitted_at": 1.0, "expires_at": 2.0,
         "phase": phase, "state": 1, "err": 0, "done_at": None,
         "connector": "sim" if upstream_id else None, "upstream_id": upstream_id, "mccmnc": None,
-        "route": "default",
+        "route": "default", "deliver_at": None,
     })
 
 

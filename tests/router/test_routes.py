@@ -59,7 +59,7 @@ def test_the_fast_choice_is_the_tables_choice(strategy, conns, steps):
             version += 1  # what the router does on every connector_state
         elif op == "ratio":
             views[arg].delivery_ratio = 0.2 if views[arg].delivery_ratio is None else None
-            version += 1  # (the hot path sees a ratio change within LEAST_COST_TTL; here at once)
+            version += 1  # what Router.judged does when a ratio crosses a floor
         else:
             for _ in range(arg):
                 fast = routing.choose(q, views, version)

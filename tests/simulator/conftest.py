@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from staffetta.pdu.codec import Pdu
@@ -20,6 +20,7 @@ from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.session import Outstanding, ProtocolViolation, Side, Timers
 from staffetta.simulator.carrier import Carrier
+from staffetta.simulator.fleet import CarrierSpec, start_fleet
 
 TIMEOUT = 5.0
 
@@ -142,3 +143,50 @@ def connect() -> Callable[..., defer.Deferred]:
         if esme.transport is not None and not esme.lost.called:
             esme.transport.abortConnection()
             pytest_twisted.blockon(esme.lost)
+
+
+@pytest.fixture
+def fleet():
+    """fleet(*specs, **kw) -> a running Fleet on free ports; closed after the test."""
+    made = []
+
+    def make(*specs: CarrierSpec, **kw: Any):
+        f = start_fleet(reactor, specs, **kw)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        pytest_twisted.blockon(f.close())
+
+
+@pytest.fixture
+def esme_to():
+    """esme_to(fleet, name, **kw) -> Deferred[Esme] bound TRX to that carrier; dropped after the test."""
+    made: list[Esme] = []
+
+    @defer.inlineCallbacks
+    def conn(f, name: str, **kw: Any):
+        esme = Esme(**kw)
+        made.append(esme)
+        yield within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", f.port(name)), esme))
+        resp = yield esme.bind()
+        assert resp.status == 0
+        return esme
+
+    yield conn
+    for esme in made:
+        if esme.transport is not None and not esme.lost.called:
+            esme.transport.abortConnection()
+            pytest_twisted.blockon(esme.lost)
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def answered_by(d: defer.Deferred) -> list:
+    """A box that holds the response once ``d`` fires (to check "not answered yet")."""
+    box: list = []
+    d.addCallback(lambda r: box.append(r) or r)
+    return box

@@ -137,3 +137,12 @@ def test_countries_restrict_the_mix():
     t = Traffic(seed=2, regions=["IT", "PL"])
     ccs = {decode(f).fields["destination_addr"][:2] for _ in range(500) for f, _rd in t.next_message(4)}
     assert ccs == {b"39", b"48"}
+
+
+def test_the_mix_never_sends_a_magic_destination():
+    """A bench against a fleet must not trigger faults (simulator/faults.py) by chance."""
+    from staffetta.simulator.faults import magic
+
+    d = Destinations(7)
+    numbers = [d.next() for _ in range(200_000)]
+    assert not [n for n in numbers if magic(n) is not None]
