@@ -4,11 +4,15 @@
 (``--config`` / ``--data-dir`` to a store) and the settings factory of
 ``run`` (so a reload is validated exactly as the hub will read it).
 
-Which table: ``--config``, else the config of the hub running on the data dir
+Which config: ``--config``, else the file of the hub running on the data dir
 (its ``addresses.json`` says which file it re-reads), else the built-in one
 (every upstream, failover). Where the hub is: ``--metrics HOST:PORT``, else
-the ``metrics`` address in that ``addresses.json``. Live state comes from the
-hub's ``/status/connectors`` and ``/status/routes`` (smsc/status.py).
+the ``metrics`` address in that ``addresses.json``. ``explain`` decides with
+the running hub's table and connector states (its ``/status/routes`` and
+``/status/connectors``, smsc/status.py) when it answers, else with the
+config's table and every connector's state "unknown"; ``check`` checks the
+file (the hub's table in force when there is none); ``reload`` checks the
+file, signals the hub and prints the hub's own report.
 
 Exit status: 0 done (``check``: no problem), 1 ``check`` found problems or the
 hub could not be reached or did not take the reload, 2 a bad option or config
