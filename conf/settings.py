@@ -126,7 +126,7 @@ class Settings:
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)
     #: The route table (docs/routing.md): ordered rules, first match wins;
-    #: validated by router.table.table_from_config. None: one rule sending
+    #: validated at start and at every reload by router.routes.route_table. None: one rule sending
     #: everything over every upstream in config order, with failover.
     routes: list | None = None
     #: The time zone of the rules' hours and days.
@@ -291,6 +291,11 @@ def _value(typ: str, value: Any, path: str, name: str):
 
 
 def load(path: str | Path) -> Settings:
+    return from_dict(read_config(path))
+
+
+def read_config(path: str | Path) -> dict:
+    """The file's settings as written, before any check (``staffetta route check`` reads ``routes:`` so)."""
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text())
@@ -302,29 +307,17 @@ def load(path: str | Path) -> Settings:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} not valid YAML") from None
-    return from_dict(raw or {})
+    return raw or {}
 
 
 def from_dict(data: dict) -> Settings:
     settings = _build(Settings, data, "")
     if not settings.upstreams:
         raise ConfigError("upstreams: at least one upstream carrier is required")
-    route_table(settings)  # every mistake in routes: is one line naming it
-    from staffetta.router.routes import groups_from_config
-
-    groups_from_config(settings.account_groups)
     if settings.max_tracked <= settings.max_queue:
         # A queued message needs its record for expiry, cancel and its refund.
         raise ConfigError(f"max_tracked: must be above max_queue ({settings.max_queue}), got {settings.max_tracked}")
     return settings
-
-
-def route_table(settings: Settings):
-    """The route table ``settings`` describe (router.table.RouteTable); raises ConfigError."""
-    from staffetta.router.table import table_from_config  # the table module reads ConfigError from here
-
-    return table_from_config(settings.routes, [u.name for u in settings.upstreams],
-                             timezone=settings.route_timezone)
 
 
 # ------------------------------------------------------------ which store

@@ -26,6 +26,7 @@ from staffetta.router.table import (
     RouteTable,
     Rule,
     candidates,
+    table_from_config,
 )
 
 NO_GROUPS: frozenset[str] = frozenset()
@@ -157,6 +158,22 @@ class Routing:
         return False
 
 
+def route_table(settings: Any) -> RouteTable:
+    """The route table a :class:`conf.settings.Settings` describes; raises ConfigError (one line).
+
+    conf/ leaves the ``routes:`` section to its owner (conf imports nothing of
+    ours): the hub builds it at start (smsc/cli.py ``check_sections``, then
+    :class:`smsc.app.Hub`) and at every reload, ``staffetta route`` the same way.
+    """
+    return table_from_config(settings.routes, [u.name for u in settings.upstreams],
+                             timezone=settings.route_timezone)
+
+
+def routing_for(settings: Any) -> Routing:
+    """The table and account groups ``settings`` describe, in force (start and reload)."""
+    return Routing(route_table(settings), groups_from_config(settings.account_groups))
+
+
 def groups_from_config(raw: object, where: str = "account_groups") -> dict[str, frozenset[str]]:
     """``account_groups: {vip: [acme, bank]}`` as account -> groups; one ConfigError line per mistake."""
     from staffetta.conf.settings import ConfigError
@@ -181,4 +198,4 @@ def _matches_but_network(rule: Rule, q: RouteQuery) -> bool:
     return rule.matches(q._replace(mccmnc=next(iter(rule.mccmnc))))
 
 
-__all__ = ["Choice", "Routing"]
+__all__ = ["Choice", "Routing", "groups_from_config", "route_table", "routing_for"]

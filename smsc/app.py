@@ -23,7 +23,7 @@ from staffetta.billing.accounts import (
 from staffetta.billing.alerts import LowCreditAlerter
 from staffetta.billing.plans import PricePlan, billing_from_dict
 from staffetta.billing.wallet import Report, pending_alerts
-from staffetta.conf.settings import Settings, UpstreamSettings, parse_hostport, route_table
+from staffetta.conf.settings import Settings, UpstreamSettings, parse_hostport
 from staffetta.hlr import cache as _hlr_cache  # noqa: F401 - registers its tables
 from staffetta.hlr import jobs as _hlr_jobs  # noqa: F401
 from staffetta.hlr.model import HlrMetrics, parse_age
@@ -37,7 +37,7 @@ from staffetta.router import number_store
 from staffetta.router.numbers import Configured, Numbers, two_way_from_dict
 from staffetta.router.outbox import Outbox
 from staffetta.router.router import Router
-from staffetta.router.routes import Routing, groups_from_config
+from staffetta.router.routes import routing_for
 from staffetta.router.table import RouteQuery
 from staffetta.router.upstream import Connector
 from staffetta.smsc.binds import Binds
@@ -47,6 +47,7 @@ from staffetta.smsc.metrics import HubMetrics, MetricsResource
 from staffetta.smsc.mo_hub import HubMo
 from staffetta.smsc.pipeline import SubmitPipeline, Submitter
 from staffetta.smsc.server import HubFactory
+from staffetta.smsc.status import StatusResource, routes_doc
 from staffetta.smsc.throttle import TokenBucket
 from staffetta.store.db import create_schema, make_engine
 from staffetta.store.ids import allocator
@@ -101,7 +102,7 @@ class Hub:
             max_tracked=settings.max_tracked, track_grace=settings.track_grace, query_of=self._query_of,
             max_scheduled=settings.max_scheduled, schedule_horizon=MAX_VALIDITY,
         )
-        self.router.set_routing(Routing(route_table(settings), groups_from_config(settings.account_groups)))
+        self.router.set_routing(routing_for(settings))
         self.alerter = LowCreditAlerter(reactor, on_metric=self._alert_metric, on_sent=self._alert_sent)
         #: Every account's settings, by id: loaded at start, reloaded whenever the
         #: settings version moves (``_poll_settings``), so outcomes of accounts not
@@ -170,8 +171,7 @@ class Hub:
         or login changed is replaced the same way. Messages in flight are
         neither lost nor sent twice by the reload itself.
         """
-        table = route_table(new)
-        groups = groups_from_config(new.account_groups)
+        routing = routing_for(new)
         old = {u.name: u for u in self.settings.upstreams}
         fresh = {u.name: u for u in new.upstreams}
         added = [n for n in fresh if n not in old]
@@ -185,11 +185,11 @@ class Hub:
             c = self._connector(fresh[name])
             router.add_connector(c)
             c.start()
-        router.set_routing(Routing(table, groups))
+        router.set_routing(routing)
         for c in retiring:
             router.retire(c)
         router.rebalance()  # rules changed: what waits on a connector that is down may have an up one now
-        summary = {"rules": len(table.rules), "added": added, "removed": removed, "changed": changed}
+        summary = {"rules": len(routing.table.rules), "added": added, "removed": removed, "changed": changed}
         log.info("route table reloaded", extra=fields(**summary))
         return summary
 
@@ -466,7 +466,8 @@ class Hub:
         self.port = self.reactor.listenTCP(port, HubFactory(self), interface=host)
         if self.settings.metrics_listen:
             mhost, mport = parse_hostport(self.settings.metrics_listen, "metrics_listen")
-            site = webserver.Site(MetricsResource(self.metrics, self._refresh_gauges))
+            site = webserver.Site(StatusResource(self.connector_states, lambda: routes_doc(self.settings),
+                                                 MetricsResource(self.metrics, self._refresh_gauges)))
             site.noisy = False
             self.metrics_port = self.reactor.listenTCP(mport, site, interface=mhost)
 

@@ -2,23 +2,28 @@
 
 Verbs: ``demo`` (hub + simulator in one process), ``run`` (hub from a config
 file), ``simulator`` (the carrier alone), ``bench`` (the load client),
-``account …`` (billing/cli.py) and ``hlr …`` (smsc/hlr_cli.py). Errors are one
+``account …`` (billing/cli.py), ``hlr …`` (smsc/hlr_cli.py), ``route …`` and
+``connectors`` (smsc/route_cli.py). Errors are one
 line naming the option or setting, exit status 2, never a traceback: usage
 mistakes too (:class:`OneLineParser`), and ``run``/``demo`` check every
 setting and the data dir before anything listens (:func:`start_settings`).
 The store is chosen by flags, else ``STAFFETTA_CONFIG`` / ``STAFFETTA_DATA_DIR``
-(:func:`resolve_store`); ``demo`` writes the addresses of its parts into its
-data dir for the other verbs (docs/operations.md).
+(:func:`resolve_store`); ``demo`` and ``run`` write the addresses of their
+parts (and their pid and config) into the data dir for the other verbs
+(docs/operations.md), and reload their config on SIGHUP (:func:`reload_on_sighup`).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -125,13 +130,16 @@ def prepare_data_dir(settings: Settings, where: str, *, always: bool = False) ->
 
 
 def check_sections(settings: Settings) -> None:
-    """The sections conf/ leaves to their owners (billing plans, HLR ages and provider), checked at start."""
+    """The sections conf/ leaves to their owners (billing plans, two-way numbers, routes, HLR ages and provider),
+    checked at start."""
     from staffetta.billing.plans import billing_from_dict
     from staffetta.hlr.model import parse_age
     from staffetta.router.numbers import two_way_from_dict
+    from staffetta.router.routes import routing_for
 
     billing_from_dict(settings.billing)
     two_way_from_dict(settings.numbers)
+    routing_for(settings)  # the route table and account groups
     try:
         parse_age(settings.hlr.max_age)
     except ValueError as exc:
@@ -146,10 +154,92 @@ def check_sections(settings: Settings) -> None:
 
 def start_settings(args, *, data_dir_needed: bool = False) -> Settings:
     """The settings of ``run`` / ``demo``, every setting and the data dir checked before anything starts."""
-    settings = _settings_from(args)
+    settings = config_settings(args)
     prepare_data_dir(settings, getattr(args, "store_origin", "--data-dir"), always=data_dir_needed)
+    return settings
+
+
+def config_settings(args) -> Settings:
+    """Every setting of ``--config`` checked as ``run`` checks them (routes too: conf.settings); nothing created."""
+    settings = _settings_from(args)
     check_sections(settings)
     return settings
+
+
+def reload_settings(hub: Any, settings_for: Callable[[], Settings]) -> dict[str, Any]:
+    """Re-read the config and hand it to the hub; a bad one is one log line and the one in force stays.
+
+    Returns the outcome ``route reload`` shows: ``{"ok": True, "rules", "added",
+    "removed", "changed"}`` (Hub.reload_config's summary) or ``{"ok": False, "error"}``.
+    """
+    try:
+        new = settings_for()
+        changes = hub.reload_config(new)
+    except ConfigError as exc:
+        log.error("reload refused, the configuration in force stays: %s", exc)
+        return {"ok": False, "error": str(exc)}
+    log.info("configuration reloaded", extra=fields(**changes))
+    return {"ok": True, **changes}
+
+
+class ReloadLog:
+    """Each SIGHUP's outcome, numbered, under ``reload`` in addresses.json (``path``, once written).
+
+    ``staffetta route reload`` waits for the number to move and prints what
+    the hub said, with or without a metrics listener.
+    """
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.seq = 0
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        self.seq += 1
+        if self.path is None:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            data["reload"] = {"seq": self.seq, **outcome}
+            write_addresses(self.path.parent, data)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot record the reload in %s: %s", self.path, exc)
+
+
+def reload_on_sighup(reactor: Any, hub: Any, settings_for: Callable[[], Settings]) -> ReloadLog:
+    """SIGHUP (``kill -HUP``, ``staffetta route reload``) reloads the config on the reactor thread.
+
+    Installed before addresses.json names the pid (a SIGHUP before it would
+    end the process); set the returned log's ``path`` once the file is written.
+    """
+    reloads = ReloadLog()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(lambda: reloads.record(reload_settings(hub, settings_for)))
+
+    signal.signal(signal.SIGHUP, on_hup)
+    return reloads
+
+
+def _run_addresses(settings: Settings, started: dict[str, Any]) -> Path | None:
+    """``run``'s addresses.json, in its data dir: always on SQLite; on PostgreSQL only if that dir exists.
+
+    A hub on PostgreSQL may have no data dir at all (``./staffetta-data`` is
+    then not created for it); without the file, ``route reload`` and
+    ``connectors`` need ``--metrics`` and cannot find the pid.
+    """
+    if settings.database_url and not Path(settings.data_dir).is_dir():
+        return None
+    try:
+        return write_addresses(settings.data_dir, started)
+    except OSError as exc:
+        log.warning("cannot write %s/addresses.json (%s): route reload will not find this hub",
+                    settings.data_dir, exc.strerror)
+        return None
+
+
+def _config_path(args) -> str | None:
+    """The config file as an absolute path, for addresses.json (a reload names it from anywhere)."""
+    return str(Path(args.config).resolve()) if getattr(args, "config", None) else None
 
 
 def ensure_demo_account(engine) -> bool:
@@ -283,14 +373,19 @@ def cmd_demo(args) -> int:
     from staffetta.smsc.app import Hub
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settings = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
+    base = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
     fleet = start_demo_fleet(reactor, args.dlr_delay)  # two carriers and the HLR (lookups off until asked)
     hlr_url = fleet.hlr.url
-    settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_url}))
     ports = {name: fleet.port(name) for name in DEMO_CARRIERS}
-    settings = demo_settings(settings, ports)
+
+    def aimed(settings: Settings) -> Settings:
+        """The config (or the built-in one) aimed at this process's simulators: at start and on SIGHUP."""
+        settings = replace(settings, hlr=HlrSettings(mode="off", provider={"type": "simulator", "url": hlr_url}))
+        return demo_settings(settings, ports)
+
+    settings = aimed(base)
     ensure_demo_account(engine)
     hub = Hub(settings, reactor, engine=engine)
     _start(hub, args)
@@ -303,8 +398,10 @@ def cmd_demo(args) -> int:
         "carrier": f"127.0.0.1:{ports[DEMO_CARRIERS[0]]}",
         "carriers": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
         "hlr": hlr_url,
+        "config": _config_path(args),
     }
-    addresses = write_addresses(settings.data_dir, started)
+    reloads = reload_on_sighup(reactor, hub, lambda: aimed(start_settings(args, data_dir_needed=True)))
+    addresses = reloads.path = write_addresses(settings.data_dir, started)  # the pid, once SIGHUP is handled
     log.info("demo started", extra=fields(**started, data_dir=str(Path(settings.data_dir).resolve())))
     print(
         f"Staffetta demo is up.\n"
@@ -385,10 +482,15 @@ def cmd_run(args) -> int:
     _start(hub, args)
     settle_heap()
     smpp, metrics = _bound(settings, hub)
+    reloads = reload_on_sighup(reactor, hub, lambda: start_settings(args))
+    addresses = reloads.path = _run_addresses(settings, {"pid": os.getpid(), "smpp": smpp, "metrics": metrics,
+                                                         "config": _config_path(args)})
     log.info("hub started", extra=fields(smpp=smpp, metrics=metrics, upstreams=[u.name for u in settings.upstreams]))
     print(f"Staffetta listening on {smpp}; upstreams: "
           + ", ".join(f"{u.name}={u.host}:{u.port}" for u in settings.upstreams), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    if addresses is not None:
+        reactor.addSystemEventTrigger("after", "shutdown", addresses.unlink, missing_ok=True)
     reactor.run()
     return 0
 
@@ -441,11 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     from staffetta.smsc.hlr_cli import register as register_hlr_verbs
     from staffetta.smsc.mo_cli import register as register_mo_verbs
     from staffetta.smsc.number_cli import register as register_number_verbs
+    from staffetta.smsc.route_cli import register as register_route_verbs
 
     register_account_verbs(sub, engine_for)
     register_hlr_verbs(sub, engine_for)
     register_number_verbs(sub, engine_for)
     register_mo_verbs(sub, engine_for)
+    register_route_verbs(sub, engine_for, config_settings)
     return p
 
 

@@ -98,14 +98,6 @@ def test_defaults():
         ({"upstreams": [GOOD_UPSTREAM], "routes": {"it": "sim"}}, "routes: expected a list"),
         ({"upstreams": [{**GOOD_UPSTREAM, "enquire_link": 0}]},
          "upstreams[0].enquire_link: expected a number of seconds > 0, got 0"),
-        ({"upstreams": [GOOD_UPSTREAM], "routes": [{"connectors": ["nope"]}]},
-         "routes[0].connectors: 'nope' is not a configured upstream (known: sim)"),
-        ({"upstreams": [GOOD_UPSTREAM], "routes": [{"connectors": ["sim"], "strategy": "cheapest"}]},
-         "routes[0].strategy: 'cheapest' is not one of single, round-robin, weighted, failover, least-cost, refuse"),
-        ({"upstreams": [GOOD_UPSTREAM], "route_timezone": "Mars/Olympus"},
-         "route_timezone: unknown time zone 'Mars/Olympus'"),
-        ({"upstreams": [GOOD_UPSTREAM], "account_groups": {"vip": "acme"}},
-         "account_groups.vip: expected a list of account names"),
     ],
 )
 def test_errors_name_the_field(data, message):

@@ -110,3 +110,22 @@ def test_a_group_rule_matches_the_accounts_of_the_group():
     views = {n: View() for n in NAMES}
     assert r.choose(r.query("bank", A, 0.0), views, 0).route == "vip"
     assert r.choose(r.query("acme", A, 0.0), views, 0).route == "rest"
+
+
+GOOD_UPSTREAM = {"name": "sim", "host": "127.0.0.1", "port": 2776, "system_id": "a", "password": "b"}
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"routes": [{"connectors": ["nope"]}]}, "routes[0].connectors: 'nope' is not a configured upstream (known: sim)"),
+    ({"routes": [{"connectors": ["sim"], "strategy": "cheapest"}]},
+     "routes[0].strategy: 'cheapest' is not one of single, round-robin, weighted, failover, least-cost, refuse"),
+    ({"route_timezone": "Mars/Olympus"}, "route_timezone: unknown time zone 'Mars/Olympus'"),
+    ({"account_groups": {"vip": "acme"}}, "account_groups.vip: expected a list of account names"),
+])
+def test_the_route_sections_of_a_config_are_one_line_errors(data, message):
+    from staffetta.conf.settings import from_dict
+    from staffetta.router.routes import routing_for
+
+    with pytest.raises(ConfigError) as exc:
+        routing_for(from_dict({"upstreams": [GOOD_UPSTREAM], **data}))
+    assert str(exc.value) == message
