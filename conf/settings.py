@@ -121,7 +121,7 @@ class Settings:
     max_scheduled: int = 200_000
     #: What query_sm says of a message held for its schedule: 3.4's ``enroute`` (1), or
     #: 5.0's ``scheduled`` (0) for clients that know it (docs/conformance.md).
-    query_scheduled_state: str = "enroute"
+    query_scheduled_state: str = "scheduled"
     #: Price plans; validated by billing.plans.billing_from_dict (docs/billing.md).
     billing: dict | None = None
     hlr: HlrSettings = field(default_factory=HlrSettings)

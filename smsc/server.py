@@ -220,9 +220,10 @@ class HubProtocol(BindHandling, SessionProtocol):
     def _state_of(self, record) -> int:
         """query_sm's message_state: a message held for its schedule is SCHEDULED on its row.
 
-        3.4 has no such state, and 5.0 §4.7.15 says 3.4 MCs answer ENROUTE for
-        a scheduled message: that is the default; ``query_scheduled_state:
-        scheduled`` answers 5.0's 0 for clients that know it (docs/conformance.md).
+        SCHEDULED (0, SMPP 5.0) is the default answer; 3.4 has no such state and
+        5.0 §4.7.15 says 3.4 MCs answer ENROUTE for a scheduled message, so
+        ``query_scheduled_state: enroute`` answers that for clients whose
+        library rejects a 0 (docs/conformance.md).
         """
         state = record.state
         if state != SCHEDULED:

@@ -13,9 +13,9 @@ from tests.syncesme import CLI
 
 def test_defaults_answer_enroute_and_hold_200000():
     s = from_dict({"upstreams": [GOOD_UPSTREAM]})
-    assert (s.query_scheduled_state, s.max_scheduled) == ("enroute", 200_000)
-    s = from_dict({"upstreams": [GOOD_UPSTREAM], "query_scheduled_state": "scheduled", "max_scheduled": 5})
-    assert (s.query_scheduled_state, s.max_scheduled) == ("scheduled", 5)
+    assert (s.query_scheduled_state, s.max_scheduled) == ("scheduled", 200_000)
+    s = from_dict({"upstreams": [GOOD_UPSTREAM], "query_scheduled_state": "enroute", "max_scheduled": 5})
+    assert (s.query_scheduled_state, s.max_scheduled) == ("enroute", 5)
 
 
 @pytest.mark.parametrize(

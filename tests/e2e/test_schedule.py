@@ -57,9 +57,9 @@ def test_a_relative_schedule_of_two_seconds_is_released_on_time(data_dir):
         row = _row(env, int(mid))
         assert (row.phase, row.state) == (0, SCHEDULED)
         assert before + 2 <= row.deliver_at <= answered + 2
-        # Waiting: the carrier has nothing, query_sm says ENROUTE (3.4), final_date null.
+        # Waiting: the carrier has nothing, query_sm says SCHEDULED (the default), final_date null.
         q = yield _query(c, mid)
-        assert (q.status, q.fields["message_state"], q.fields["final_date"]) == (0, MessageState.ENROUTE, b"")
+        assert (q.status, q.fields["message_state"], q.fields["final_date"]) == (0, SCHEDULED, b"")
         assert env.carrier.stats["submits"] == 0
         assert "staffetta_scheduled_messages 1.0" in (yield _metrics(env))
         yield wait_until(lambda: env.carrier.stats["submits"] == 1, timeout=5, interval=0.005)
@@ -108,15 +108,15 @@ def test_cancel_sm_before_release_refunds_in_full_and_nothing_is_sent(data_dir):
 
 
 @pytest_twisted.inlineCallbacks
-def test_query_sm_answers_scheduled_when_configured_and_far_schedules_are_refused(data_dir):
+def test_query_sm_answers_enroute_when_configured_and_far_schedules_are_refused(data_dir):
     env = make_env(data_dir)
     try:
-        env.hub.settings = replace(env.hub.settings, query_scheduled_state="scheduled")
+        env.hub.settings = replace(env.hub.settings, query_scheduled_state="enroute")
         c = yield connect_esme(reactor, env.port)
         yield c.bind("demo", "demo")
         r = yield with_timeout(c.submit(schedule_delivery_time=b"000000010000000R"))  # in an hour
         q = yield _query(c, r.fields["message_id"])
-        assert (q.fields["message_state"], q.fields["final_date"]) == (SCHEDULED, b"")
+        assert (q.fields["message_state"], q.fields["final_date"]) == (MessageState.ENROUTE, b"")  # 3.4's word
         # More than 7 days ahead: refused, nothing charged or stored.
         start = _balance(env)
         far = yield with_timeout(c.submit(schedule_delivery_time=b"000008000000000R"))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from staffetta.pdu.codec import Pdu
-from staffetta.pdu.constants import Command, MessageState, Status
+from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.smpptime import format_smpp_time
 from staffetta.router.record import SCHEDULED
 from tests.e2e.recording_carrier import RecordingCarrier
@@ -59,7 +59,7 @@ def test_scheduled_messages_are_released_on_time_after_a_kill9_exactly_once(rest
         (mid_late, 0, SCHEDULED, late), (mid_early, 0, SCHEDULED, early)]
     c.send(Command.QUERY_SM, {"message_id": str(mid_late).encode(), "source_addr_ton": 5,
                               "source_addr": b"Staffetta"})
-    assert _answer(c, Command.QUERY_SM_RESP).fields["message_state"] == MessageState.ENROUTE
+    assert _answer(c, Command.QUERY_SM_RESP).fields["message_state"] == SCHEDULED
     c.close()
     hub.kill9()
     assert carrier.submits == []
