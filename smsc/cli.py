@@ -431,9 +431,9 @@ DEMO_CARRIERS = ("alpha", "beta")
 DEMO_REFUSED = "39333"
 DEMO_ROUTES = [
     {"name": "italy", "match": {"prefix": "39"}, "connectors": ["alpha", "beta"], "strategy": "failover",
-     "timeout": 5},
+     "timeout": 5, "two_way": True},
     {"name": "world", "connectors": ["alpha", "beta"], "strategy": "least-cost", "floor": 0.8,
-     "prices": {"alpha": {"*": 0.0040}, "beta": {"*": 0.0055}}},
+     "prices": {"alpha": {"*": 0.0040}, "beta": {"*": 0.0055}}, "two_way": True},
 ]
 
 
@@ -442,6 +442,8 @@ def start_demo_fleet(reactor: Any, dlr_delay: float) -> Any:
 
     alpha is the cheap one and refuses ``DEMO_REFUSED``... with ESME_RSYSERR,
     which the Italy rule fails over on: the failover to watch in /metrics.
+    A tenth of the handsets answer a message after three seconds, so
+    conversations run end to end (docs/two-way.md).
     """
     from staffetta.pdu.constants import Status
     from staffetta.simulator.fleet import CarrierSpec, start_fleet
@@ -449,8 +451,9 @@ def start_demo_fleet(reactor: Any, dlr_delay: float) -> Any:
     login = {DEMO_SIM_SYSTEM_ID: DEMO_SIM_PASSWORD}
     return start_fleet(reactor, [
         CarrierSpec("alpha", dlr_delay=dlr_delay, credentials=login, mccmnc="22288",
-                    errors={DEMO_REFUSED: int(Status.ESME_RSYSERR)}),
-        CarrierSpec("beta", dlr_delay=dlr_delay, credentials=login, mccmnc="22210", latency=0.005),
+                    errors={DEMO_REFUSED: int(Status.ESME_RSYSERR)}, reply_share=0.1, reply_delay=3.0),
+        CarrierSpec("beta", dlr_delay=dlr_delay, credentials=login, mccmnc="22210", latency=0.005,
+                    reply_share=0.1, reply_delay=3.0),
     ], seed=1)
 
 

@@ -293,3 +293,45 @@ def test_the_demo_shows_a_failover_in_its_metrics(tmp_path):
     finally:
         demo.terminate()
         demo.wait(timeout=20)
+
+
+def test_the_demo_runs_a_conversation_end_to_end(tmp_path):
+    """Issue 14 item 8: REPLY messages from the demo's pool; a share of handsets answer; the answers come
+    back to the demo account on its own bind (the reply window), as deliver_sm with esm_class 0."""
+    from staffetta.pdu.constants import Command
+    from staffetta.smsc.cli import DEMO_POOLS
+    from tests.syncesme import SyncEsme
+
+    demo = subprocess.Popen([*CLI, "demo", "--listen", "127.0.0.1:0", "--metrics", "off", "--dlr-delay", "0.1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "Staffetta demo is up" in demo.stdout.readline()
+        addresses = json.loads((tmp_path / "staffetta-data" / "addresses.json").read_text())
+        c = SyncEsme(int(addresses["smpp"].rsplit(":", 1)[1]), timeout=30)
+        c.send(Command.BIND_TRANSCEIVER, {"system_id": b"demo", "password": b"demo", "system_type": b"",
+                                          "interface_version": 0x34, "addr_ton": 0, "addr_npi": 0,
+                                          "address_range": b""})
+        assert c.read().status == 0
+        sent = 40
+        for i in range(sent):
+            c.send(Command.SUBMIT_SM, {
+                "service_type": b"REPLY", "source_addr_ton": 1, "source_addr_npi": 1, "source_addr": b"",
+                "dest_addr_ton": 1, "dest_addr_npi": 1, "destination_addr": b"3934712%05d" % i, "esm_class": 0,
+                "protocol_id": 0, "priority_flag": 0, "schedule_delivery_time": b"", "validity_period": b"",
+                "registered_delivery": 0, "replace_if_present_flag": 0, "data_coding": 0, "sm_default_msg_id": 0,
+                "short_message": b"Shall we meet?"})
+        answered, replies = 0, []
+        while not replies:
+            pdu = c.read()  # submit_sm_resp, then the handsets' answers (the 30 s timeout fails the test)
+            if pdu.command_id == Command.SUBMIT_SM_RESP:
+                assert pdu.status == 0, hex(pdu.status)
+                answered += 1
+            elif pdu.command_id == Command.DELIVER_SM:
+                replies.append(pdu)
+        assert replies[0].fields["esm_class"] & 0x3C == 0  # an MO, not a receipt
+        assert replies[0].fields["destination_addr"].decode() in DEMO_POOLS["REPLY"]  # the pool number it wrote to
+        c.close()
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
