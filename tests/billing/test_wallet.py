@@ -370,8 +370,9 @@ def test_upgrade_a_store_made_before_billing(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{path}")
     create_schema(engine)
     assert sorted(accounts.upgrade(engine)) == [
-        "accounts.alert_url", "accounts.hlr_mode", "accounts.nocredit_status", "accounts.price_plan",
-        "accounts.refund_on_network_failure", "balances: 1 rows", "credentials.max_rate"]
+        "accounts.alert_url", "accounts.hlr_mode", "accounts.mo_channel", "accounts.mo_secret", "accounts.mo_url",
+        "accounts.nocredit_status", "accounts.price_plan", "accounts.refund_on_network_failure", "balances: 1 rows",
+        "credentials.max_rate"]
     assert accounts.upgrade(engine) == []
     with engine.begin() as c:
         cred = accounts.find_credential(c, "old")

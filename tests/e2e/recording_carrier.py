@@ -53,7 +53,7 @@ class RecordingCarrier:
         self.go_down()
         _close(self.listener)
 
-    def wait(self, predicate, timeout: float = 20.0) -> None:
+    def wait(self, predicate, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
