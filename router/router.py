@@ -265,28 +265,37 @@ class Router:
         log.info("message %d: failover from %s to %s (%s)", item.message_id, source.config.name, target, reason)
         self.connectors[target].line.put_back((entry,))
 
-    def submit_throttled(self, connector: Connector, entry: tuple[int, Forward], status: int) -> None:
-        """The carrier said slow down (its connector pauses): the next candidate when the rule fails
-        over on that status, else back to the head of this connector's queue, in order."""
+    def _fail_over(self, entry: tuple[int, Forward], source: Connector, status: int | None, *,
+                   up_only: bool) -> bool:
+        """Move a message a carrier refused (``status``) or left unanswered (None) to its next candidate.
+
+        Once per candidate at most, and for a refusal only when its rule fails
+        over on that status. False: the message stays the caller's to finish.
+        """
         item = entry[1]
         rule = item.rule
-        if rule is not None and status in rule.failover_on and item.moves < len(item.order) - 1:
-            target = self._next_connector(item, up_only=True)
-            if target is not None:
-                item.moves += 1
-                self._move(entry, connector, target, f"0x{status:08X}")
-                return
-        connector.line.put_back((entry,))
+        if rule is None or item.moves >= len(item.order) - 1:
+            return False
+        if status is not None and status not in rule.failover_on:
+            return False
+        target = self._next_connector(item, up_only=up_only)
+        if target is None:
+            return False
+        item.moves += 1
+        self._move(entry, source, target, "timeout" if status is None else f"0x{status:08X}")
+        return True
+
+    def submit_throttled(self, connector: Connector, entry: tuple[int, Forward], status: int) -> None:
+        """The carrier said slow down (its connector pauses): the next candidate that is up when the
+        rule fails over on that status, else back to the head of this connector's queue, in order."""
+        if not self._fail_over(entry, connector, status, up_only=True):
+            connector.line.put_back((entry,))
 
     def submit_timed_out(self, connector: Connector, entry: tuple[int, Forward]) -> None:
         """No answer in time: the next candidate takes it, else it goes back to the head here."""
+        if self._fail_over(entry, connector, None, up_only=False):
+            return
         item = entry[1]
-        if item.moves < len(item.order) - 1:
-            target = self._next_connector(item, up_only=False)
-            if target is not None:
-                item.moves += 1
-                self._move(entry, connector, target, "timeout")
-                return
         log.info("connector %s: no answer to message %d in time, sent again in its place",
                  connector.config.name, item.message_id)
         connector.line.put_back((entry,))
@@ -497,13 +506,8 @@ class Router:
                 self._by_upstream[(name, carrier_id)] = t
             self.writer.enqueue("upstream", (mid, name, carrier_id, _ENROUTE))
             return
-        rule = item.rule
-        if rule is not None and status in rule.failover_on and item.moves < len(item.order) - 1:
-            target = self._next_connector(item, up_only=False)
-            if target is not None:
-                item.moves += 1
-                self._move(entry, connector, target, f"0x{status:08X}")
-                return
+        if self._fail_over(entry, connector, status, up_only=False):
+            return
         # Refused by the carrier: a final failure the client hears about as a receipt.
         log.info("message %d refused upstream by %s with 0x%08x", mid, name, status)
         self.judged(connector, False)
