@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex
 
 from staffetta.billing.wallet import Debit, Report, debit_batch, expire_lots, mark_alert_sent, refund_batch
+from staffetta.pdu.constants import MessageState
 
 # The message row (its table, columns and phases) is defined once, with its record.
 from staffetta.router.record import (  # noqa: F401 - the phases are read as messages.QUEUED ...
@@ -42,7 +43,7 @@ from staffetta.router.record import (  # noqa: F401 - the phases are read as mes
     messages,
     row_tuple,
 )
-from staffetta.store.db import add_missing_columns, metadata
+from staffetta.store.db import add_missing_columns, bind_as_int, metadata
 from staffetta.store.sql import executemany, insert_sql
 
 #: Indexes of earlier versions, replaced by the partial ones above.
@@ -104,6 +105,11 @@ _INSERT_OUTBOX = insert_sql("outbox", _OUTBOX_COLUMNS)
 _SET_UPSTREAM = "UPDATE messages SET phase = 1, connector = ?, upstream_id = ?, state = ? WHERE id = ?"
 _SET_FINAL = "UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ? WHERE id = ?"
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
+
+# States reach these writes as MessageState members (the carrier id update's
+# ENROUTE on every message, EXPIRED, REJECTED...): bound as ints, not through
+# sqlite3's adaptation protocol (store.db.bind_as_int).
+bind_as_int(MessageState)
 
 
 def insert_messages(conn: Connection, records: list[MessageRecord]) -> None:
