@@ -39,6 +39,7 @@ from sqlalchemy import event
 import staffetta.billing.accounts as accounts
 import staffetta.router.messages as store
 from staffetta.billing import wallet
+from staffetta.pdu.constants import MessageState
 from staffetta.router.messages import Delivery
 from staffetta.router.record import MessageRecord
 from staffetta.store.db import create_schema, make_engine
@@ -95,7 +96,8 @@ def run(args, pragmas: list[str]) -> float:
                 mid += 1
                 r = _record(mid, ids[mid % 3], now)
                 batch.append(("paid_messages", (r, 160), None))
-                later[0].append(("upstream", (mid, "sim", f"{mid:x}", 1), None))
+                # As the router sends it: the state is a MessageState member.
+                later[0].append(("upstream", (mid, "sim", f"{mid:x}", MessageState.ENROUTE), None))
                 if mid % 10:
                     oid += 1
                     d = Delivery(oid, r.account_id, mid, "dlr", b"\x00" * 180, now, now + 3 * 86400)

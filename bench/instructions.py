@@ -13,7 +13,7 @@ that checks the bind password).
     python bench/instructions.py               # the realistic mix, 500 and 3000 messages, ~2 min
     python bench/instructions.py --profile single-destination   # one number, as before
     python bench/instructions.py --small 300 --large 1500
-    python bench/instructions.py --keep /tmp/cg   # then: callgrind_annotate /tmp/cg/cg-3000.*-01
+    python bench/instructions.py --keep /tmp/cg   # then: callgrind_annotate /tmp/cg/cg-3000.*-01 (and cg-500.*)
 
 "Messages" are submit_sm PDUs (a long message sent as 3 UDH parts counts 3).
 
@@ -134,7 +134,9 @@ def main() -> int:
     ap.add_argument("--profile", choices=("realistic", "single-destination"), default="realistic",
                     help="the traffic (default realistic: docs/benchmarks.md)")
     ap.add_argument("--keep", metavar="DIR",
-                    help="copy the large run's callgrind files here (per function: callgrind_annotate DIR/cg-*)")
+                    help="copy both runs' callgrind files here (per function: callgrind_annotate DIR/cg-N.PID-01; "
+                         "the per-message cost of a function is its large-run count minus its small-run count, "
+                         "divided by the difference in messages)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -145,7 +147,7 @@ def main() -> int:
         large, r_large = one_run(args.large, work, args.profile)
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
-            for f in glob.glob(str(work / f"cg-{args.large}.*")):
+            for f in glob.glob(str(work / "cg-*")):
                 shutil.copy(f, args.keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)
