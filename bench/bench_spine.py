@@ -59,13 +59,14 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
     raise SystemExit(f"port {port} did not open")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), for CPU per message."""
+def cpu_seconds(pid: int, *, system_only: bool = False) -> float:
+    """User + system CPU time of a process (or its system time alone) from Linux /proc, for CPU per message."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def calibrate() -> float:
@@ -81,6 +82,21 @@ def calibrate() -> float:
     frame = encode(Pdu(4, 1, 0, {"source_addr": b"Staffetta", "destination_addr": b"393331234567",
                                  "registered_delivery": 1, "short_message": b"hello world"}))
     return min(timeit.repeat(lambda: encode(decode(frame)), number=20000, repeat=5)) / 20000 * 1e6
+
+
+def writer_batches(metrics_port: int) -> tuple[float, float]:
+    """(group commits, rows) so far, from the hub's ``staffetta_writer_batch_rows`` histogram."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("staffetta_writer_batch_rows_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("staffetta_writer_batch_rows_sum"):
+            total = float(line.split()[-1])
+    return count, total
 
 
 def rss_mib(pid: int, key: str = "VmRSS") -> float:
@@ -206,7 +222,7 @@ def main() -> int:
     results = []
     schema = None
     try:
-        sim_port, hub_port, hlr_port = free_port(), free_port(), free_port()
+        sim_port, hub_port, hlr_port, metrics_port = free_port(), free_port(), free_port(), free_port()
         store = f"data_dir: {tmp / 'data'}\n"
         if args.database_url:
             schema, url = scratch_pg_schema(args.database_url, "bench_")
@@ -215,7 +231,8 @@ def main() -> int:
         cfg.write_text(hub_config(
             hub_port, sim_port, store,
             os.environ.get("BENCH_EXTRA_CONFIG", "")
-            + f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n"))
+            + f"hlr: {{mode: {args.hlr}, provider: {{type: simulator, url: 'http://127.0.0.1:{hlr_port}'}}}}\n")
+            .replace("metrics_listen: null", f"metrics_listen: 127.0.0.1:{metrics_port}"))
         create_accounts(cli, ["--config", str(cfg)], args.profile)
         procs.append(subprocess.Popen(pinned(1, [*cli, "simulator", "--listen", f"127.0.0.1:{sim_port}",
                                                   "--dlr-delay", str(args.dlr_delay), "--control", "off",
@@ -227,12 +244,15 @@ def main() -> int:
         hub = subprocess.Popen(pinned(0, hub_cmd))
         procs.append(hub)
         wait_port(hub_port, timeout=120)  # slow under yappi on a loaded machine
+        wait_port(metrics_port)
         time.sleep(0.5)  # let the connector bind upstream
         for w in (int(x) for x in args.windows.split(",")):
             if args.yappi:
                 hub.send_signal(signal.SIGUSR1)  # profile_hub.py: the profile covers this load alone
                 time.sleep(0.2)
+            commits_before, rows_before = writer_batches(metrics_port)  # before the CPU: a scrape costs some
             cpu_before = cpu_seconds(hub.pid)
+            sys_before = cpu_seconds(hub.pid, system_only=True)
             out = subprocess.run(
                 pinned(1, [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(args.profile),
                            "-n", str(sizes.get(w, 10000)), "--window", str(w), "--json"]),
@@ -242,6 +262,12 @@ def main() -> int:
             r["window"] = w
             # Hub CPU per message (submit, forward, receipt, delivery): robust to a noisy machine.
             r["hub_cpu_us_per_msg"] = (cpu_seconds(hub.pid) - cpu_before) / max(r["accepted"], 1) * 1e6
+            # Of which in the kernel (system calls: reads, writes, epoll, the WAL, waking the writer).
+            r["hub_sys_us_per_msg"] = (cpu_seconds(hub.pid, system_only=True) - sys_before) / max(r["accepted"], 1) * 1e6
+            commits, rows = writer_batches(metrics_port)
+            # Group commits per message: each costs ~14 pages written to the WAL, whatever its size.
+            r["writer_rows_per_commit"] = (rows - rows_before) / max(commits - commits_before, 1)
+            r["writer_commits_per_msg"] = (commits - commits_before) / max(r["accepted"], 1)
             r["hub_cpu_per_msg_in_codec_round_trips"] = r["hub_cpu_us_per_msg"] / calib
             results.append(r)
             if not args.json:
@@ -249,9 +275,10 @@ def main() -> int:
                     f"{args.profile}, window {w:>3} x {r['connections']}: {r['accepted']}/{r['sent']} accepted, "
                     f"{r['accepted_per_s']:.0f} msg/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
                     f"receipts {r['receipts']}/{r['receipts_expected']} ({r['receipts_per_s']:.0f}/s), "
-                    f"hub CPU {r['hub_cpu_us_per_msg']:.0f} µs/msg "
+                    f"hub CPU {r['hub_cpu_us_per_msg']:.0f} µs/msg ({r['hub_sys_us_per_msg']:.0f} in the kernel) "
                     f"(= {r['hub_cpu_per_msg_in_codec_round_trips']:.0f} codec round trips), "
-                    f"client CPU {r['client_cpu_us_per_msg']:.0f} µs/msg",
+                    f"client CPU {r['client_cpu_us_per_msg']:.0f} µs/msg, "
+                    f"{r['writer_rows_per_commit']:.1f} rows a group commit",
                     flush=True,
                 )
     finally:

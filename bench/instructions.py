@@ -14,6 +14,7 @@ that checks the bind password).
     python bench/instructions.py --profile single-destination   # one number, as before
     python bench/instructions.py --small 300 --large 1500
     python bench/instructions.py --routes 1000      # a 1,000-rule route table over four connectors
+    python bench/instructions.py --keep /tmp/cg   # then: callgrind_annotate /tmp/cg/cg-3000.*-01 (and cg-500.*)
 
 "Messages" are submit_sm PDUs (a long message sent as 3 UDH parts counts 3).
 
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_spine import bench_args, create_accounts, free_port, hub_config, wait_port  # noqa: E402
+from bench_spine import accounts_for, bench_args, create_accounts, free_port, hub_config, wait_port  # noqa: E402
 
 
 def thread_totals(prefix: str) -> list[int]:
@@ -47,6 +48,40 @@ def thread_totals(prefix: str) -> list[int]:
                     totals.append(int(line.split()[1]))
                     break
     return totals
+
+
+def warm_binds(port: int, profile: str, timeout: float = 600.0) -> None:
+    """Bind and unbind each account once, waiting as long as valgrind needs.
+
+    A password check is scrypt (~50 ms natively, many seconds under callgrind,
+    one at a time): the load client's 30 s bind time-out can expire. After one
+    good bind the hub checks the same password from its cache of recent
+    successes, so the load client's binds are quick. Both runs do the same
+    binds, so the per-message difference does not include them.
+    """
+    import socket
+
+    from staffetta.pdu.codec import Pdu, decode, encode
+    from staffetta.pdu.constants import Command
+
+    def read_pdu(sock: socket.socket) -> Pdu:
+        data = b""
+        while len(data) < 4 or len(data) < int.from_bytes(data[:4], "big"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise SystemExit("the hub closed the warm-up bind")
+            data += chunk
+        return decode(data)
+
+    for name, password in accounts_for(profile):
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(encode(Pdu(Command.BIND_TRANSCEIVER, 1, 0, {
+                "system_id": name.encode(), "password": password.encode(), "interface_version": 0x34})))
+            resp = read_pdu(sock)
+            if resp.status:
+                raise SystemExit(f"warm-up bind of {name} refused: 0x{resp.status:08x}")
+            sock.sendall(encode(Pdu(Command.UNBIND, 2, 0)))
+            read_pdu(sock)
 
 
 def one_run(n: int, work: Path, profile: str, routes: int = 0) -> tuple[list[int], dict]:
@@ -68,13 +103,17 @@ def one_run(n: int, work: Path, profile: str, routes: int = 0) -> tuple[list[int
              *cli, "run", "--config", str(cfg)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_port(hub_port, timeout=300)
+        wait_port(hub_port, timeout=1200)  # minutes under valgrind on a loaded machine
         time.sleep(3)  # the connector binds upstream, slowly under valgrind
-        out = subprocess.run(
+        warm_binds(hub_port, profile)
+        run = subprocess.run(
             [*cli, "bench", "--target", f"127.0.0.1:{hub_port}", *bench_args(profile),
              "-n", str(n), "--window", "50", "--json"],
-            check=True, capture_output=True, text=True,
-        ).stdout
+            capture_output=True, text=True,
+        )
+        if run.returncode:
+            raise SystemExit(f"staffetta bench failed ({run.returncode}): {run.stderr.strip()[-2000:]}")
+        out = run.stdout
         import json
 
         result = json.loads(out)
@@ -97,6 +136,10 @@ def main() -> int:
                     help="the traffic (default realistic: docs/benchmarks.md)")
     ap.add_argument("--routes", type=int, default=0, metavar="N",
                     help="a route table of N rules over four connectors (default 0: one connector, no table)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy both runs' callgrind files here (per function: callgrind_annotate DIR/cg-N.PID-01; "
+                         "the per-message cost of a function is its large-run count minus its small-run count, "
+                         "divided by the difference in messages)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -105,6 +148,10 @@ def main() -> int:
     try:
         small, r_small = one_run(args.small, work, args.profile, args.routes)
         large, r_large = one_run(args.large, work, args.profile, args.routes)
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for f in glob.glob(str(work / "cg-*")):
+                shutil.copy(f, args.keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for r in (r_small, r_large):

@@ -37,7 +37,8 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
     ("carrier submit_sm_resp (UpstreamProtocol.on_response)", [("upstream.py", "UpstreamProtocol.on_response")]),
     ("carrier receipt in (Router.carrier_pdu)", [("router.py", "Router.carrier_pdu")]),
     ("receipt committed: to the outbox (router committed)", [("router.py", "committed")]),
-    ("receipt out to the client (Outbox.pump)", [("outbox.py", "Outbox.pump")]),
+    ("  receipt queued and sent to the client (Outbox.add: line, window, send_encoded)",
+     [("outbox.py", "Outbox.add")]),
     ("client deliver_sm_resp (HubProtocol.on_response)", [("server.py", "HubProtocol.on_response")]),
     ("commit results back on the reactor (writer _fire: includes both 'committed' rows)",
      [("writer.py", "_fire")]),
@@ -70,6 +71,21 @@ def stage_table(yappi: Any) -> str:
     lines.append(f"| reactor thread in all | {main.ttot / messages * 1e6:.1f} | {main.ttot / total:.1%} |")
     lines.append(f"| other threads (group-commit writer, password checks) | {others / messages * 1e6:.1f} | "
                  f"{others / total:.1%} |")
+    # The writer (the busiest other thread): SQLite's statements, its commits, and the Python around them.
+    writer = max((t for t in threads if t is not main), key=lambda t: t.ttot, default=None)
+    if writer is not None:
+        wstats = list(yappi.get_func_stats(filter={"ctx_id": writer.id}))
+
+        def builtin(*names: str) -> float:
+            return sum(st.ttot for st in wstats if st.module == "builtins" and any(
+                st.name == f"<method '{n}' of 'sqlite3.{k}' objects>" for n in names for k in ("Connection", "Cursor")))
+
+        sql = builtin("executemany", "execute", "fetchone", "fetchall")
+        commit = builtin("commit")
+        for label, t in (("&nbsp;&nbsp;writer: SQL statements in SQLite (executemany, execute, fetch)", sql),
+                         ("&nbsp;&nbsp;writer: commits in SQLite (the WAL's page writes)", commit),
+                         ("&nbsp;&nbsp;writer: Python (handlers, transaction, hand-back, waits)", writer.ttot - sql - commit)):
+            lines.append(f"| {label} | {t / messages * 1e6:.1f} | {t / total:.1%} |")
     return "\n".join(lines) + "\n\n"
 
 

@@ -44,7 +44,7 @@ from staffetta.router.record import (  # noqa: F401 - the phases are read as mes
     messages,
     row_tuple,
 )
-from staffetta.store.db import add_missing_columns, metadata
+from staffetta.store.db import add_missing_columns, bind_as_int, metadata
 from staffetta.store.sql import executemany, insert_sql
 
 #: Indexes of earlier versions, replaced by the partial ones above.
@@ -110,6 +110,11 @@ _SET_FINAL = ("UPDATE messages SET phase = 2, state = ?, err = ?, done_at = ?, c
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
 # Only a row still waiting and still SCHEDULED: an outcome written after it must win.
 _SET_RELEASED = f"UPDATE messages SET state = {int(MessageState.ENROUTE)} WHERE id = ? AND phase = 0 AND state = {SCHEDULED}"
+
+# States reach these writes as MessageState members (the carrier id update's
+# ENROUTE on every message, EXPIRED, REJECTED...): bound as ints, not through
+# sqlite3's adaptation protocol (store.db.bind_as_int).
+bind_as_int(MessageState)
 
 
 def insert_messages(conn: Connection, records: list[MessageRecord]) -> None:

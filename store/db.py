@@ -39,6 +39,21 @@ def _bind_none_and_bytes_directly() -> None:
     sqlite3.register_adapter(bytes, bytes)  # C-level: bytes(b) is b
 
 
+def bind_as_int(*int_types: type[int]) -> None:
+    """Have sqlite3 bind members of these ``int`` subclasses (IntEnums) as plain ints.
+
+    The sqlite3 module binds only exact ``int`` at once; a subclass such as
+    ``MessageState.ENROUTE`` goes the PEP 246 way described above: two failed
+    attribute lookups, each formatting an AttributeError message that is then
+    dropped, ~4 µs a value on this machine (an executemany row of four values
+    cost 8.9 µs with one enum member against 4.8 µs with plain ints). A
+    registered adapter is found first and ``int`` converts in C; the stored
+    value is the same integer. Called by each module that writes such values.
+    """
+    for t in int_types:
+        sqlite3.register_adapter(t, int)
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine; :func:`create_schema` makes the tables."""
     if url.startswith("sqlite"):

@@ -17,6 +17,16 @@ their kind, so a message insert queued before the update of the same message
 stays before it. The SQLite and libpq calls release the GIL, so the reactor
 keeps running during I/O.
 
+The writer also paces itself on the reactor: a batch does not begin while the
+reactor has not yet taken the previous batch's results (``handback_wait`` at
+most). Those results wait for the reactor whatever we do, so a commit made
+meanwhile answers nobody sooner; it only takes the core from the reactor and
+pays one more commit. A commit costs about the same whatever its size (~14
+WAL pages here, ~59 KB: ``bench/bench_writer.py``: 2 messages a commit cost
+the writer ~2.3x the CPU per message of 12 a commit), so on a busy hub
+batches grow with the reactor's turns instead of with ``max_delay`` alone; on
+a quiet one the reactor takes results at once and nothing changes.
+
 Whoever waits for a write either gets a Deferred (:meth:`submit`) or hands two
 plain callables (:meth:`submit_then`): the hot paths use the latter, since
 building and firing a Deferred per write was ~5% of the reactor thread.
@@ -53,12 +63,19 @@ class GroupCommitWriter:
         *,
         max_batch: int = 200,
         max_delay: float = 0.0005,
+        handback_wait: float = 0.05,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.reactor = reactor
         self.max_batch = max_batch
         self.max_delay = max_delay
+        #: The longest a batch waits for the reactor to take the previous one's results.
+        self.handback_wait = handback_wait
+        # Set when the reactor has run the previous batch's results (and whatever
+        # they appended is queued): the next batch may begin.
+        self._handed = threading.Event()
+        self._handed.set()
         self._handlers: dict[str, Handler] = {}
         # (kind, item, waiter); appended by the reactor, popped by the thread.
         self._items: collections.deque[tuple[str, Any, Waiter]] = collections.deque()
@@ -151,6 +168,12 @@ class GroupCommitWriter:
                     if not items:  # stopping, and all is written
                         self._drop_connection()
                         return
+            # Paced on the reactor (module docstring): while it has not taken the
+            # previous batch's results, items gather. Bounded, so a reactor that
+            # stopped or stalls delays a batch by handback_wait at most.
+            handed = self._handed
+            if not handed.is_set() and not self._stopping:
+                handed.wait(self.handback_wait)
             # Group commit: a batch begins no sooner than max_delay after the
             # previous one began. An item that wakes a writer idle for longer is
             # written at once (no wait on a quiet hub); under load, items gather
@@ -203,7 +226,15 @@ class GroupCommitWriter:
         self.items += len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch), time.monotonic() - started)
-        self.reactor.callFromThread(_fire, outcome)
+        self._handed.clear()
+        self.reactor.callFromThread(self._hand_back, outcome)
+
+    def _hand_back(self, outcome: list[tuple[Waiter, bool, Any]]) -> None:
+        """In the reactor: a batch's results to their waiters, then let the next batch begin."""
+        try:
+            _fire(outcome)
+        finally:
+            self._handed.set()
 
 
 def _fire(outcome: list[tuple[Waiter, bool, Any]]) -> None:

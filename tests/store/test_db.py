@@ -34,3 +34,21 @@ def test_values_round_trip_with_their_storage_class(tmp_path_factory, values):
         engine.dispose()
     assert [r[0] for r in rows] == values
     assert [r[1] for r in rows] == ["null" if v is None else "blob" for v in values]
+
+
+def test_message_states_are_bound_as_plain_ints(tmp_path):
+    """The carrier id update binds MessageState.ENROUTE for every message: an adapter, not PEP 246."""
+    import staffetta.router.messages  # noqa: F401 - registers it
+    from staffetta.pdu.constants import MessageState
+
+    assert sqlite3.adapters.get((MessageState, sqlite3.PrepareProtocol)) is int
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE s (x INTEGER)")
+            conn.exec_driver_sql("INSERT INTO s (x) VALUES (?)", [(MessageState.ENROUTE,), (MessageState.REJECTED,)])
+            rows = conn.exec_driver_sql("SELECT x, typeof(x) FROM s").all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, "integer"), (8, "integer")]
+    assert all(type(r[0]) is int for r in rows)
