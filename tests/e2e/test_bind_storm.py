@@ -43,7 +43,7 @@ def test_a_storm_keeps_memory_bounded_and_a_returning_client_served(tmp_path):
     # A returning good client: its bind comes from the cache, quickly; its submits as before.
     assert fig.good_bind_status == "ESME_ROK"
     assert fig.bind_checks["cache"] == 1
-    assert fig.good_bind_ms < 100, fig
+    assert fig.good_bind_ms < 500, fig  # from the cache: not behind the 32 queued checks (~50 ms each)
     assert fig.submits_during == {"ESME_ROK": 20}
     assert fig.submit_p50_ms_during < fig.submit_p50_ms_before + 10, fig
     assert fig.storm_seconds < 40
