@@ -141,8 +141,10 @@ def hub_config(hub_port: int, sim_port: int, store: str, extra: str = "", routes
         + extra
         + table
         + "upstreams:\n"
-        + "".join(f"  - {{name: {n}, host: 127.0.0.1, port: {sim_port}, system_id: hub, password: hub, "
-                  f"window: {200 // len(names)}}}\n" for n in names)
+        # Each connector its own system_id: the carrier sends a message's receipt on a
+        # session of the account that submitted it (docs/routing.md "Connectors").
+        + "".join(f"  - {{name: {n}, host: 127.0.0.1, port: {sim_port}, system_id: {n.replace('sim', 'hub')}, "
+                  f"password: hub, window: {200 // len(names)}}}\n" for n in names)
     )
 
 
