@@ -485,7 +485,7 @@ class Hub:
             yield self.port.stopListening()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
-        for c in self.router.connectors.values():
+        for c in [*self.router.connectors.values(), *self.router.retiring]:  # retiring: a reload removed them
             c.stop()
             c.disconnect()
         for p in list(self.clients):
