@@ -45,7 +45,8 @@ def test_a_storm_keeps_memory_bounded_and_a_returning_client_served(tmp_path):
     assert fig.bind_checks["cache"] == 1
     assert fig.good_bind_ms < 500, fig  # from the cache: not behind the 32 queued checks (~50 ms each)
     assert fig.submits_during == {"ESME_ROK": 20}
-    assert fig.submit_p50_ms_during < fig.submit_p50_ms_before + 10, fig
+    # Served during the storm, not behind it: a queued scrypt check is ~50 ms, 32 of them 1.6 s.
+    assert fig.submit_p50_ms_during < fig.submit_p50_ms_before + 100, fig
     assert fig.storm_seconds < 40
     # docs/operations.md: an idle bound session costs about 4 KiB of the hub's RSS (held under 8).
     assert 0 < fig.session_kib < 8, fig

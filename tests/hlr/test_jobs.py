@@ -243,7 +243,7 @@ async def test_job_waits_out_an_open_circuit_instead_of_failing_every_item(engin
     runner = JobRunner(reactor, engine, provider, billing_charge_tx, job_writer, concurrency=4,
                        progress=lambda p: p.waiting and waits.append(p.waiting))
     info = await within(runner.run(job))
-    assert waits and "circuit open" in waits[0]
+    assert any("circuit open" in w for w in waits), waits  # (a provider error may be said first)
     assert info.counts[ERRORED] <= 3 and info.counts[DONE] == 60 - info.counts[ERRORED]
     assert provider.breaker.state == "closed"
 
