@@ -591,26 +591,38 @@ class Carrier(protocol.ServerFactory):
             return
         rule = self.match(fields.get("destination_addr", b"")) if self._rules else None
         if rule is not None:
-            if not rule.respond:
-                stats["submits_unanswered"] += 1
-                return
-            if rule.answer is not None:
-                stats["submits_rejected"] += 1
-                stats["faults_sent"] += 1
-                # Not a submit_sm_resp, so the session still counts the request
-                # as owed: one inbound-window slot per such answer stays used.
-                proto.write_raw(fault_bytes(rule.answer, pdu.sequence))
+            if self._scripted_away(proto, pdu, rule):
                 return
             if rule.submit_status:
                 stats["submits_rejected"] += 1
                 proto.session.respond(pdu, rule.submit_status)
                 return
+        self._accept(proto, pdu, rule)
+
+    def _scripted_away(self, proto: CarrierProtocol, pdu: Pdu, rule: Rule) -> bool:
+        """A script that never answers, or answers with a fault instead of a submit_sm_resp (True: done)."""
+        stats = self.stats
+        if not rule.respond:
+            stats["submits_unanswered"] += 1
+            return True
+        if rule.answer is not None:
+            stats["submits_rejected"] += 1
+            stats["faults_sent"] += 1
+            # Not a submit_sm_resp, so the session still counts the request
+            # as owed: one inbound-window slot per such answer stays used.
+            proto.write_raw(fault_bytes(rule.answer, pdu.sequence))
+            return True
+        return False
+
+    def _accept(self, proto: CarrierProtocol, pdu: Pdu, rule: Rule | None) -> None:
+        """Answer with our id, record it, and maybe schedule its receipt (``rule`` may force one)."""
         mid = self._next_id()
         proto.session.respond(pdu, 0, {"message_id": mid})
         if self.seen is not None:
             self._record(pdu)
         if self.on_accept is not None:
             self.on_accept(proto.key, pdu)
+        fields = pdu.fields
         self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
 
     def _submit_faulty(self, proto: CarrierProtocol, pdu: Pdu, answer: Answer) -> None:
@@ -629,13 +641,7 @@ class Carrier(protocol.ServerFactory):
         rule = self.match(dest) if self._rules and cause not in ("magic", "throttled") else None
         status = answer.status
         if rule is not None:
-            if not rule.respond:
-                stats["submits_unanswered"] += 1
-                return
-            if rule.answer is not None:
-                stats["submits_rejected"] += 1
-                stats["faults_sent"] += 1
-                proto.write_raw(fault_bytes(rule.answer, pdu.sequence))
+            if self._scripted_away(proto, pdu, rule):
                 return
             status = rule.submit_status
         if answer.stat is not None:
@@ -659,14 +665,7 @@ class Carrier(protocol.ServerFactory):
                 stats["throttled"] += 1
             proto.session.respond(pdu, status)
         else:
-            mid = self._next_id()
-            proto.session.respond(pdu, 0, {"message_id": mid})
-            if self.seen is not None:
-                self._record(pdu)
-            if self.on_accept is not None:
-                self.on_accept(proto.key, pdu)
-            fields = pdu.fields
-            self._maybe_receipt(proto, pdu, fields, fields.get("destination_addr", b""), mid, rule)
+            self._accept(proto, pdu, rule)
         if disconnect:
             stats["disconnects"] += 1
             proto.drop("simulated disconnect")  # flushes the answer, then closes (no unbind)

@@ -295,10 +295,15 @@ def test_a_bad_config_is_refused_by_route_reload_and_by_sighup_and_the_table_sta
     Path(cfg).write_text(Path(cfg).read_text() + "  - {name: ghost, connectors: [zz]}\n")
     one_line_error(run("route", "reload", "--data-dir", data),
                    "routes[4].connectors: 'zz' is not a configured upstream")
-    time.sleep(0.5)
-    assert hub.proc.poll() is None and hub.get("/status/routes") == before  # nothing was sent
     os.kill(hub.proc.pid, signal.SIGHUP)  # a signal from elsewhere: the hub checks the file itself
-    time.sleep(2)
+    addresses = tmp_path / "data" / "addresses.json"
+    deadline = time.monotonic() + 10
+    while "reload" not in json.loads(addresses.read_text()):  # the hub's own report of the SIGHUP
+        assert time.monotonic() < deadline, "SIGHUP not reported"
+        time.sleep(0.05)
+    report = json.loads(addresses.read_text())["reload"]
+    assert report["seq"] == 1  # the first SIGHUP the hub saw: route reload sent none
+    assert report["ok"] is False and "routes[4].connectors: 'zz'" in report["error"]
     assert hub.proc.poll() is None and hub.get("/status/routes") == before
     err = hub.stop()
     refused = [ln for ln in err.splitlines() if "reload refused" in ln]
