@@ -254,3 +254,16 @@ def test_hub_paths_never_call_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> N
     assert normalize_number("+44 7400 123459") == ("447400123459", "")
     assert [s for _, s, _ in prepare_items(["3481234567", "+390612345678", "x"], 39)] == \
         ["pending", "invalid", "invalid"]
+
+
+def test_compile_regions_compiles_every_length_of_those_codes_only() -> None:
+    """What a hub runs at start for its price plans' countries (``Hub._compile_numbering``)."""
+    fresh = NumberingPlan()
+    done = fresh.compile_regions(["IT", "GG", "XX"])  # GG shares +44; XX is no region: skipped
+    assert all(e is not _PENDING for cc in (39, 44) for e in fresh.codes[cc].by_length)
+    assert done == 2 * len(fresh.codes[39].by_length)
+    assert all(e is _PENDING for e in fresh.codes[33].by_length)
+    assert fresh.compile_regions(["IT"]) == 0  # nothing left to do
+    for cc, nsn in TOP_EXAMPLES:
+        if cc in (39, 44):
+            assert fresh.read(f"{cc}{nsn}") == plan().read(f"{cc}{nsn}")
