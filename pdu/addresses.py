@@ -88,7 +88,7 @@ def _read_mobile(digits: str, ton: int, default_cc: int) -> Reading | None:
     """
     p = _PLAN
     if ton == _INTERNATIONAL:
-        got = p.read(digits)
+        got = p.read_international(digits)
     elif ton == _NATIONAL:
         got = p.read(digits, p.main_region(default_cc))
     elif digits.startswith("00"):
@@ -180,7 +180,12 @@ def normalize_destination(addr: bytes, ton: int, npi: int, default_cc: int = 39)
         raise SubmitRejected(Status.ESME_RINVDSTADR, "destination_addr",
                              f"{addr.decode('latin-1')!r} is not all digits")
     text = digits.decode("ascii")
-    num = _read_mobile(text, ton, default_cc)
+    if ton == _INTERNATIONAL:  # most traffic: _read_mobile's first branch without its call
+        num = _PLAN.read_international(text)
+        if num is not None and num.type not in MOBILE_TYPES:
+            num = None
+    else:
+        num = _read_mobile(text, ton, default_cc)
     if num is None:
         raise SubmitRejected(Status.ESME_RINVDSTADR, "destination_addr",
                              f"{text} (TON {ton}) is not a valid mobile number")
