@@ -66,3 +66,26 @@ def test_ton_and_npi_are_bound_as_plain_ints() -> None:
     """The message row carries them as IntEnum members: an adapter, not sqlite3's PEP 246 lookup."""
     for t in (Ton, Npi, MessageState):
         assert sqlite3.adapters.get((t, sqlite3.PrepareProtocol)) is int
+
+
+def test_an_outcome_names_its_connector_or_leaves_the_rows(engine) -> None:
+    """``connector`` None keeps the row's (a carried message); a name sets it (a refusing carrier),
+    also for the other outcomes of its batch, whose None still keeps theirs."""
+    records = [_record(id=i, phase=M.FORWARDED, connector="sim" if i % 2 else None,
+                       upstream_id=f"u{i}" if i % 2 else None) for i in range(1, 6)]
+    with engine.begin() as conn:
+        M.insert_messages(conn, records)
+    with engine.begin() as conn:
+        assert M.record_outcomes(conn, [(1, 2, 0, 7.0, None, None, None), (2, 8, 0, 7.5, None, None, None)]) == [0, 0]
+    with engine.begin() as conn:
+        M.record_outcomes(conn, [(3, 2, 0, 8.0, None, None, None), (4, 8, 88, 8.5, None, None, "other"),
+                                 (5, 2, 0, 9.0, None, None, "sim")])
+    stored = _stored(engine)
+    assert {m: (r["phase"], r["state"], r["err"], r["done_at"], r["connector"], r["upstream_id"])
+            for m, r in stored.items()} == {
+        1: (M.FINAL, 2, 0, 7.0, "sim", "u1"),
+        2: (M.FINAL, 8, 0, 7.5, None, None),
+        3: (M.FINAL, 2, 0, 8.0, "sim", "u3"),
+        4: (M.FINAL, 8, 88, 8.5, "other", None),
+        5: (M.FINAL, 2, 0, 9.0, "sim", "u5"),
+    }
