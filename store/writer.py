@@ -39,6 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -225,8 +226,11 @@ class GroupCommitWriter:
                     run = batch[i:j]
                     results = self._handlers[kind](conn, [b[1] for b in run])
                     if results is None:
-                        results = [None] * len(run)
-                    outcome.extend((b[2], True, r) for b, r in zip(run, results, strict=True))
+                        results = repeat(None)
+                    elif len(results) != j - i:
+                        raise ValueError(f"{kind}: {len(results)} results for {j - i} items")
+                    # zip in C: a generator expression here cost ~200 instructions an item.
+                    outcome.extend(zip([b[2] for b in run], repeat(True), results))
                     i = j
         except Exception as exc:  # the whole batch failed: every waiter hears it
             log.exception("group commit of %d items failed", len(batch))
