@@ -381,3 +381,28 @@ def test_upgrade_a_store_made_before_billing(tmp_path) -> None:
         assert wallet.debit_batch(c, [Debit(cred.account.id, 160, 1)], now=T0) == [True]
         assert wallet.check(c) == []
     engine.dispose()
+
+
+def test_plain_tuples_and_debits_write_the_same_ledger_rows_in_order(engine) -> None:
+    """debit_batch takes Debit or plain tuples; a debit's ledger row leaves out its NULL columns,
+    and a batch that also has a full row (a reference) keeps the rows in batch order."""
+    with engine.begin() as c:
+        a = new_account(c, "acme")
+        wallet.topup(c, a, 10_000, now=T0)
+    with engine.begin() as c:
+        assert wallet.debit_batch(c, [(a, 160, 1, wallet.DEBIT, None), Debit(a, 160, 2)], now=T0) == [True] * 2
+        assert wallet.debit_batch(c, [Debit(a, 10, None, kind=wallet.HLR, reference="job-7"),
+                                      (a, 160, 3, wallet.DEBIT, None), Debit(a, 0, 4)], now=T0) == [True] * 3
+    cols = (ledger.c.kind, ledger.c.amount, ledger.c.message_id, ledger.c.transfer_id, ledger.c.debit_id,
+            ledger.c.reference, ledger.c.created_at)
+    with engine.begin() as c:
+        rows = [tuple(r) for r in c.execute(select(*cols).where(ledger.c.kind != "topup").order_by(ledger.c.id))]
+        assert wallet.check(c) == []
+        assert wallet.balance(c, a) == 10_000 - 3 * 160 - 10
+    assert rows == [
+        ("debit", -160, 1, None, None, None, T0),
+        ("debit", -160, 2, None, None, None, T0),
+        ("hlr", -10, None, None, None, "job-7", T0),
+        ("debit", -160, 3, None, None, None, T0),
+        ("debit", 0, 4, None, None, None, T0),
+    ]

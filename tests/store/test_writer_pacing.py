@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table
 
 from staffetta.store.db import make_engine
-from staffetta.store.writer import GroupCommitWriter
+from staffetta.store.writer import GroupCommitWriter, _signal
 
 meta = MetaData()
 Table("paced", meta, Column("n", Integer, primary_key=True))
@@ -62,9 +62,8 @@ def start(engine, reactor, **kw) -> GroupCommitWriter:
 
 def end(w: GroupCommitWriter, reactor: HeldReactor) -> None:
     w._stopped = True
-    with w._lock:
-        w._stopping = True
-        w._wake.notify()
+    w._stopping = True
+    _signal(w._wake)
     while w._thread.is_alive():
         reactor.run_pending()
         w._thread.join(0.01)
