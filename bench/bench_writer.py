@@ -101,10 +101,10 @@ def run(args, pragmas: list[str]) -> float:
                 if mid % 10:
                     oid += 1
                     d = Delivery(oid, r.account_id, mid, "dlr", b"\x00" * 180, now, now + 3 * 86400)
-                    later[args.receipt_lag - 1].append(("outcomes", (mid, 2, 0, now, d, None), None))
+                    later[args.receipt_lag - 1].append(("outcomes", (mid, 2, 0, now, d, None, None), None))
                     later[args.receipt_lag + 1].append(("delivered", oid, None))
                 else:
-                    later[args.receipt_lag - 1].append(("outcomes", (mid, 2, 0, now, None, None), None))
+                    later[args.receipt_lag - 1].append(("outcomes", (mid, 2, 0, now, None, None, None), None))
             # Kinds in the order the hub's reactor tends to append them within a turn.
             order = {"delivered": 0, "outcomes": 1, "upstream": 2, "paid_messages": 3}
             batch.sort(key=lambda e: order[e[0]])
