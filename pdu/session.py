@@ -25,7 +25,17 @@ from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
-from staffetta.pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, decode_frame, encode, u8, unpack_header
+from staffetta.pdu.codec import (
+    HEADER_LEN,
+    DecodeError,
+    Pdu,
+    decode,
+    decode_frame,
+    encode,
+    response_octets,
+    u8,
+    unpack_header,
+)
 from staffetta.pdu.constants import (
     BIND_COMMANDS,
     RESPONSE_BIT,
@@ -109,6 +119,12 @@ _NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.G
 _KNOWN_REQUESTS = frozenset(int(c) for c in Command if not c & RESPONSE_BIT)
 #: Our requests that do not count against the window.
 _UNWINDOWED = frozenset({Command.ENQUIRE_LINK, Command.UNBIND})
+#: Per state, the requests that go straight to the application (after the
+#: inbound window and the body check): the ones the screening in
+#: ``Session._screen`` would let through, known in one set lookup. Binds are
+#: not here: they have their own conditions.
+_SMSC_PASS = {state: _SMSC_ACCEPTS.get(state, frozenset()) - _SMSC_NEVER for state in State}
+_ESME_PASS = {state: (_ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()) - _ESME_NEVER for state in State}
 
 
 class Timers:
@@ -236,6 +252,7 @@ class Session:
         hold_when_full: bool = False,
     ) -> None:
         self.side = side
+        self._pass = _SMSC_PASS if side == _SMSC else _ESME_PASS
         self.clock = clock
         self.timers = timers or Timers()
         self.window = window
@@ -310,16 +327,19 @@ class Session:
         """
         if self.state == _CLOSED:
             raise RuntimeError("session closed")
-        seq = self._allocate_sequence()
+        seq = self._next_seq
+        if seq in self.outstanding or seq >= MAX_SEQUENCE:
+            seq = self._allocate_sequence()
+        else:
+            self._next_seq = seq + 1
         pdu = Pdu(command_id, seq, 0, fields, tlvs)
         self._emit(pdu)
-        self.outstanding[seq] = Outstanding(
-            command_id, seq, context, self.clock() + self.timers.response, pdu
-        )
+        now = self.clock()
+        self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         if command_id not in _UNWINDOWED:
             self._windowed += 1
         if command_id != _ENQUIRE_LINK:
-            self.last_transaction = self.clock()
+            self.last_transaction = now
         return seq
 
     def send_encoded(self, frame: bytes, context=None) -> int:
@@ -330,7 +350,11 @@ class Session:
         """
         if self.state == _CLOSED:
             raise RuntimeError("session closed")
-        seq = self._allocate_sequence()
+        seq = self._next_seq
+        if seq in self.outstanding or seq >= MAX_SEQUENCE:
+            seq = self._allocate_sequence()
+        else:
+            self._next_seq = seq + 1
         command_id = int.from_bytes(frame[4:8], "big")
         if self.interface_version < 0x34:
             pdu = decode(frame)
@@ -341,14 +365,18 @@ class Session:
             self._out.append(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
             if self._pdu_counts is not None:
                 self._pdu_counts[(False, command_id, 0)] += 1
-        self.outstanding[seq] = Outstanding(
-            command_id, seq, context, self.clock() + self.timers.response, pdu
-        )
+        now = self.clock()
+        self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         self._windowed += 1
-        self.last_transaction = self.clock()
+        self.last_transaction = now
         return seq
 
     def _allocate_sequence(self) -> int:
+        """The next free sequence number, skipping those still outstanding and wrapping at 2^31-1.
+
+        The send paths inline the common case (the next number is free and not
+        the last); this is the rest.
+        """
         seq = self._next_seq
         while seq in self.outstanding:
             seq = seq + 1 if seq < MAX_SEQUENCE else 1
@@ -363,10 +391,16 @@ class Session:
         tlvs: dict[int, bytes] | None = None,
     ) -> None:
         """Answer a :class:`RequestReceived`; a late answer after close is dropped."""
-        self._inbound.discard(request.sequence)
+        sequence = request.sequence
+        self._inbound.discard(sequence)
         if self.state == _CLOSED:
             return
-        self._emit(Pdu(request.command_id | RESPONSE_BIT, request.sequence, status, fields, tlvs))
+        command_id = request.command_id | RESPONSE_BIT
+        if tlvs and self.interface_version < 0x34:
+            tlvs = None  # never send TLVs to a v3.3 peer
+        self._out.append(response_octets(command_id, sequence, status, fields, tlvs))
+        if self._pdu_counts is not None:
+            self._pdu_counts[(False, command_id, status)] += 1
 
     def forget(self, request: Pdu) -> None:
         """Never answer this request, and free its inbound slot (the simulator's lost submit)."""
@@ -440,11 +474,12 @@ class Session:
         if self.state == _CLOSED:
             return []
         events: list[Event] = []
+        now = self.clock()  # one read for the whole chunk: its frames arrived together
         try:
             frames = self._framer.feed(data)
         except FramingError as exc:
             for frame in exc.frames:
-                self._handle_frame(frame, events)
+                self._handle_frame(frame, events, now)
                 if self.state == _CLOSED:
                     return events
             self._emit(Pdu(Command.GENERIC_NACK, exc.sequence, Status.ESME_RINVCMDLEN))
@@ -454,10 +489,11 @@ class Session:
             events.append(self._close(f"framing: {exc}"))
             return events
         held = self._held
+        handle = self._handle_frame
         for frame in frames:
             if held:  # holding: what follows waits behind it, in stream order
                 held.append(frame)
-            elif self._handle_frame(frame, events):
+            elif handle(frame, events, now):
                 held.append(frame)
             elif self.state == _CLOSED:
                 break
@@ -476,17 +512,17 @@ class Session:
         """
         events: list[Event] = []
         held = self._held
+        now = self.clock()
         while held and self.state != _CLOSED:
-            if self._handle_frame(held[0], events):
+            if self._handle_frame(held[0], events, now):
                 break
             held.popleft()
         if self.state == _CLOSED:
             held.clear()
         return events
 
-    def _handle_frame(self, frame: bytes, events: list[Event]) -> bool | None:
-        """Handle one whole frame; True when it must be held for a free inbound slot."""
-        now = self.clock()
+    def _handle_frame(self, frame: bytes, events: list[Event], now: float) -> bool | None:
+        """Handle one whole frame received at ``now``; True when it must be held for a free inbound slot."""
         self.last_received = now
         _, command_id, status, sequence = unpack_header(frame)
         if command_id & RESPONSE_BIT:
@@ -494,58 +530,12 @@ class Session:
             return
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, 0)] += 1
-        if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
-            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
+        if command_id in self._pass[self.state]:
+            # The common case (submit_sm, deliver_sm in a bound state): nothing
+            # of the screening applies, one set lookup says so.
+            self.last_transaction = now
+        elif self._screen(command_id, sequence, frame, now, events):
             return
-        # Protocol-level requests first: these need no body.
-        if command_id == _ENQUIRE_LINK:
-            self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
-            return
-        self.last_transaction = now
-        state = self.state
-        if command_id == _UNBIND:
-            if state in _BOUND or state == State.UNBINDING:
-                self._emit(Pdu(Command.UNBIND_RESP, sequence))
-                if self._windowed:
-                    self.state = _UNBOUND  # accept nothing new; wait for what we are owed
-                else:
-                    events.append(self._close("unbound by peer"))
-            else:
-                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
-            return
-        never = _SMSC_NEVER if self.side == _SMSC else _ESME_NEVER
-        if command_id in never:
-            if command_id in _NO_RESPONSE:
-                self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
-            else:
-                self._reject(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
-            return
-        if command_id in BIND_COMMANDS:  # SMSC side only, ESME side refused above
-            if state != State.OPEN:
-                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
-                return
-            if self._inbound:  # in OPEN only a bind reaches the application: one at a time
-                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "bind in progress")
-                return
-        elif command_id == _ALERT_NOTIFICATION:  # ESME side
-            try:
-                pdu = decode(frame)
-            except DecodeError as exc:
-                events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
-                return
-            events.append(AlertReceived(pdu))
-            return
-        elif command_id == _OUTBIND:  # ESME side: we never wait for outbinds
-            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
-            return
-        else:
-            if self.side == _SMSC:
-                allowed = _SMSC_ACCEPTS.get(state, frozenset())
-            else:
-                allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
-            if command_id not in allowed:
-                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
-                return
         if len(self._inbound) >= self.inbound_window:  # binds too: they cost the most
             if self.hold_when_full:
                 if self._pdu_counts is not None:  # counted again when it is handled
@@ -563,6 +553,67 @@ class Session:
             return
         self._inbound.add(sequence)
         events.append(RequestReceived(pdu))
+
+    def _screen(self, command_id: int, sequence: int, frame: bytes, now: float, events: list[Event]) -> bool:
+        """Every rule a request meets before the application; True when it is answered (or dropped) here.
+
+        False lets it on (a bind that may proceed): the inbound window and the
+        body check come next. Requests in ``_SMSC_PASS``/``_ESME_PASS`` for the
+        state skip this (they would pass every test).
+        """
+        if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
+            return True
+        # Protocol-level requests first: these need no body.
+        if command_id == _ENQUIRE_LINK:
+            self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
+            return True
+        self.last_transaction = now
+        state = self.state
+        if command_id == _UNBIND:
+            if state in _BOUND or state == State.UNBINDING:
+                self._emit(Pdu(Command.UNBIND_RESP, sequence))
+                if self._windowed:
+                    self.state = _UNBOUND  # accept nothing new; wait for what we are owed
+                else:
+                    events.append(self._close("unbound by peer"))
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
+            return True
+        never = _SMSC_NEVER if self.side == _SMSC else _ESME_NEVER
+        if command_id in never:
+            if command_id in _NO_RESPONSE:
+                self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            return True
+        if command_id in BIND_COMMANDS:  # SMSC side only, ESME side refused above
+            if state != State.OPEN:
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
+                return True
+            if self._inbound:  # in OPEN only a bind reaches the application: one at a time
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "bind in progress")
+                return True
+        elif command_id == _ALERT_NOTIFICATION:  # ESME side
+            try:
+                pdu = decode(frame)
+            except DecodeError as exc:
+                events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
+                return True
+            events.append(AlertReceived(pdu))
+            return True
+        elif command_id == _OUTBIND:  # ESME side: we never wait for outbinds
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
+            return True
+        else:
+            if self.side == _SMSC:
+                allowed = _SMSC_ACCEPTS.get(state, frozenset())
+            else:
+                allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
+            if command_id not in allowed:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
+                return True
+        return False
 
     def _handle_response(self, frame: bytes, command_id: int, status: int, sequence: int, events: list) -> None:
         if self._pdu_counts is not None:
