@@ -21,6 +21,7 @@ and the load client.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
@@ -46,6 +47,9 @@ from staffetta.pdu.constants import (
 from staffetta.pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
 
 log = logging.getLogger(__name__)
+
+#: A frame's command_id, read in place (send_encoded).
+_unpack_command_id = struct.Struct(">I").unpack_from
 
 MAX_SEQUENCE = 0x7FFFFFFF
 
@@ -285,13 +289,20 @@ class Session:
     # ------------------------------------------------------------------ queries
 
     @property
-    def bound(self) -> bool:
-        return self.state in _BOUND
+    def state(self) -> State:
+        return self._state
 
-    @property
-    def can_receive(self) -> bool:
-        """Whether we may send deliver_sm/data_sm to this peer (SMSC side)."""
-        return self.state in _CAN_RECEIVE
+    @state.setter
+    def state(self, state: State) -> None:
+        # What depends on the state only is worked out here, once per change,
+        # rather than on each read: windows ask ``bound``/``can_receive`` at
+        # every pump, and each request needs the set it may pass by.
+        self._state = state
+        #: Whether the session is bound (any bind type).
+        self.bound = state in _BOUND
+        #: Whether we may send deliver_sm/data_sm to this peer (SMSC side).
+        self.can_receive = state in _CAN_RECEIVE
+        self._passing = self._pass[state]
 
     @property
     def window_free(self) -> int:
@@ -325,7 +336,7 @@ class Session:
         The window is the caller's to respect (check :attr:`window_free`): the
         session counts, it does not queue, so that the caller keeps order.
         """
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             raise RuntimeError("session closed")
         seq = self._next_seq
         if seq in self.outstanding or seq >= MAX_SEQUENCE:
@@ -348,14 +359,14 @@ class Session:
         Only the sequence number is patched, so a stored deliver_sm costs no
         re-encoding. A v3.3 peer gets it re-encoded without TLVs.
         """
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             raise RuntimeError("session closed")
         seq = self._next_seq
         if seq in self.outstanding or seq >= MAX_SEQUENCE:
             seq = self._allocate_sequence()
         else:
             self._next_seq = seq + 1
-        command_id = int.from_bytes(frame[4:8], "big")
+        (command_id,) = _unpack_command_id(frame, 4)
         if self.interface_version < 0x34:
             pdu = decode(frame)
             pdu.sequence = seq
@@ -393,7 +404,7 @@ class Session:
         """Answer a :class:`RequestReceived`; a late answer after close is dropped."""
         sequence = request.sequence
         self._inbound.discard(sequence)
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             return
         command_id = request.command_id | RESPONSE_BIT
         if tlvs and self.interface_version < 0x34:
@@ -427,7 +438,7 @@ class Session:
 
     def unbind(self) -> None:
         """Start our own unbind; the peer's unbind_resp (or the timer) closes."""
-        if self.state in _BOUND:
+        if self._state in _BOUND:
             self.send_request(Command.UNBIND)
             self.state = State.UNBINDING
 
@@ -471,7 +482,7 @@ class Session:
     # -------------------------------------------------------------------- input
 
     def receive(self, data: bytes) -> list[Event]:
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             return []
         events: list[Event] = []
         now = self.clock()  # one read for the whole chunk: its frames arrived together
@@ -480,7 +491,7 @@ class Session:
         except FramingError as exc:
             for frame in exc.frames:
                 self._handle_frame(frame, events, now)
-                if self.state == _CLOSED:
+                if self._state == _CLOSED:
                     return events
             self._emit(Pdu(Command.GENERIC_NACK, exc.sequence, Status.ESME_RINVCMDLEN))
             events.append(
@@ -495,7 +506,7 @@ class Session:
                 held.append(frame)
             elif handle(frame, events, now):
                 held.append(frame)
-            elif self.state == _CLOSED:
+            elif self._state == _CLOSED:
                 break
         return events
 
@@ -513,11 +524,11 @@ class Session:
         events: list[Event] = []
         held = self._held
         now = self.clock()
-        while held and self.state != _CLOSED:
+        while held and self._state != _CLOSED:
             if self._handle_frame(held[0], events, now):
                 break
             held.popleft()
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             held.clear()
         return events
 
@@ -530,7 +541,7 @@ class Session:
             return
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, 0)] += 1
-        if command_id in self._pass[self.state]:
+        if command_id in self._passing:
             # The common case (submit_sm, deliver_sm in a bound state): nothing
             # of the screening applies, one set lookup says so.
             self.last_transaction = now
@@ -569,7 +580,7 @@ class Session:
             self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
             return True
         self.last_transaction = now
-        state = self.state
+        state = self._state
         if command_id == _UNBIND:
             if state in _BOUND or state == State.UNBINDING:
                 self._emit(Pdu(Command.UNBIND_RESP, sequence))
@@ -618,12 +629,15 @@ class Session:
     def _handle_response(self, frame: bytes, command_id: int, status: int, sequence: int, events: list) -> None:
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, status)] += 1
-        request = self.outstanding.get(sequence)
-        if command_id == _GENERIC_NACK:
-            if request is None and sequence == 0 and len(self.outstanding) == 1:
+        outstanding = self.outstanding
+        request = outstanding.get(sequence)
+        if request is not None and request.command_id | RESPONSE_BIT == command_id:
+            pass  # the common case: the response to the request of that sequence
+        elif command_id == _GENERIC_NACK:
+            if request is None and sequence == 0 and len(outstanding) == 1:
                 # A nack without sequence can only answer our single request.
-                request = next(iter(self.outstanding.values()))
-        elif request is not None and request.command_id | RESPONSE_BIT != command_id:
+                request = next(iter(outstanding.values()))
+        else:
             request = None
         if request is None:
             events.append(
@@ -636,24 +650,23 @@ class Session:
             # A response we cannot read still ends the request, as a failure.
             pdu = Pdu(command_id, sequence, status or Status.ESME_RSYSERR)
             events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
-        del self.outstanding[request.sequence]
-        if request.command_id not in _UNWINDOWED:
-            self._windowed -= 1
-            if self.state == _UNBOUND and not self._windowed:
-                events.append(ResponseReceived(pdu, request))
-                events.append(self._close("unbound by peer"))
-                return
-        if request.command_id == _ENQUIRE_LINK:
-            if self._enquire_seq == request.sequence:
-                self._enquire_seq = None
+        del outstanding[request.sequence]
+        request_id = request.command_id
+        if request_id in _UNWINDOWED:  # enquire_link or unbind
             events.append(ResponseReceived(pdu, request))
+            if request_id == _ENQUIRE_LINK:
+                if self._enquire_seq == request.sequence:
+                    self._enquire_seq = None
+            else:
+                events.append(self._close("unbind answered"))
             return
-        if request.command_id == _UNBIND:
+        self._windowed -= 1
+        if self._state == _UNBOUND and not self._windowed:
             events.append(ResponseReceived(pdu, request))
-            events.append(self._close("unbind answered"))
+            events.append(self._close("unbound by peer"))
             return
-        if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != _GENERIC_NACK:
-            self.state = BIND_STATE[request.command_id]
+        if request_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != _GENERIC_NACK:
+            self.state = BIND_STATE[request_id]
             self.system_id = pdu.fields.get("system_id", b"")
             v = pdu.tlvs.get(Tag.sc_interface_version)
             self.interface_version = v[0] if v else 0x34
@@ -671,12 +684,12 @@ class Session:
 
     def tick(self) -> list[Event]:
         """Run the timers; call it about once a second."""
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             return []
         now = self.clock()
         t = self.timers
         events: list[Event] = []
-        if self.state == State.OPEN and self.side == _SMSC and not self._inbound:
+        if self._state == State.OPEN and self.side == _SMSC and not self._inbound:
             if now - self.opened_at >= t.session_init:
                 return [self._close("session_init_timer expired")]
         if self.outstanding:
@@ -688,10 +701,10 @@ class Session:
                 del self.outstanding[req.sequence]
                 self._windowed -= 1
                 events.append(RequestTimedOut(req))
-            if self.state == _UNBOUND and not self._windowed:
+            if self._state == _UNBOUND and not self._windowed:
                 events.append(self._close("unbound by peer"))
                 return events
-        if self.state in _BOUND:
+        if self._state in _BOUND:
             if now - self.last_transaction >= t.inactivity:
                 self.unbind()
                 events.append(ProtocolViolation(0, 0, 0, "inactivity_timer expired: unbinding"))
