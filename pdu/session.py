@@ -259,6 +259,10 @@ class Session:
         self._pass = _SMSC_PASS if side == _SMSC else _ESME_PASS
         self.clock = clock
         self.timers = timers or Timers()
+        self._windowed = 0
+        #: Free slots of the window: kept up to date where ``_windowed`` moves,
+        #: as a plain attribute, because windows read it at every pump.
+        self.window_free = window
         self.window = window
         self.inbound_window = inbound_window
         #: A request that finds the inbound window full: answered ESME_RTHROTTLED
@@ -272,7 +276,6 @@ class Session:
         self.system_id: bytes = b""
         self.bind_pdu: Pdu | None = None
         self.outstanding: dict[int, Outstanding] = {}
-        self._windowed = 0
         self._inbound: set[int] = set()
         self._framer = Framer(max_length)
         self._out: list[bytes] = []
@@ -305,8 +308,14 @@ class Session:
         self._passing = self._pass[state]
 
     @property
-    def window_free(self) -> int:
-        return self.window - self._windowed
+    def window(self) -> int:
+        """Our requests the peer takes at a time (the caller respects it, see :attr:`window_free`)."""
+        return self._window
+
+    @window.setter
+    def window(self, window: int) -> None:
+        self._window = window
+        self.window_free = window - self._windowed
 
     # ------------------------------------------------------------------- output
 
@@ -349,6 +358,7 @@ class Session:
         self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         if command_id not in _UNWINDOWED:
             self._windowed += 1
+            self.window_free -= 1
         if command_id != _ENQUIRE_LINK:
             self.last_transaction = now
         return seq
@@ -379,6 +389,7 @@ class Session:
         now = self.clock()
         self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         self._windowed += 1
+        self.window_free -= 1
         self.last_transaction = now
         return seq
 
@@ -474,6 +485,7 @@ class Session:
         pending = list(self.outstanding.values())
         self.outstanding.clear()
         self._windowed = 0
+        self.window_free = self._window
         self._inbound.clear()
         self._held.clear()
         self.state = State.CLOSED
@@ -661,6 +673,7 @@ class Session:
                 events.append(self._close("unbind answered"))
             return
         self._windowed -= 1
+        self.window_free += 1
         if self._state == _UNBOUND and not self._windowed:
             events.append(ResponseReceived(pdu, request))
             events.append(self._close("unbound by peer"))
@@ -700,6 +713,7 @@ class Session:
                     return [self._close(f"no response to {Command(req.command_id).name.lower()}")]
                 del self.outstanding[req.sequence]
                 self._windowed -= 1
+                self.window_free += 1
                 events.append(RequestTimedOut(req))
             if self._state == _UNBOUND and not self._windowed:
                 events.append(self._close("unbound by peer"))
