@@ -352,3 +352,26 @@ def test_window_free_and_bound_follow_every_change():
     assert (t.bound, t.can_receive) == (True, False)
     t.state = State.OPEN
     assert (t.bound, t.can_receive) == (False, False)
+
+
+@pytest.mark.parametrize("side", list(Side), ids=lambda s: s.value)
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_the_passing_set_is_exactly_what_screening_lets_through(side: Side, state: State):
+    """The one-lookup fast path must agree with the full screening for every request, side and state.
+
+    Binds are the exception by design: they pass screening in OPEN only when no
+    other bind is in progress, so they always take the full path.
+    """
+    from staffetta.pdu.constants import BIND_COMMANDS
+    from staffetta.pdu.session import _KNOWN_REQUESTS
+
+    for command_id in sorted(_KNOWN_REQUESTS):
+        s = Session(side, clock=FakeClock())
+        s.state = state
+        events: list = []
+        passes = not s._screen(command_id, 1, encode(Pdu(command_id, 1)), 1000.0, events)
+        passes = passes and not events and not s.data_to_send()
+        if command_id in BIND_COMMANDS:
+            assert command_id not in s._passing
+        else:
+            assert (command_id in s._passing) == passes, (hex(command_id), side, state)
