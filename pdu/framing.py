@@ -17,11 +17,16 @@ arriving a few bytes at a time costs no quadratic re-copying -- nor does a
 
 from __future__ import annotations
 
+import struct
+
 from staffetta.pdu.codec import HEADER_LEN
 
 #: Largest PDU we accept: header, the largest mandatory part (submit_multi with
 #: 254 destinations is ~6 KiB) and a full 64 KiB message_payload.
 DEFAULT_MAX_LENGTH = HEADER_LEN + 8 * 1024 + 65536
+
+#: command_length at an offset, without slicing it out first (a third of the cost).
+_unpack_length = struct.Struct(">I").unpack_from
 
 
 class FramingError(Exception):
@@ -71,7 +76,7 @@ class Framer:
         end = len(buf)
         max_length = self.max_length
         while end - pos >= 4:
-            length = int.from_bytes(buf[pos : pos + 4], "big")
+            (length,) = _unpack_length(buf, pos)
             if length < HEADER_LEN or length > max_length:
                 if length >= HEADER_LEN and end - pos >= HEADER_LEN:
                     sequence = int.from_bytes(buf[pos + 12 : pos + 16], "big")

@@ -80,7 +80,7 @@ class SessionProtocol(protocol.Protocol):
         finally:
             self._in_batch = False
         self.flush_now()
-        if self.session.holding and not self.reading_paused and self.transport is not None:
+        if self.session._held and not self.reading_paused and self.transport is not None:  # .holding, inline
             # TCP back-pressure: the peer is slowed by its full send buffer, not refused.
             self.reading_paused = True
             self.transport.pauseProducing()

@@ -21,11 +21,22 @@ and the load client.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum, IntEnum
 
-from staffetta.pdu.codec import HEADER_LEN, DecodeError, Pdu, decode, decode_frame, encode, u8, unpack_header
+from staffetta.pdu.codec import (
+    HEADER_LEN,
+    DecodeError,
+    Pdu,
+    decode,
+    decode_frame,
+    encode,
+    response_octets,
+    u8,
+    unpack_header,
+)
 from staffetta.pdu.constants import (
     BIND_COMMANDS,
     RESPONSE_BIT,
@@ -36,6 +47,9 @@ from staffetta.pdu.constants import (
 from staffetta.pdu.framing import DEFAULT_MAX_LENGTH, Framer, FramingError
 
 log = logging.getLogger(__name__)
+
+#: A frame's command_id, read in place (send_encoded).
+_unpack_command_id = struct.Struct(">I").unpack_from
 
 MAX_SEQUENCE = 0x7FFFFFFF
 
@@ -109,6 +123,12 @@ _NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.G
 _KNOWN_REQUESTS = frozenset(int(c) for c in Command if not c & RESPONSE_BIT)
 #: Our requests that do not count against the window.
 _UNWINDOWED = frozenset({Command.ENQUIRE_LINK, Command.UNBIND})
+#: Per state, the requests that go straight to the application (after the
+#: inbound window and the body check): the ones the screening in
+#: ``Session._screen`` would let through, known in one set lookup. Binds are
+#: not here: they have their own conditions.
+_SMSC_PASS = {state: _SMSC_ACCEPTS.get(state, frozenset()) - _SMSC_NEVER for state in State}
+_ESME_PASS = {state: (_ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()) - _ESME_NEVER for state in State}
 
 
 class Timers:
@@ -236,8 +256,13 @@ class Session:
         hold_when_full: bool = False,
     ) -> None:
         self.side = side
+        self._pass = _SMSC_PASS if side == _SMSC else _ESME_PASS
         self.clock = clock
         self.timers = timers or Timers()
+        self._windowed = 0
+        #: Free slots of the window: kept up to date where ``_windowed`` moves,
+        #: as a plain attribute, because windows read it at every pump.
+        self.window_free = window
         self.window = window
         self.inbound_window = inbound_window
         #: A request that finds the inbound window full: answered ESME_RTHROTTLED
@@ -251,7 +276,6 @@ class Session:
         self.system_id: bytes = b""
         self.bind_pdu: Pdu | None = None
         self.outstanding: dict[int, Outstanding] = {}
-        self._windowed = 0
         self._inbound: set[int] = set()
         self._framer = Framer(max_length)
         self._out: list[bytes] = []
@@ -268,17 +292,30 @@ class Session:
     # ------------------------------------------------------------------ queries
 
     @property
-    def bound(self) -> bool:
-        return self.state in _BOUND
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        # What depends on the state only is worked out here, once per change,
+        # rather than on each read: windows ask ``bound``/``can_receive`` at
+        # every pump, and each request needs the set it may pass by.
+        self._state = state
+        #: Whether the session is bound (any bind type).
+        self.bound = state in _BOUND
+        #: Whether we may send deliver_sm/data_sm to this peer (SMSC side).
+        self.can_receive = state in _CAN_RECEIVE
+        self._passing = self._pass[state]
 
     @property
-    def can_receive(self) -> bool:
-        """Whether we may send deliver_sm/data_sm to this peer (SMSC side)."""
-        return self.state in _CAN_RECEIVE
+    def window(self) -> int:
+        """Our requests the peer takes at a time (the caller respects it, see :attr:`window_free`)."""
+        return self._window
 
-    @property
-    def window_free(self) -> int:
-        return self.window - self._windowed
+    @window.setter
+    def window(self, window: int) -> None:
+        self._window = window
+        self.window_free = window - self._windowed
 
     # ------------------------------------------------------------------- output
 
@@ -308,18 +345,22 @@ class Session:
         The window is the caller's to respect (check :attr:`window_free`): the
         session counts, it does not queue, so that the caller keeps order.
         """
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             raise RuntimeError("session closed")
-        seq = self._allocate_sequence()
+        seq = self._next_seq
+        if seq in self.outstanding or seq >= MAX_SEQUENCE:
+            seq = self._allocate_sequence()
+        else:
+            self._next_seq = seq + 1
         pdu = Pdu(command_id, seq, 0, fields, tlvs)
         self._emit(pdu)
-        self.outstanding[seq] = Outstanding(
-            command_id, seq, context, self.clock() + self.timers.response, pdu
-        )
+        now = self.clock()
+        self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         if command_id not in _UNWINDOWED:
             self._windowed += 1
+            self.window_free -= 1
         if command_id != _ENQUIRE_LINK:
-            self.last_transaction = self.clock()
+            self.last_transaction = now
         return seq
 
     def send_encoded(self, frame: bytes, context=None) -> int:
@@ -328,10 +369,14 @@ class Session:
         Only the sequence number is patched, so a stored deliver_sm costs no
         re-encoding. A v3.3 peer gets it re-encoded without TLVs.
         """
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             raise RuntimeError("session closed")
-        seq = self._allocate_sequence()
-        command_id = int.from_bytes(frame[4:8], "big")
+        seq = self._next_seq
+        if seq in self.outstanding or seq >= MAX_SEQUENCE:
+            seq = self._allocate_sequence()
+        else:
+            self._next_seq = seq + 1
+        (command_id,) = _unpack_command_id(frame, 4)
         if self.interface_version < 0x34:
             pdu = decode(frame)
             pdu.sequence = seq
@@ -341,14 +386,19 @@ class Session:
             self._out.append(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
             if self._pdu_counts is not None:
                 self._pdu_counts[(False, command_id, 0)] += 1
-        self.outstanding[seq] = Outstanding(
-            command_id, seq, context, self.clock() + self.timers.response, pdu
-        )
+        now = self.clock()
+        self.outstanding[seq] = Outstanding(command_id, seq, context, now + self.timers.response, pdu)
         self._windowed += 1
-        self.last_transaction = self.clock()
+        self.window_free -= 1
+        self.last_transaction = now
         return seq
 
     def _allocate_sequence(self) -> int:
+        """The next free sequence number, skipping those still outstanding and wrapping at 2^31-1.
+
+        The send paths inline the common case (the next number is free and not
+        the last); this is the rest.
+        """
         seq = self._next_seq
         while seq in self.outstanding:
             seq = seq + 1 if seq < MAX_SEQUENCE else 1
@@ -363,10 +413,16 @@ class Session:
         tlvs: dict[int, bytes] | None = None,
     ) -> None:
         """Answer a :class:`RequestReceived`; a late answer after close is dropped."""
-        self._inbound.discard(request.sequence)
-        if self.state == _CLOSED:
+        sequence = request.sequence
+        self._inbound.discard(sequence)
+        if self._state == _CLOSED:
             return
-        self._emit(Pdu(request.command_id | RESPONSE_BIT, request.sequence, status, fields, tlvs))
+        command_id = request.command_id | RESPONSE_BIT
+        if tlvs and self.interface_version < 0x34:
+            tlvs = None  # never send TLVs to a v3.3 peer
+        self._out.append(response_octets(command_id, sequence, status, fields, tlvs))
+        if self._pdu_counts is not None:
+            self._pdu_counts[(False, command_id, status)] += 1
 
     def forget(self, request: Pdu) -> None:
         """Never answer this request, and free its inbound slot (the simulator's lost submit)."""
@@ -393,7 +449,7 @@ class Session:
 
     def unbind(self) -> None:
         """Start our own unbind; the peer's unbind_resp (or the timer) closes."""
-        if self.state in _BOUND:
+        if self._state in _BOUND:
             self.send_request(Command.UNBIND)
             self.state = State.UNBINDING
 
@@ -429,6 +485,7 @@ class Session:
         pending = list(self.outstanding.values())
         self.outstanding.clear()
         self._windowed = 0
+        self.window_free = self._window
         self._inbound.clear()
         self._held.clear()
         self.state = State.CLOSED
@@ -437,15 +494,16 @@ class Session:
     # -------------------------------------------------------------------- input
 
     def receive(self, data: bytes) -> list[Event]:
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             return []
         events: list[Event] = []
+        now = self.clock()  # one read for the whole chunk: its frames arrived together
         try:
             frames = self._framer.feed(data)
         except FramingError as exc:
             for frame in exc.frames:
-                self._handle_frame(frame, events)
-                if self.state == _CLOSED:
+                self._handle_frame(frame, events, now)
+                if self._state == _CLOSED:
                     return events
             self._emit(Pdu(Command.GENERIC_NACK, exc.sequence, Status.ESME_RINVCMDLEN))
             events.append(
@@ -454,12 +512,13 @@ class Session:
             events.append(self._close(f"framing: {exc}"))
             return events
         held = self._held
+        handle = self._handle_frame
         for frame in frames:
             if held:  # holding: what follows waits behind it, in stream order
                 held.append(frame)
-            elif self._handle_frame(frame, events):
+            elif handle(frame, events, now):
                 held.append(frame)
-            elif self.state == _CLOSED:
+            elif self._state == _CLOSED:
                 break
         return events
 
@@ -476,17 +535,17 @@ class Session:
         """
         events: list[Event] = []
         held = self._held
-        while held and self.state != _CLOSED:
-            if self._handle_frame(held[0], events):
+        now = self.clock()
+        while held and self._state != _CLOSED:
+            if self._handle_frame(held[0], events, now):
                 break
             held.popleft()
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             held.clear()
         return events
 
-    def _handle_frame(self, frame: bytes, events: list[Event]) -> bool | None:
-        """Handle one whole frame; True when it must be held for a free inbound slot."""
-        now = self.clock()
+    def _handle_frame(self, frame: bytes, events: list[Event], now: float) -> bool | None:
+        """Handle one whole frame received at ``now``; True when it must be held for a free inbound slot."""
         self.last_received = now
         _, command_id, status, sequence = unpack_header(frame)
         if command_id & RESPONSE_BIT:
@@ -494,58 +553,12 @@ class Session:
             return
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, 0)] += 1
-        if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
-            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
+        if command_id in self._passing:
+            # The common case (submit_sm, deliver_sm in a bound state): nothing
+            # of the screening applies, one set lookup says so.
+            self.last_transaction = now
+        elif self._screen(command_id, sequence, frame, now, events):
             return
-        # Protocol-level requests first: these need no body.
-        if command_id == _ENQUIRE_LINK:
-            self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
-            return
-        self.last_transaction = now
-        state = self.state
-        if command_id == _UNBIND:
-            if state in _BOUND or state == State.UNBINDING:
-                self._emit(Pdu(Command.UNBIND_RESP, sequence))
-                if self._windowed:
-                    self.state = _UNBOUND  # accept nothing new; wait for what we are owed
-                else:
-                    events.append(self._close("unbound by peer"))
-            else:
-                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
-            return
-        never = _SMSC_NEVER if self.side == _SMSC else _ESME_NEVER
-        if command_id in never:
-            if command_id in _NO_RESPONSE:
-                self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
-            else:
-                self._reject(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
-            return
-        if command_id in BIND_COMMANDS:  # SMSC side only, ESME side refused above
-            if state != State.OPEN:
-                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
-                return
-            if self._inbound:  # in OPEN only a bind reaches the application: one at a time
-                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "bind in progress")
-                return
-        elif command_id == _ALERT_NOTIFICATION:  # ESME side
-            try:
-                pdu = decode(frame)
-            except DecodeError as exc:
-                events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
-                return
-            events.append(AlertReceived(pdu))
-            return
-        elif command_id == _OUTBIND:  # ESME side: we never wait for outbinds
-            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
-            return
-        else:
-            if self.side == _SMSC:
-                allowed = _SMSC_ACCEPTS.get(state, frozenset())
-            else:
-                allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
-            if command_id not in allowed:
-                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
-                return
         if len(self._inbound) >= self.inbound_window:  # binds too: they cost the most
             if self.hold_when_full:
                 if self._pdu_counts is not None:  # counted again when it is handled
@@ -564,15 +577,79 @@ class Session:
         self._inbound.add(sequence)
         events.append(RequestReceived(pdu))
 
+    def _screen(self, command_id: int, sequence: int, frame: bytes, now: float, events: list[Event]) -> bool:
+        """Every rule a request meets before the application; True when it is answered (or dropped) here.
+
+        False lets it on (a bind that may proceed): the inbound window and the
+        body check come next. Requests in ``_SMSC_PASS``/``_ESME_PASS`` for the
+        state skip this (they would pass every test).
+        """
+        if command_id not in _KNOWN_REQUESTS:  # a set of ints: no enum built per frame
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "unknown command_id")
+            return True
+        # Protocol-level requests first: these need no body.
+        if command_id == _ENQUIRE_LINK:
+            self._emit(Pdu(Command.ENQUIRE_LINK_RESP, sequence))
+            return True
+        self.last_transaction = now
+        state = self._state
+        if command_id == _UNBIND:
+            if state in _BOUND or state == State.UNBINDING:
+                self._emit(Pdu(Command.UNBIND_RESP, sequence))
+                if self._windowed:
+                    self.state = _UNBOUND  # accept nothing new; wait for what we are owed
+                else:
+                    events.append(self._close("unbound by peer"))
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, "unbind before bind")
+            return True
+        never = _SMSC_NEVER if self.side == _SMSC else _ESME_NEVER
+        if command_id in never:
+            if command_id in _NO_RESPONSE:
+                self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            else:
+                self._reject(command_id, sequence, Status.ESME_RINVCMDID, events, "not served")
+            return True
+        if command_id in BIND_COMMANDS:  # SMSC side only, ESME side refused above
+            if state != State.OPEN:
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "already bound")
+                return True
+            if self._inbound:  # in OPEN only a bind reaches the application: one at a time
+                self._reject(command_id, sequence, Status.ESME_RALYBND, events, "bind in progress")
+                return True
+        elif command_id == _ALERT_NOTIFICATION:  # ESME side
+            try:
+                pdu = decode(frame)
+            except DecodeError as exc:
+                events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
+                return True
+            events.append(AlertReceived(pdu))
+            return True
+        elif command_id == _OUTBIND:  # ESME side: we never wait for outbinds
+            self._nack(command_id, sequence, Status.ESME_RINVCMDID, events, "outbind not supported")
+            return True
+        else:
+            if self.side == _SMSC:
+                allowed = _SMSC_ACCEPTS.get(state, frozenset())
+            else:
+                allowed = _ESME_ACCEPTS_BOUND if state in _BOUND else frozenset()
+            if command_id not in allowed:
+                self._reject(command_id, sequence, Status.ESME_RINVBNDSTS, events, f"not allowed in {state.name}")
+                return True
+        return False
+
     def _handle_response(self, frame: bytes, command_id: int, status: int, sequence: int, events: list) -> None:
         if self._pdu_counts is not None:
             self._pdu_counts[(True, command_id, status)] += 1
-        request = self.outstanding.get(sequence)
-        if command_id == _GENERIC_NACK:
-            if request is None and sequence == 0 and len(self.outstanding) == 1:
+        outstanding = self.outstanding
+        request = outstanding.get(sequence)
+        if request is not None and request.command_id | RESPONSE_BIT == command_id:
+            pass  # the common case: the response to the request of that sequence
+        elif command_id == _GENERIC_NACK:
+            if request is None and sequence == 0 and len(outstanding) == 1:
                 # A nack without sequence can only answer our single request.
-                request = next(iter(self.outstanding.values()))
-        elif request is not None and request.command_id | RESPONSE_BIT != command_id:
+                request = next(iter(outstanding.values()))
+        else:
             request = None
         if request is None:
             events.append(
@@ -585,24 +662,24 @@ class Session:
             # A response we cannot read still ends the request, as a failure.
             pdu = Pdu(command_id, sequence, status or Status.ESME_RSYSERR)
             events.append(ProtocolViolation(command_id, sequence, exc.status, str(exc)))
-        del self.outstanding[request.sequence]
-        if request.command_id not in _UNWINDOWED:
-            self._windowed -= 1
-            if self.state == _UNBOUND and not self._windowed:
-                events.append(ResponseReceived(pdu, request))
-                events.append(self._close("unbound by peer"))
-                return
-        if request.command_id == _ENQUIRE_LINK:
-            if self._enquire_seq == request.sequence:
-                self._enquire_seq = None
+        del outstanding[request.sequence]
+        request_id = request.command_id
+        if request_id in _UNWINDOWED:  # enquire_link or unbind
             events.append(ResponseReceived(pdu, request))
+            if request_id == _ENQUIRE_LINK:
+                if self._enquire_seq == request.sequence:
+                    self._enquire_seq = None
+            else:
+                events.append(self._close("unbind answered"))
             return
-        if request.command_id == _UNBIND:
+        self._windowed -= 1
+        self.window_free += 1
+        if self._state == _UNBOUND and not self._windowed:
             events.append(ResponseReceived(pdu, request))
-            events.append(self._close("unbind answered"))
+            events.append(self._close("unbound by peer"))
             return
-        if request.command_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != _GENERIC_NACK:
-            self.state = BIND_STATE[request.command_id]
+        if request_id in BIND_COMMANDS and pdu.status == 0 and pdu.command_id != _GENERIC_NACK:
+            self.state = BIND_STATE[request_id]
             self.system_id = pdu.fields.get("system_id", b"")
             v = pdu.tlvs.get(Tag.sc_interface_version)
             self.interface_version = v[0] if v else 0x34
@@ -620,12 +697,12 @@ class Session:
 
     def tick(self) -> list[Event]:
         """Run the timers; call it about once a second."""
-        if self.state == _CLOSED:
+        if self._state == _CLOSED:
             return []
         now = self.clock()
         t = self.timers
         events: list[Event] = []
-        if self.state == State.OPEN and self.side == _SMSC and not self._inbound:
+        if self._state == State.OPEN and self.side == _SMSC and not self._inbound:
             if now - self.opened_at >= t.session_init:
                 return [self._close("session_init_timer expired")]
         if self.outstanding:
@@ -636,11 +713,12 @@ class Session:
                     return [self._close(f"no response to {Command(req.command_id).name.lower()}")]
                 del self.outstanding[req.sequence]
                 self._windowed -= 1
+                self.window_free += 1
                 events.append(RequestTimedOut(req))
-            if self.state == _UNBOUND and not self._windowed:
+            if self._state == _UNBOUND and not self._windowed:
                 events.append(self._close("unbound by peer"))
                 return events
-        if self.state in _BOUND:
+        if self._state in _BOUND:
             if now - self.last_transaction >= t.inactivity:
                 self.unbind()
                 events.append(ProtocolViolation(0, 0, 0, "inactivity_timer expired: unbinding"))

@@ -162,7 +162,6 @@ class Line(Generic[T]):
         if not q or not windows:
             return
         expired = self._expired
-        now = self._clock.seconds() if expired is not None else 0.0
         self._pumping = True
         try:
             if len(windows) == 1:
@@ -170,6 +169,8 @@ class Line(Generic[T]):
                 room = w.room()
                 if room <= 0:
                     return
+                # The clock only once something may go (a full window is the common answer under load).
+                now = self._clock.seconds() if expired is not None else 0.0
                 out = w.outstanding
                 send = w._send
                 sent = False
@@ -185,6 +186,7 @@ class Line(Generic[T]):
                 if sent and w._flush is not None:
                     w._flush()
                 return
+            now = self._clock.seconds() if expired is not None else 0.0
             touched: list[Window[T]] = []
             n = len(windows)
             while q:

@@ -26,6 +26,7 @@ from staffetta.pdu.codec import (
     decode,
     encode,
     generic_nack,
+    response_octets,
     response_to,
     tlv_cstr,
     tlv_int,
@@ -671,3 +672,39 @@ def test_fast_encoder_refuses_exactly_what_the_reference_refuses(pdu: Pdu, data)
     if data.draw(st.booleans()):
         del pdu.fields[name]  # missing: NULL
     assert encode_outcome(encode, pdu) == encode_outcome(codec._encode_reference, pdu)
+
+
+def _outcome(build):
+    try:
+        return ("ok", build())
+    except Exception as exc:  # the same exception type, whatever it is
+        return ("error", type(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    command_id=st.sampled_from(ALL_COMMANDS + [0x0A, 0x80000104]),
+    sequence=st.one_of(u32, st.just(-1), st.just(2**32)),
+    status=st.one_of(st.just(0), u32, st.just(2**32)),
+    fields=st.one_of(
+        st.none(),
+        st.just({}),
+        st.fixed_dictionaries({"message_id": st.one_of(st.binary(max_size=70), st.text(max_size=3), st.none())}),
+        st.fixed_dictionaries({"message_id": cstring(65), "system_id": cstring(16)}),
+    ),
+    tlvs=st.one_of(st.none(), st.just({}), tlv_values()),
+)
+def test_response_octets_equal_the_general_encoder(command_id, sequence, status, fields, tlvs) -> None:
+    """The direct packing of plain responses is encode(Pdu(...)) octet for octet, errors included."""
+    expected = _outcome(lambda: encode(Pdu(command_id, sequence, status, fields, tlvs)))
+    assert _outcome(lambda: response_octets(command_id, sequence, status, fields, tlvs)) == expected
+
+
+@pytest.mark.parametrize("command_id", [Command.SUBMIT_SM_RESP, Command.DELIVER_SM_RESP, Command.DATA_SM_RESP,
+                                        Command.ENQUIRE_LINK_RESP, Command.UNBIND_RESP, Command.GENERIC_NACK],
+                         ids=lambda c: Command(c).name.lower())
+def test_response_octets_of_the_hot_answers(command_id: int) -> None:
+    for status, fields in ((0, None), (0, {"message_id": b"123"}), (Status.ESME_RTHROTTLED, {"message_id": b"1"})):
+        wire = response_octets(command_id, 7, status, fields)
+        assert wire == encode(Pdu(command_id, 7, status, fields))
+        assert decode(wire).sequence == 7

@@ -329,3 +329,49 @@ def test_close_returns_requests_in_flight():
     s.send_request(Command.DELIVER_SM, {}, context="d1")
     ev = s.close("lost")
     assert [p.context for p in ev.pending] == ["d1"]
+
+
+def test_window_free_and_bound_follow_every_change():
+    """window_free, bound and can_receive are kept as plain attributes: each change must move them."""
+    clock = FakeClock()
+    s = smsc(State.BOUND_TRX, clock=clock, timers=Timers(response=30, enquire_link=1000, inactivity=1000))
+    assert (s.bound, s.can_receive, s.window_free) == (True, True, 10)
+    s.send_request(Command.DELIVER_SM, {})
+    s.send_encoded(encode(Pdu(Command.DELIVER_SM, 0)))
+    s.send_request(Command.ENQUIRE_LINK)  # not windowed
+    assert s.window_free == 8
+    s.window = 20
+    assert s.window_free == 18
+    s.receive(encode(Pdu(Command.DELIVER_SM_RESP, 1)))
+    assert s.window_free == 19
+    clock.now += 31
+    s.tick()  # the second deliver_sm times out; the enquire_link's time-out closes
+    assert s.window_free == 20 and s.window == 20
+    assert (s.state, s.bound, s.can_receive) == (State.CLOSED, False, False)
+    t = smsc(State.BOUND_TX)
+    assert (t.bound, t.can_receive) == (True, False)
+    t.state = State.OPEN
+    assert (t.bound, t.can_receive) == (False, False)
+
+
+@pytest.mark.parametrize("side", list(Side), ids=lambda s: s.value)
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_the_passing_set_is_exactly_what_screening_lets_through(side: Side, state: State):
+    """The one-lookup fast path must agree with the full screening for every request, side and state.
+
+    Binds are the exception by design: they pass screening in OPEN only when no
+    other bind is in progress, so they always take the full path.
+    """
+    from staffetta.pdu.constants import BIND_COMMANDS
+    from staffetta.pdu.session import _KNOWN_REQUESTS
+
+    for command_id in sorted(_KNOWN_REQUESTS):
+        s = Session(side, clock=FakeClock())
+        s.state = state
+        events: list = []
+        passes = not s._screen(command_id, 1, encode(Pdu(command_id, 1)), 1000.0, events)
+        passes = passes and not events and not s.data_to_send()
+        if command_id in BIND_COMMANDS:
+            assert command_id not in s._passing
+        else:
+            assert (command_id in s._passing) == passes, (hex(command_id), side, state)
