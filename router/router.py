@@ -194,20 +194,21 @@ class Router:
                 choice: Choice | None = None) -> None:
         """A message is committed: track it and queue it on its first connector.
 
-        ``tlvs``: the submit's TLV dict when the caller has it (see
-        :meth:`MessageRecord.forward`); a resumed message decodes its row's.
+        ``tlvs``: the submit's TLV dict; not needed any more (the upstream
+        submit_sm takes the row's TLV stream as stored, see
+        :meth:`MessageRecord.submit_octets`), accepted for the callers that pass it.
         ``choice``: the routing decision made at submit; without one (a
         resumed message) the table in force decides again.
         A message scheduled for later waits in :attr:`schedule` (also after a restart).
         """
         if record.deliver_at is not None and self.schedule.hold(record):
             return
-        self._send(record, tlvs, choice)
+        self._send(record, choice)
 
-    def _send(self, record: MessageRecord, tlvs: dict[int, bytes] | None, choice: Choice | None) -> bool:
+    def _send(self, record: MessageRecord, choice: Choice | None) -> bool:
         """Track a message and queue it on its first connector (False: no route takes it any more)."""
         self._track(record)
-        item = record.forward(tlvs)
+        item = record.forward()
         if choice is None:
             choice = self._rechoose(record)
             if choice is None:
@@ -478,7 +479,7 @@ class Router:
         REJECTED and refunded rather than stranded (as after a reload).
         """
         record.state = _ENROUTE
-        if self._send(record, None, None):
+        if self._send(record, None):
             self.writer.enqueue("released", record.id)
 
     def _expired_scheduled(self, record: MessageRecord) -> None:
