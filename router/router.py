@@ -550,7 +550,7 @@ class Router:
         t = self._by_upstream.pop(key, None)
         if t is not None:
             self.judged(connector, state == _DELIVERED)
-            self._by_message.pop(t.message_id, None)
+            self._by_message.pop(t.id, None)
             self._finish(t, state, err, ack)
             return
 
@@ -585,14 +585,16 @@ class Router:
         (``refund_network_failures``), never from what was known at bind.
         """
         now = self.reactor.seconds()
+        mid = t.id
         if refund is None and state != _DELIVERED and self.refund_network_failures(t.account_id):
             refund = "network_failure"
         delivery = None
         if wants_receipt(t.registered_delivery, state):
             delivery = Delivery(
-                self.outbox_ids(), t.account_id, t.message_id, "dlr",
+                self.outbox_ids(), t.account_id, mid, "dlr",
                 client_receipt(t, state, err, now), now, now + self.receipt_ttl,
             )
+
         def committed(refunded):
             if refunded and self.metrics is not None:
                 self.metrics.refunded(t.account_id, refunded)
@@ -602,11 +604,11 @@ class Router:
                 self.outbox.add(delivery)
 
         def failed(exc):
-            log.error("recording outcome of %d failed: %s", t.message_id, exc)
+            log.error("recording outcome of %d failed: %s", mid, exc)
             if ack is not None:  # the carrier will retry its receipt
                 ack(Status.ESME_RX_T_APPN)
 
-        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund, t.connector),
+        self.writer.submit_then("outcomes", (mid, state, err, now, delivery, refund, t.connector),
                                 committed, failed)
 
 
