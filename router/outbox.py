@@ -114,7 +114,7 @@ class Outbox:
 
     def add(self, delivery: Delivery) -> None:
         """A delivery whose outbox row is committed."""
-        a = self._acct(delivery.account_id)
+        a = self._accounts.get(delivery.account_id) or self._acct(delivery.account_id)
         if not a.windows or len(a.line) >= self.max_queued:
             a.spilled = True  # stays in the table until a receiver can take it
             if not a.windows:
@@ -153,7 +153,7 @@ class Outbox:
 
     def answered(self, account_id: int, sink: Sink, sequence: int, status: int) -> None:
         """The client answered a deliver_sm."""
-        a = self._acct(account_id)
+        a = self._accounts.get(account_id) or self._acct(account_id)
         w = a.windows.get(sink)
         if w is None:
             return
@@ -164,7 +164,8 @@ class Outbox:
             if status:
                 log.warning("client refused delivery %d permanently: 0x%08x", d.id, status)
             self._forget_when_deleted(a, d.id)
-            self._event("delivered", account_id, d.kind)
+            if self._on_event is not None:  # _event, without a call per receipt
+                self._on_event("delivered", account_id, d.kind)
             if a.spilled:
                 self._refill(account_id)
         else:

@@ -8,7 +8,8 @@ owner, addresses, dates and first 20 characters). There is one way each to
   submit pipeline once every rule passed),
 * write its row (:data:`row_tuple`, in :data:`router.messages.MESSAGE_COLUMNS`
   order) and read it back (:meth:`MessageRecord.from_row`),
-* build the submit_sm that goes upstream (:meth:`MessageRecord.forward`),
+* build the submit_sm that goes upstream (:meth:`MessageRecord.submit_fields`, and its
+  fast form :meth:`MessageRecord.submit_octets` that :meth:`MessageRecord.forward` sends),
 
 so a message sent for the first time and one resumed after a restart reach
 the carrier as the same octets: both are built from the row's values.
@@ -20,6 +21,7 @@ holds only encoded. ``__slots__``: one of these lives per message in flight.
 
 from __future__ import annotations
 
+import struct
 import sys
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -39,6 +41,7 @@ from sqlalchemy import (
 )
 
 from staffetta.pdu import text as pdutext
+from staffetta.pdu.codec import Pdu, encode
 from staffetta.pdu.constants import MessageState, Tag
 from staffetta.pdu.smpptime import format_smpp_time
 from staffetta.router.upstream import Forward
@@ -224,15 +227,16 @@ class MessageRecord:
         r.text20 = text20_of(r.short_message, r.data_coding)
         return r
 
-    def forward(self, tlvs: dict[int, bytes] | None = None) -> Forward:
-        """The upstream submit_sm, as the connector sends it.
+    def submit_fields(self) -> tuple[dict[str, Any], dict[int, bytes]]:
+        """The upstream submit_sm's (fields, tlvs): the one definition of what a carrier gets.
 
-        ``tlvs`` is the submit's own TLV dict when the caller still has it (it
-        equals ``decode_tlv_stream(self.tlvs)``, saving the decode on the hot
-        path); the row's values make everything else.
+        Built from the row's values only, so a message sent for the first time
+        and one resumed after a restart are the same submit_sm. Our own
+        ``validity_period`` (absolute, see :func:`validity_period`), TON/NPI
+        1/1 for the E.164 destination, and always a receipt asked for (we
+        need the outcome whatever the client asked). :meth:`submit_octets`
+        is the hot path's form of the same.
         """
-        if tlvs is None:
-            tlvs = decode_tlv_stream(self.tlvs) if self.tlvs else {}
         fields = {
             "service_type": b"",
             "source_addr_ton": self.source_ton,
@@ -249,7 +253,37 @@ class MessageRecord:
             "data_coding": self.data_coding,
             "short_message": self.short_message,
         }
-        return Forward(self.id, fields, tlvs, self.expires_at)
+        return fields, decode_tlv_stream(self.tlvs) if self.tlvs else {}
+
+    def submit_octets(self) -> bytes:
+        """:meth:`submit_fields` encoded as a whole submit_sm with sequence 0 (``send_encoded``'s form).
+
+        One formatting step per message, as :func:`pdu.receipt.receipt_octets`
+        does for the client's receipt: no field dict, no Pdu, no generic
+        encoder, and the TLVs are the row's stream as stored (the codec would
+        write the same octets from their dict). Equal octet for octet to the
+        general encoder (tests/router/test_record.py); what does not fit the
+        short form takes the general path, which refuses it precisely.
+        """
+        source = self.source_addr.encode()
+        destination = self.destination.encode()
+        sm = self.short_message
+        if len(source) > 20 or len(destination) > 20 or len(sm) > 254 or 0 in source or 0 in destination:
+            return _general_submit(self)
+        try:
+            body = _SUBMIT_BODY % (self.source_ton, self.source_npi, source, destination, self.esm_class,
+                                   self.protocol_id, self.priority, validity_period(self.expires_at),
+                                   self.data_coding, len(sm), sm)
+        except (OverflowError, TypeError):  # a ton/npi/flag outside a byte
+            return _general_submit(self)
+        tlvs = self.tlvs
+        if tlvs:
+            body += tlvs
+        return _pack_header(16 + len(body), _SUBMIT_SM, 0, 0) + body
+
+    def forward(self) -> Forward:
+        """The upstream submit_sm, as the connector sends it (:meth:`submit_octets`)."""
+        return Forward(self.id, self.submit_octets(), self.expires_at)
 
     def __repr__(self) -> str:
         return f"<MessageRecord {self.id} account {self.account_id} to {self.destination}>"
@@ -257,3 +291,17 @@ class MessageRecord:
 
 #: The row of a record, in ``MESSAGE_COLUMNS`` order, for the insert (one C call).
 row_tuple = attrgetter(*MESSAGE_COLUMNS)
+
+_SUBMIT_SM = 0x00000004
+_pack_header = struct.Struct(">IIII").pack
+
+#: submit_sm body of an upstream submit: service_type "", source ton/npi + address,
+#: destination 1/1 + address, esm_class, protocol_id, priority_flag,
+#: schedule_delivery_time "", validity_period, registered_delivery 1,
+#: replace_if_present_flag 0, data_coding, sm_default_msg_id 0, sm_length, the text.
+_SUBMIT_BODY = b"\x00%c%c%b\x00\x01\x01%b\x00%c%c%c\x00%b\x00\x01\x00%c\x00%c%b"
+
+
+def _general_submit(record: MessageRecord) -> bytes:
+    """The general encoder's submit_sm of a record (what the short form does not fit)."""
+    return encode(Pdu(_SUBMIT_SM, 0, 0, *record.submit_fields()))

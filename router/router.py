@@ -194,20 +194,21 @@ class Router:
                 choice: Choice | None = None) -> None:
         """A message is committed: track it and queue it on its first connector.
 
-        ``tlvs``: the submit's TLV dict when the caller has it (see
-        :meth:`MessageRecord.forward`); a resumed message decodes its row's.
+        ``tlvs``: the submit's TLV dict; not needed any more (the upstream
+        submit_sm takes the row's TLV stream as stored, see
+        :meth:`MessageRecord.submit_octets`), accepted for the callers that pass it.
         ``choice``: the routing decision made at submit; without one (a
         resumed message) the table in force decides again.
         A message scheduled for later waits in :attr:`schedule` (also after a restart).
         """
         if record.deliver_at is not None and self.schedule.hold(record):
             return
-        self._send(record, tlvs, choice)
+        self._send(record, choice)
 
-    def _send(self, record: MessageRecord, tlvs: dict[int, bytes] | None, choice: Choice | None) -> bool:
+    def _send(self, record: MessageRecord, choice: Choice | None) -> bool:
         """Track a message and queue it on its first connector (False: no route takes it any more)."""
         self._track(record)
-        item = record.forward(tlvs)
+        item = record.forward()
         if choice is None:
             choice = self._rechoose(record)
             if choice is None:
@@ -478,7 +479,7 @@ class Router:
         REJECTED and refunded rather than stranded (as after a reload).
         """
         record.state = _ENROUTE
-        if self._send(record, None, None):
+        if self._send(record, None):
             self.writer.enqueue("released", record.id)
 
     def _expired_scheduled(self, record: MessageRecord) -> None:
@@ -549,7 +550,7 @@ class Router:
         t = self._by_upstream.pop(key, None)
         if t is not None:
             self.judged(connector, state == _DELIVERED)
-            self._by_message.pop(t.message_id, None)
+            self._by_message.pop(t.id, None)
             self._finish(t, state, err, ack)
             return
 
@@ -584,14 +585,16 @@ class Router:
         (``refund_network_failures``), never from what was known at bind.
         """
         now = self.reactor.seconds()
+        mid = t.id
         if refund is None and state != _DELIVERED and self.refund_network_failures(t.account_id):
             refund = "network_failure"
         delivery = None
         if wants_receipt(t.registered_delivery, state):
             delivery = Delivery(
-                self.outbox_ids(), t.account_id, t.message_id, "dlr",
+                self.outbox_ids(), t.account_id, mid, "dlr",
                 client_receipt(t, state, err, now), now, now + self.receipt_ttl,
             )
+
         def committed(refunded):
             if refunded and self.metrics is not None:
                 self.metrics.refunded(t.account_id, refunded)
@@ -601,11 +604,11 @@ class Router:
                 self.outbox.add(delivery)
 
         def failed(exc):
-            log.error("recording outcome of %d failed: %s", t.message_id, exc)
+            log.error("recording outcome of %d failed: %s", mid, exc)
             if ack is not None:  # the carrier will retry its receipt
                 ack(Status.ESME_RX_T_APPN)
 
-        self.writer.submit_then("outcomes", (t.message_id, state, err, now, delivery, refund, t.connector),
+        self.writer.submit_then("outcomes", (mid, state, err, now, delivery, refund, t.connector),
                                 committed, failed)
 
 

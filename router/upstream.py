@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet import protocol
 
 from staffetta.conf.settings import UpstreamSettings
-from staffetta.pdu.codec import Pdu
+from staffetta.pdu.codec import Pdu, decode
 from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.protocol import SessionProtocol
 from staffetta.pdu.receipt import normalize_message_id
@@ -56,19 +56,19 @@ BACKOFF = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
 class Forward:
     """One accepted message on its way upstream (until a carrier accepts it).
 
-    ``rule`` and ``order`` are the routing decision (router.table): the
-    connectors to try, in order; ``step`` is the one holding it now. A
-    failover (refusal, no answer in time, a connector down) moves it to the
-    next, with its place in line.
+    ``frame`` is its whole submit_sm with sequence 0 (``MessageRecord.submit_octets``),
+    built once: a send, and a resend after a time-out or a failover, only
+    patch the sequence (``Session.send_encoded``). ``rule`` and ``order`` are
+    the routing decision (router.table): the connectors to try, in order;
+    ``step`` is the one holding it now. A failover (refusal, no answer in
+    time, a connector down) moves it to the next, with its place in line.
     """
 
-    __slots__ = ("message_id", "fields", "tlvs", "attempts", "expires_at", "rule", "order", "step", "moves",
-                 "sent_at")
+    __slots__ = ("message_id", "frame", "attempts", "expires_at", "rule", "order", "step", "moves", "sent_at")
 
-    def __init__(self, message_id: int, fields: dict, tlvs: dict[int, bytes], expires_at: float) -> None:
+    def __init__(self, message_id: int, frame: bytes, expires_at: float) -> None:
         self.message_id = message_id
-        self.fields = fields
-        self.tlvs = tlvs
+        self.frame = frame
         #: Sends that came back unprocessed (time-out, throttle, lost link).
         self.attempts = 0
         self.expires_at = expires_at
@@ -78,6 +78,16 @@ class Forward:
         #: Failovers on a refusal or a time-out (bounded by the candidates).
         self.moves = 0
         self.sent_at = 0.0
+
+    @property
+    def fields(self) -> dict:
+        """The submit_sm's mandatory fields, read back from :attr:`frame` (tests, inspection)."""
+        return decode(self.frame).fields
+
+    @property
+    def tlvs(self) -> dict[int, bytes]:
+        """The submit_sm's TLVs, read back from :attr:`frame` (tests, inspection)."""
+        return decode(self.frame).tlvs
 
 
 class ConnectorEvents(Protocol):
@@ -120,7 +130,7 @@ class UpstreamProtocol(SessionProtocol):
         request (failover moves the message when it expires).
         """
         session = self.session
-        seq = session.send_request(_SUBMIT_SM, item.fields, item.tlvs, item)
+        seq = session.send_encoded(item.frame, item)
         connector = self.connector
         if connector.rate:
             connector.tokens -= 1.0

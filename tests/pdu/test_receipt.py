@@ -13,6 +13,7 @@ from staffetta.pdu.receipt import (
     STAT_TO_STATE,
     STATE_TO_STAT,
     Receipt,
+    _format_receipt_general,
     format_receipt,
     normalize_message_id,
     parse_receipt,
@@ -143,3 +144,39 @@ def test_epoch_dates_format_as_their_utc_datetime(seconds, fraction) -> None:
     as_dt = datetime.fromtimestamp(ts, UTC)
     assert format_receipt("1", 1, 1, ts, ts, "DELIVRD", 0, "") == format_receipt(
         "1", 1, 1, as_dt, as_dt, "DELIVRD", 0, "")
+
+
+_any_count = st.integers(-5, 1200) | st.booleans()
+_any_date = st.floats(0, 4e9) | st.integers(0, 4_000_000_000) | st.datetimes(datetime(1971, 1, 1), datetime(2099, 1, 1))
+_any_err = st.integers(-3, 70_000) | st.text(max_size=5) | st.booleans()
+_any_word = st.text(max_size=12) | st.sampled_from(["DELIVRD", "UNDELIV", "1234567", "abcDEF09"])
+
+
+@given(_any_word, _any_count, _any_count, _any_date, _any_date, _any_word, _any_err, st.text(max_size=30),
+       st.sampled_from(["text", "Text", "tèxt"]), st.sampled_from(["gsm", "latin1", "ascii", "ebcdic"]))
+def test_one_step_format_is_the_general_one(mid, sub, dlvrd, d1, d2, stat, err, text, key, alphabet) -> None:
+    """The hub's one-step receipt text equals the field-by-field one, errors included."""
+    args = (mid, sub, dlvrd, d1, d2, stat, err, text, key, alphabet)
+    try:
+        want = _format_receipt_general(*args)
+    except Exception as exc:  # a negative err, a non-ASCII key or id...: both refuse alike
+        with pytest.raises(type(exc)):
+            format_receipt(*args)
+        return
+    assert format_receipt(*args) == want
+
+
+@given(st.text(st.characters(min_codepoint=0x30, max_codepoint=0x7A), min_size=1, max_size=12),
+       st.integers(0, 999), st.integers(0, 999), st.floats(0, 4e9), st.floats(0, 4e9),
+       st.sampled_from(sorted(STAT_TO_STATE)), st.integers(0, 1500), st.text(max_size=30),
+       st.sampled_from(["text", "Text"]))
+def test_one_step_format_on_the_hubs_own_receipts(mid, sub, dlvrd, d1, d2, stat, err, text, key) -> None:
+    """The domain the one-step form takes (what the hub sends), sampled densely."""
+    args = (mid, sub, dlvrd, d1, d2, stat, err, text, key, "gsm")
+    try:
+        want = _format_receipt_general(*args)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            format_receipt(*args)
+        return
+    assert format_receipt(*args) == want

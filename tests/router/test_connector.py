@@ -83,7 +83,7 @@ def test_a_connector_added_to_the_router_keeps_what_waited_on_it_in_order():
 
     c = Connector(UpstreamSettings("a", "h", 1, "s", "p"), _Listener(), reactor=None, max_queue=2)
     for i in range(3):
-        c.line.put(Forward(i, {}, {}, 1e18))
+        c.line.put(Forward(i, b"", 1e18))
     router = Router(None, None, None, None, lambda: 0)
     router.add_connector(c)
     assert c.listener is router and router.connectors == {"a": c}
