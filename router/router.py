@@ -190,13 +190,11 @@ class Router:
         c = self.connectors.get(choice.order[0])
         return c is not None and not c.line.full
 
-    def forward(self, record: MessageRecord, tlvs: dict[int, bytes] | None = None,
-                choice: Choice | None = None) -> None:
+    def forward(self, record: MessageRecord, choice: Choice | None = None) -> None:
         """A message is committed: track it and queue it on its first connector.
 
-        ``tlvs``: the submit's TLV dict; not needed any more (the upstream
-        submit_sm takes the row's TLV stream as stored, see
-        :meth:`MessageRecord.submit_octets`), accepted for the callers that pass it.
+        The upstream submit_sm takes the row's TLV stream as stored
+        (:meth:`MessageRecord.submit_octets`).
         ``choice``: the routing decision made at submit; without one (a
         resumed message) the table in force decides again.
         A message scheduled for later waits in :attr:`schedule` (also after a restart).
@@ -608,7 +606,10 @@ class Router:
             if ack is not None:  # the carrier will retry its receipt
                 ack(Status.ESME_RX_T_APPN)
 
-        self.writer.submit_then("outcomes", (mid, state, err, now, delivery, refund, t.connector),
+        # A carried message's row already names its carrier (set with its carrier id):
+        # None leaves it, which spares the update ~14k instructions (router/messages.py).
+        connector = None if t.upstream_id is not None else t.connector
+        self.writer.submit_then("outcomes", (mid, state, err, now, delivery, refund, connector),
                                 committed, failed)
 
 

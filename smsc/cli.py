@@ -310,6 +310,15 @@ DEMO_CREDITS = 100_000_000
 #: +35% throughput and half the p99 at window 50 (docs/benchmarks.md).
 GIL_SWITCH_INTERVAL = 0.0005
 
+
+def _tune_hub_process() -> None:
+    """What a hub process sets before anything else: the GIL switch interval, and
+    SQLite without memory statistics (which only works before the first connection)."""
+    from staffetta.store.db import stop_sqlite_memory_statistics
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    stop_sqlite_memory_statistics()
+
 #: CPython collects its young generation every 700 allocations; each collection
 #: walks every object still alive, which at window 50 means the objects of
 #: hundreds of messages in flight: 4% of the reactor thread's instructions
@@ -372,7 +381,7 @@ def cmd_demo(args) -> int:
     from staffetta.conf.settings import HlrSettings
     from staffetta.smsc.app import Hub
 
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    _tune_hub_process()
     base = start_settings(args, data_dir_needed=True)  # its addresses.json goes there
     engine = engine_for(args)
     _log_to_stdlib()
@@ -477,7 +486,7 @@ def cmd_run(args) -> int:
 
     if not args.config:
         raise ConfigError(f"--config: required (or set {CONFIG_ENV})")
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    _tune_hub_process()
     settings = start_settings(args)
     engine = engine_for(args)
     _log_to_stdlib()

@@ -121,7 +121,6 @@ class HubProtocol(BindHandling, SessionProtocol):
         record = accepted.record
         price = accepted.price
         name = self.credential.account.name
-        tlvs = pdu.tlvs
 
         def committed(result):
             paid, report = result
@@ -137,7 +136,7 @@ class HubProtocol(BindHandling, SessionProtocol):
             self._answer_submit(pdu, _ROK, started, {"message_id": str(record.id).encode()})
             hub.pipeline.stored(record, hub.reactor.seconds())
             hub.metrics.debited(name, record.msg_type, price)
-            hub.router.forward(record, tlvs, accepted.route)
+            hub.router.forward(record, accepted.route)
 
         def failed(exc):
             log.error("storing message failed: %s", exc)

@@ -57,6 +57,42 @@ def bind_as_int(*int_types: type[int]) -> None:
         sqlite3.register_adapter(t, int)
 
 
+#: sqlite3_config's option (sqlite3.h): collect memory allocation statistics or not.
+_SQLITE_CONFIG_MEMSTATUS = 9
+
+
+def stop_sqlite_memory_statistics() -> bool:
+    """Turn SQLite's memory statistics off for this process; call it before any connection opens.
+
+    SQLite counts every allocation under a global mutex unless told not to
+    (``SQLITE_CONFIG_MEMSTATUS``); nothing in the hub reads those counts, and
+    they were ~9% of the group-commit writer's instructions (~15k a message,
+    callgrind on ``bench/bench_writer.py``). The option can only be set while
+    the library is not initialized, and the ``sqlite3`` module initializes it
+    when imported, hence shutdown, configure, initialize, which SQLite allows
+    only while no connection is open: the hub's entry points call this first.
+    Through ctypes on the very library the ``sqlite3`` module is linked to
+    (same version string, else nothing is done). True when the option took.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        return False
+    try:
+        lib = ctypes.CDLL(name)
+        lib.sqlite3_libversion.restype = ctypes.c_char_p
+        if lib.sqlite3_libversion().decode() != sqlite3.sqlite_version:
+            return False  # another copy than the module's: leave both alone
+        if lib.sqlite3_shutdown() != 0:
+            return False
+        ok = lib.sqlite3_config(_SQLITE_CONFIG_MEMSTATUS, ctypes.c_int(0)) == 0
+        return lib.sqlite3_initialize() == 0 and ok
+    except (OSError, AttributeError):
+        return False
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine; :func:`create_schema` makes the tables."""
     if url.startswith("sqlite"):

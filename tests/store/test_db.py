@@ -52,3 +52,32 @@ def test_message_states_are_bound_as_plain_ints(tmp_path):
         engine.dispose()
     assert [tuple(r) for r in rows] == [(1, "integer"), (8, "integer")]
     assert all(type(r[0]) is int for r in rows)
+
+
+_MEMORY_USED = """
+import ctypes, ctypes.util, sys
+from staffetta.store.db import make_engine, stop_sqlite_memory_statistics
+stopped = stop_sqlite_memory_statistics() if sys.argv[1] == "stop" else None
+engine = make_engine("sqlite:///" + sys.argv[2])
+with engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+    conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(5000))")
+lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+lib.sqlite3_memory_used.restype = ctypes.c_int64
+print(stopped, lib.sqlite3_memory_used())
+"""
+
+
+def test_a_hub_process_runs_sqlite_without_its_memory_statistics(tmp_path):
+    """``stop_sqlite_memory_statistics`` (what ``staffetta run`` calls first) takes, in a fresh process."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _MEMORY_USED, mode, str(tmp_path / f"{mode}.db")],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert run("stop") == ["True", "0"]  # nothing counted
+    stopped, used = run("keep")
+    assert stopped == "None" and int(used) > 0  # SQLite's default: every allocation counted
