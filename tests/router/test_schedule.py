@@ -30,6 +30,7 @@ def _record(mid: int, deliver_at: float | None, expires_at: float | None = None,
     r.expires_at = expires_at if expires_at is not None else (deliver_at or T0) + 3 * DAY
     r.state = SCHEDULED if deliver_at is not None else MessageState.ENROUTE
     r.route, r.connector, r.mccmnc, r.msg_type = "default", None, None, "PRO"
+    r.upstream_id = None  # as from_submit leaves it: no carrier has answered yet
     return r
 
 
