@@ -49,3 +49,16 @@ def pg_schema_url():
     schema, url = scratch_pg_schema(PG_URL)
     yield url
     drop_pg_schema(PG_URL, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_engine(request, tmp_path):
+    """An engine on an empty store, once on SQLite and once on PostgreSQL (a scratch schema); no tables."""
+    from staffetta.store.db import make_engine
+
+    if request.param == "sqlite":
+        e = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        e = make_engine(request.getfixturevalue("pg_schema_url"))
+    yield e
+    e.dispose()

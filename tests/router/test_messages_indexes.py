@@ -7,7 +7,7 @@ from sqlalchemy import event, inspect, text
 
 import staffetta.billing.accounts  # noqa: F401 - registers its tables
 from staffetta.router import messages as M
-from staffetta.store.db import create_schema, make_engine
+from staffetta.store.db import create_schema
 
 OLD_DDL = (
     "CREATE INDEX ix_messages_upstream ON messages (connector, upstream_id)",
@@ -27,14 +27,9 @@ def _row(mid: int, phase: int, upstream_id: str | None) -> M.MessageRecord:
     })
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        e = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
-    else:
-        e = make_engine(request.getfixturevalue("pg_schema_url"))
-    yield e
-    e.dispose()
+@pytest.fixture
+def engine(bare_engine):
+    return bare_engine
 
 
 def _indexes(engine) -> set[str]:

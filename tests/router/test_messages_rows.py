@@ -10,7 +10,7 @@ from sqlalchemy import select
 import staffetta.billing.accounts  # noqa: F401 - registers its tables
 from staffetta.pdu.constants import MessageState, Npi, Ton
 from staffetta.router import messages as M
-from staffetta.store.db import create_schema, make_engine
+from staffetta.store.db import create_schema
 
 _FRESH = {
     "id": 1, "account_id": 1, "source_addr": "Staffetta", "source_ton": Ton.ALPHANUMERIC,
@@ -26,15 +26,10 @@ def _record(**changes) -> M.MessageRecord:
     return M.MessageRecord.from_row({**_FRESH, **changes})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        e = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
-    else:
-        e = make_engine(request.getfixturevalue("pg_schema_url"))
-    create_schema(e)
-    yield e
-    e.dispose()
+@pytest.fixture
+def engine(bare_engine):
+    create_schema(bare_engine)
+    return bare_engine
 
 
 def _stored(engine) -> dict[int, dict]:

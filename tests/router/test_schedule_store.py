@@ -8,18 +8,13 @@ from sqlalchemy import inspect, text
 from staffetta.pdu.constants import MessageState
 from staffetta.router import messages as M
 from staffetta.router.record import SCHEDULED
-from staffetta.store.db import create_schema, make_engine
+from staffetta.store.db import create_schema
 from tests.router.test_messages_indexes import _row
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        e = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
-    else:
-        e = make_engine(request.getfixturevalue("pg_schema_url"))
-    yield e
-    e.dispose()
+@pytest.fixture
+def engine(bare_engine):
+    return bare_engine
 
 
 def test_an_old_store_gains_deliver_at(engine):
