@@ -275,6 +275,18 @@ def _compile_length(regions: tuple[str, ...], mds: tuple[PhoneMetadata, ...], n:
     return rx, tuple(table)
 
 
+def _nsn(meta: _Meta, national: str) -> str | None:
+    """The national significant number ``parse`` keeps: the national prefix stripped where the
+    length it leaves is not dropped, within MIN_NSN..MAX_NSN (None where parse raises)."""
+    if len(national) < MIN_NSN:
+        return None
+    if meta.npp is not None:  # strip_national_prefix returns the number itself without one
+        shorter = meta.strip_national_prefix(national)
+        if shorter is not national and meta.length_verdict(len(shorter)) != _DROP:
+            national = shorter
+    return national if MIN_NSN <= len(national) <= MAX_NSN else None
+
+
 class NumberingPlan:
     """Every calling code of phonenumbers' metadata, compiled; see the module docstring."""
 
@@ -293,50 +305,56 @@ class NumberingPlan:
         self.regions: frozenset[str] = frozenset(self._regions)
 
     def _split_cc(self, digits: str) -> tuple[_Meta, str] | None:
-        """``_extract_country_code``: the shortest known 1-3 digit prefix (none starts with 0)."""
+        """``_extract_country_code``: the shortest known 1-3 digit prefix (none starts with 0).
+
+        ``digits`` has more than MIN_NSN (2) digits: both callers check it first.
+        Unrolled: every destination is read through here."""
         p = self._prefixes
-        for i in (1, 2, 3):
-            meta = p.get(digits[:i])
-            if meta is not None and i <= len(digits):
-                return meta, digits[i:]
-        return None
+        meta = p.get(digits[:1])
+        if meta is not None:
+            return meta, digits[1:]
+        meta = p.get(digits[:2])
+        if meta is not None:
+            return meta, digits[2:]
+        meta = p.get(digits[:3])
+        return None if meta is None else (meta, digits[3:])
 
     def parse(self, digits: str, region: str | None = None) -> tuple[int, str] | None:
         """(calling code, NSN) as ``phonenumbers.parse`` reads ``'+'+digits`` (``region`` None)
         or ``digits`` dialled in ``region``; None where it raises.  ``digits``: ASCII digits only."""
         if region is None:
-            if not MIN_NSN < len(digits) < MAX_INPUT:
-                return None
-            split = self._split_cc(digits)
+            got = self._international(digits)
+            return None if got is None else (got[0].cc, got[1])
+        home = self._regions.get(region)
+        if home is None or not MIN_NSN <= len(digits) <= MAX_INPUT:
+            return None
+        m = home.idd.match(digits)
+        if m is not None and digits[m.end():m.end() + 1] != "0":  # _parse_prefix_as_idd
+            rest = digits[m.end():]
+            split = self._split_cc(rest) if len(rest) > MIN_NSN else None
             if split is None:
                 return None
-            meta, national = split
+            meta, national = split  # the code's main region (parse: "number_region != region")
         else:
-            home = self._regions.get(region)
-            if home is None or not MIN_NSN <= len(digits) <= MAX_INPUT:
-                return None
-            m = home.idd.match(digits)
-            if m is not None and digits[m.end():m.end() + 1] != "0":  # _parse_prefix_as_idd
-                rest = digits[m.end():]
-                split = self._split_cc(rest) if len(rest) > MIN_NSN else None
-                if split is None:
-                    return None
-                meta, national = split  # the code's main region (parse: "number_region != region")
-            else:
-                meta, national = home, digits
-                if digits.startswith(home.cc_str):  # a national number that starts with its code
-                    shorter = home.strip_national_prefix(digits[len(home.cc_str):])
-                    if ((home.general.fullmatch(digits) is None and home.general.fullmatch(shorter) is not None)
-                            or home.length_verdict(len(digits)) == _TOO_LONG):
-                        national = shorter
-        if len(national) < MIN_NSN:
+            meta, national = home, digits
+            if digits.startswith(home.cc_str):  # a national number that starts with its code
+                shorter = home.strip_national_prefix(digits[len(home.cc_str):])
+                if ((home.general.fullmatch(digits) is None and home.general.fullmatch(shorter) is not None)
+                        or home.length_verdict(len(digits)) == _TOO_LONG):
+                    national = shorter
+        nsn = _nsn(meta, national)
+        return None if nsn is None else (meta.cc, nsn)
+
+    def _international(self, digits: str) -> tuple[_Meta, str] | None:
+        """``'+'+digits`` split into its calling code's metadata and NSN (None where parse raises)."""
+        if not MIN_NSN < len(digits) < MAX_INPUT:
             return None
-        shorter = meta.strip_national_prefix(national)
-        if meta.length_verdict(len(shorter)) != _DROP:
-            national = shorter
-        if not MIN_NSN <= len(national) <= MAX_NSN:
+        split = self._split_cc(digits)
+        if split is None:
             return None
-        return meta.cc, national
+        meta = split[0]
+        nsn = _nsn(meta, split[1])
+        return None if nsn is None else (meta, nsn)
 
     def classify(self, cc: int, nsn: str) -> tuple[str | None, int]:
         """(``region_code_for_number``, ``number_type``) of a parsed number."""
@@ -363,43 +381,14 @@ class NumberingPlan:
                     code.compile(n)
 
     def read_international(self, digits: str) -> Reading | None:
-        """:meth:`read` of ``'+'+digits``: :meth:`parse`'s international branch and
-        :meth:`_Code.classify` inlined (the submit path reads every destination so,
-        and their method calls were a third of its cost)."""
-        if not MIN_NSN < len(digits) < MAX_INPUT:
+        """:meth:`read` of ``'+'+digits`` (the submit path reads every destination so):
+        the split and the classifier without :meth:`parse`'s region branch and tuple."""
+        got = self._international(digits)
+        if got is None:
             return None
-        p = self._prefixes
-        meta = p.get(digits[:1])
-        i = 1
-        if meta is None:
-            meta = p.get(digits[:2])
-            i = 2
-            if meta is None:
-                meta = p.get(digits[:3])
-                i = 3
-                if meta is None:
-                    return None
-        national = digits[i:]
-        if len(national) < MIN_NSN:
-            return None
-        if meta.npp is not None:
-            shorter = meta.strip_national_prefix(national)
-            if shorter is not national and meta.length_verdict(len(shorter)) != _DROP:
-                national = shorter
-        n = len(national)
-        if not MIN_NSN <= n <= MAX_NSN:
-            return None
-        cc = meta.cc
-        code = self.codes[cc]
-        entry = code.by_length[n]
-        if entry is _PENDING:
-            entry = code.compile(n)
-        found = code.fallback
-        if entry is not None:
-            m = entry[0].fullmatch(national)
-            if m is not None:
-                found = entry[1][m.lastindex]  # type: ignore[index]
-        return Reading(cc, national, found[0], found[1], meta.cc_str + national)
+        meta, nsn = got
+        region_of, kind = self.codes[meta.cc].classify(nsn)
+        return Reading(meta.cc, nsn, region_of, kind, meta.cc_str + nsn)
 
     def compile_regions(self, regions: Iterable[str]) -> int:
         """Compile now every classifier of the calling codes of ``regions``; how many were pending.
