@@ -183,12 +183,7 @@ def normalize_destination(addr: bytes, ton: int, npi: int, default_cc: int = 39)
         raise SubmitRejected(Status.ESME_RINVDSTADR, "destination_addr",
                              f"{addr.decode('latin-1')!r} is not all digits")
     text = digits.decode("ascii")
-    if ton == _INTERNATIONAL:  # most traffic: _read_mobile's first branch without its call
-        num = _PLAN.read_international(text)
-        if num is not None and num.type not in MOBILE_TYPES:
-            num = None
-    else:
-        num = _read_mobile(text, ton, default_cc)
+    num = _read_mobile(text, ton, default_cc)
     if num is None:
         raise SubmitRejected(Status.ESME_RINVDSTADR, "destination_addr",
                              f"{text} (TON {ton}) is not a valid mobile number")
