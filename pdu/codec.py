@@ -391,6 +391,8 @@ def decode(data: bytes) -> Pdu:
 
 #: The header of a PDU: (command_length, command_id, command_status, sequence_number).
 unpack_header = _HDR_unpack_from
+#: The 16-octet header (length, command_id, status, sequence): for PDUs put together as octets.
+pack_header = _HDR_pack
 
 
 def decode_frame(data: bytes, command_id: int, status: int, sequence: int) -> Pdu:

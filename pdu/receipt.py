@@ -14,14 +14,13 @@ turns an upstream id into the canonical form the correlation table stores.
 from __future__ import annotations
 
 import re
-import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from staffetta.pdu import gsm
-from staffetta.pdu.codec import Pdu, encode
+from staffetta.pdu.codec import Pdu, encode, pack_header
 from staffetta.pdu.constants import MessageState
 
 STATE_TO_STAT: dict[MessageState, str] = {
@@ -359,7 +358,7 @@ def receipt_octets(message_id: bytes, handset: bytes, handset_ton: int, handset_
         body += b"\x04\x23\x00\x03\x03" + (network_error & 0xFFFF).to_bytes(2, "big")
     if umr is not None:
         body += b"\x02\x04\x00\x02" + umr
-    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+    return pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
 
 
 def _general_receipt(*args: Any) -> bytes:
@@ -373,7 +372,6 @@ _RECEIPT_BODY = (
     b"\x00%c%c%b\x00%c%c%b\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00%c%b"
     b"\x00\x1e\x00%c%b\x00\x04\x27\x00\x01%c"
 )
-_pack_header = struct.Struct(">IIII").pack
 
 
 def mo_fields(handset: bytes, handset_ton: int, handset_npi: int, number: bytes, number_ton: int,
@@ -425,7 +423,7 @@ def mo_octets(handset: bytes, handset_ton: int, handset_npi: int, number: bytes,
     except (OverflowError, TypeError):  # a ton/npi/coding outside a byte
         return _general_mo(handset, handset_ton, handset_npi, number, number_ton, number_npi, data_coding,
                            user_data, udh)
-    return _pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
+    return pack_header(16 + len(body), _DELIVER_SM, 0, 0) + body
 
 
 def _general_mo(*args: Any) -> bytes:

@@ -21,7 +21,6 @@ holds only encoded. ``__slots__``: one of these lives per message in flight.
 
 from __future__ import annotations
 
-import struct
 import sys
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -41,7 +40,7 @@ from sqlalchemy import (
 )
 
 from staffetta.pdu import text as pdutext
-from staffetta.pdu.codec import Pdu, encode
+from staffetta.pdu.codec import Pdu, encode, pack_header
 from staffetta.pdu.constants import MessageState, Tag
 from staffetta.pdu.smpptime import format_smpp_time
 from staffetta.router.upstream import Forward
@@ -279,7 +278,7 @@ class MessageRecord:
         tlvs = self.tlvs
         if tlvs:
             body += tlvs
-        return _pack_header(16 + len(body), _SUBMIT_SM, 0, 0) + body
+        return pack_header(16 + len(body), _SUBMIT_SM, 0, 0) + body
 
     def forward(self) -> Forward:
         """The upstream submit_sm, as the connector sends it (:meth:`submit_octets`)."""
@@ -293,7 +292,6 @@ class MessageRecord:
 row_tuple = attrgetter(*MESSAGE_COLUMNS)
 
 _SUBMIT_SM = 0x00000004
-_pack_header = struct.Struct(">IIII").pack
 
 #: submit_sm body of an upstream submit: service_type "", source ton/npi + address,
 #: destination 1/1 + address, esm_class, protocol_id, priority_flag,

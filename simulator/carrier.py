@@ -30,7 +30,6 @@ import heapq
 import itertools
 import logging
 import random
-import struct
 import uuid
 from bisect import bisect_right
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IListeningPort
 
 from staffetta.pdu import text as textmod
-from staffetta.pdu.codec import Pdu
+from staffetta.pdu.codec import Pdu, pack_header
 from staffetta.pdu.constants import (
     BIND_COMMANDS,
     Command,
@@ -100,7 +99,6 @@ UNKNOWN_COMMAND_ID = 0x0000001F
 #: Answers a script may give to a submit_sm instead of a submit_sm_resp.
 SCRIPT_ANSWERS = ("generic_nack_noseq", "error_resp_with_body")
 
-_HDR = struct.Struct(">IIII")
 #: The heap is looked at no more often than this (seconds): at 10k receipts/s
 #: one firing sends ~10 receipts instead of one timer per receipt.
 _GRAIN = 0.002
@@ -127,15 +125,15 @@ def fault_bytes(kind: str, sequence: int = FAULT_SEQUENCE) -> bytes:
       one-octet body (a lone NUL), which 3.4 says to tolerate and ignore.
     """
     if kind == "short_length":
-        return _HDR.pack(0x0000000F, Command.ENQUIRE_LINK, 0, sequence)
+        return pack_header(0x0000000F, Command.ENQUIRE_LINK, 0, sequence)
     if kind == "long_length":
-        return _HDR.pack(0xFFFFFFFF, Command.ENQUIRE_LINK, 0, sequence)
+        return pack_header(0xFFFFFFFF, Command.ENQUIRE_LINK, 0, sequence)
     if kind == "unknown_command":
-        return _HDR.pack(16, UNKNOWN_COMMAND_ID, 0, sequence)
+        return pack_header(16, UNKNOWN_COMMAND_ID, 0, sequence)
     if kind == "generic_nack_noseq":
-        return _HDR.pack(16, Command.GENERIC_NACK, Status.ESME_RSYSERR, 0)
+        return pack_header(16, Command.GENERIC_NACK, Status.ESME_RSYSERR, 0)
     if kind == "error_resp_with_body":
-        return _HDR.pack(17, Command.SUBMIT_SM_RESP, Status.ESME_RSYSERR, sequence) + b"\x00"
+        return pack_header(17, Command.SUBMIT_SM_RESP, Status.ESME_RSYSERR, sequence) + b"\x00"
     raise ValueError(f"unknown fault kind {kind!r} (expected one of {', '.join(FAULT_KINDS)})")
 
 
