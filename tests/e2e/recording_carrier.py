@@ -14,6 +14,7 @@ import time
 from staffetta.pdu.codec import Pdu, decode, encode
 from staffetta.pdu.constants import Command, Status
 from staffetta.pdu.receipt import STAT_TO_STATE, format_receipt, receipt_fields
+from tests.polling import wait_for
 
 
 class RecordingCarrier:
@@ -54,11 +55,7 @@ class RecordingCarrier:
         _close(self.listener)
 
     def wait(self, predicate, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("carrier: condition not reached in time")
-            time.sleep(0.02)
+        wait_for(predicate, timeout, "carrier", interval=0.02)
 
     # ------------------------------------------------------------------ sessions
 

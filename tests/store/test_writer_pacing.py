@@ -17,6 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, Table
 
 from staffetta.store.db import make_engine
 from staffetta.store.writer import GroupCommitWriter, _signal
+from tests.polling import wait_for
 
 meta = MetaData()
 Table("paced", meta, Column("n", Integer, primary_key=True))
@@ -39,6 +40,14 @@ class HeldReactor:
         for f, args in calls:
             f(*args)
         return len(calls)
+
+    def run_until(self, predicate, timeout: float = 10.0) -> None:
+        """Play the reactor's turns until ``predicate()`` holds."""
+        def turn() -> bool:
+            self.run_pending()
+            return bool(predicate())
+
+        wait_for(turn, timeout, "reactor", interval=0.002)
 
 
 def insert(conn, items):
@@ -69,25 +78,20 @@ def end(w: GroupCommitWriter, reactor: HeldReactor) -> None:
         w._thread.join(0.01)
 
 
-def wait_for(pred, timeout: float = 10.0) -> None:
-    end_at = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end_at, "condition not reached"
-        time.sleep(0.002)
-
-
 def test_no_batch_begins_before_the_reactor_took_the_previous_results(engine):
     reactor = HeldReactor()
     w = start(engine, reactor, handback_wait=30.0)
     try:
         w.enqueue("insert", 1)
-        wait_for(lambda: w.batches == 1)
+        wait_for(lambda: w.batches == 1, interval=0.002)
         for n in range(2, 11):
             w.enqueue("insert", n)
-        time.sleep(0.3)  # without pacing, 2..10 were written by now
+        # The writer has woken for 2..10 and now waits on the reactor's hand-back
+        # (without pacing it would never wait there, and 2..10 would be written).
+        wait_for(lambda: w._awaiting, what="writer waiting for the hand-back")
         assert w.batches == 1 and w.items == 1
         assert reactor.run_pending() == 1  # the reactor's turn: batch 1's results
-        wait_for(lambda: w.items == 10)
+        wait_for(lambda: w.items == 10, interval=0.002)
         assert w.batches == 2  # 2..10 in one commit
     finally:
         end(w, reactor)
@@ -98,10 +102,10 @@ def test_a_reactor_that_never_takes_the_results_delays_a_batch_by_handback_wait_
     w = start(engine, reactor, handback_wait=0.1)
     try:
         w.enqueue("insert", 1)
-        wait_for(lambda: w.batches == 1)
+        wait_for(lambda: w.batches == 1, interval=0.002)
         began = time.monotonic()
         w.enqueue("insert", 2)
-        wait_for(lambda: w.batches == 2, timeout=5.0)
+        wait_for(lambda: w.batches == 2, timeout=5.0, interval=0.002)
         assert time.monotonic() - began < 2.0
     finally:
         end(w, reactor)
@@ -119,9 +123,7 @@ def test_results_handed_back_run_before_the_next_batch_and_in_order(engine):
                 w.submit_then("insert", n + 1, lambda _r, n=n + 1: then(n), pytest.fail)
 
         w.submit_then("insert", 1, lambda _r: then(1), pytest.fail)
-        while len(seen) < 5:
-            reactor.run_pending()
-            time.sleep(0.002)
+        reactor.run_until(lambda: len(seen) == 5)
         assert seen == [1, 2, 3, 4, 5]
         assert w.batches == 5
     finally:
