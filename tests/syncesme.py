@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from staffetta.pdu.codec import Pdu, decode, encode
-from staffetta.pdu.constants import Command
+from staffetta.pdu.constants import Command, Tag
 
 CLI = [sys.executable, "-m", "staffetta.smsc.cli"]
 
@@ -82,3 +82,12 @@ class SyncEsme:
             if p.command_id == Command.SUBMIT_SM_RESP:
                 out.append(p)
         return out
+
+    def delivered_texts(self, n: int) -> list[bytes]:
+        """The user data of the next ``n`` deliver_sm (short_message, else message_payload), left unanswered."""
+        got: list[bytes] = []
+        while len(got) < n:
+            p = self.read()
+            if p.command_id == Command.DELIVER_SM:
+                got.append(p.fields["short_message"] or p.tlvs.get(Tag.message_payload))
+        return got

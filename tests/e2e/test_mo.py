@@ -366,15 +366,34 @@ def webhook_account(env, account_id: int, url: str, channel: str = "http"):
     yield wait_until(lambda: env.hub.accounts[account_id].mo_url == url)
 
 
+@defer.inlineCallbacks
+def webhooked(data_dir, codes: list[int], schedule: Schedule | None = None):
+    """A hub where ACME owns DEDICATED and takes its MO by webhook at a receiver answering ``codes`` in turn."""
+    env = make_env(data_dir, accounts=ACCOUNTS)
+    rx = Receiver(SECRET, codes)
+    try:
+        if schedule is not None:
+            env.hub.mo.webhooks.schedule = schedule
+        yield configure(env, dedicated=[(DEDICATED, ACME)])
+        yield webhook_account(env, ACME, rx.url)
+    except BaseException:
+        yield unhook(env, rx)
+        raise
+    return env, rx
+
+
+@defer.inlineCallbacks
+def unhook(env, rx):
+    yield rx.port.stopListening()
+    yield env.stop()
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_webhook_receiver_verifies_the_signature(data_dir):
     import json
 
-    env = make_env(data_dir, accounts=ACCOUNTS)
-    rx = Receiver(SECRET, [200])
+    env, rx = yield webhooked(data_dir, [200])
     try:
-        yield configure(env, dedicated=[(DEDICATED, ACME)])
-        yield webhook_account(env, ACME, rx.url)
         status = yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "Ciao €uro"))
         assert status == Status.ESME_ROK
         yield wait_until(lambda: rx.seen)
@@ -401,8 +420,7 @@ def test_a_webhook_receiver_verifies_the_signature(data_dir):
             assert needle in scraped, needle
         assert HANDSET not in scraped and DEDICATED not in scraped
     finally:
-        yield rx.port.stopListening()
-        yield env.stop()
+        yield unhook(env, rx)
 
 
 def _hook_state(env):
@@ -412,12 +430,8 @@ def _hook_state(env):
 
 @pytest_twisted.inlineCallbacks
 def test_a_failing_webhook_is_retried_then_delivered(data_dir):
-    env = make_env(data_dir, accounts=ACCOUNTS)
-    rx = Receiver(SECRET, [500, 503, 200])
+    env, rx = yield webhooked(data_dir, [500, 503, 200], Schedule(first_retry=0.05, max_delay=0.2, retry_for=30))
     try:
-        env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.2, retry_for=30)
-        yield configure(env, dedicated=[(DEDICATED, ACME)])
-        yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "retry me"))
         yield wait_until(lambda: _hook_state(env) == ("delivered", 3))
         assert len(rx.seen) == 3 and all(ok for _, _, ok in rx.seen)
@@ -425,36 +439,26 @@ def test_a_failing_webhook_is_retried_then_delivered(data_dir):
         assert len({h["delivery"] for h, _, _ in rx.seen}) == 1  # and the same delivery id
         assert env.hub.metrics.count("webhooks", "acme", "retried") == 2
     finally:
-        yield rx.port.stopListening()
-        yield env.stop()
+        yield unhook(env, rx)
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_webhook_that_always_fails_becomes_a_dead_letter(data_dir):
-    env = make_env(data_dir, accounts=ACCOUNTS)
-    rx = Receiver(SECRET, [500])
+    env, rx = yield webhooked(data_dir, [500], Schedule(first_retry=0.05, max_delay=0.1, retry_for=0.5))
     try:
-        env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.1, retry_for=0.5)
-        yield configure(env, dedicated=[(DEDICATED, ACME)])
-        yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "nobody home"))
         yield wait_until(lambda: (_hook_state(env) or ("",))[0] == "dead")
         assert len(rx.seen) >= 3
         assert env.hub.metrics.count("mo_dead", "webhook_failed") == 1
         assert len(env.hub.mo.webhooks) == 0
     finally:
-        yield rx.port.stopListening()
-        yield env.stop()
+        yield unhook(env, rx)
 
 
 @pytest_twisted.inlineCallbacks
 def test_pending_webhooks_survive_a_restart(data_dir):
-    env = make_env(data_dir, accounts=ACCOUNTS)
-    rx = Receiver(SECRET, [500])
+    env, rx = yield webhooked(data_dir, [500], Schedule(first_retry=0.05, max_delay=0.1, retry_for=60))
     try:
-        env.hub.mo.webhooks.schedule = Schedule(first_retry=0.05, max_delay=0.1, retry_for=60)
-        yield configure(env, dedicated=[(DEDICATED, ACME)])
-        yield webhook_account(env, ACME, rx.url)
         yield with_timeout(env.carrier.inject_mo(HANDSET, DEDICATED, "after the restart"))
         yield wait_until(lambda: len(rx.seen) >= 2)
         yield env.stop_hub()
@@ -464,8 +468,7 @@ def test_pending_webhooks_survive_a_restart(data_dir):
         yield wait_until(lambda: (_hook_state(env) or ("",))[0] == "delivered")
         assert len(rx.seen) > n and rx.seen[-1][2]
     finally:
-        yield rx.port.stopListening()
-        yield env.stop()
+        yield unhook(env, rx)
 
 
 # ------------------------------------------------------------------ the command line

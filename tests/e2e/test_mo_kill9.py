@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from staffetta.pdu.codec import Pdu
-from staffetta.pdu.constants import Command, Tag
+from staffetta.pdu.constants import Command
 from staffetta.pdu.receipt import DELIVER_SM_NULL
 from staffetta.pdu.segments import udh_concat
 from tests.e2e.test_kill9 import _cli, rig  # noqa: F401 - the fixture: a hub process and a recording carrier
@@ -34,11 +34,7 @@ def test_kill9_after_the_ack_loses_neither_an_mo_nor_a_part(rig):  # noqa: F811
     carrier.wait(lambda: carrier.receipt_answers == [0, 0, 0])
     c = SyncEsme(hub.port)
     assert c.bind("demo", "demo", Command.BIND_RECEIVER).status == 0
-    got = []
-    while len(got) < 2:
-        p = c.read()
-        if p.command_id == Command.DELIVER_SM:
-            got.append(p.fields["short_message"] or p.tlvs.get(Tag.message_payload))
+    got = c.delivered_texts(2)
     assert got == [b"whole one", b"first half, second half"]
     assert hub.sql("SELECT count(*) FROM mo_parts") == [(0,)]
     assert hub.sql("SELECT account_id, how, parts_total FROM mo ORDER BY id") == [(1, "dedicated", 1),

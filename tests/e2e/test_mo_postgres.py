@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from staffetta.pdu.constants import Command, Tag
+from staffetta.pdu.constants import Command
 from staffetta.pdu.segments import udh_concat
 from tests.e2e.recording_carrier import RecordingCarrier
 from tests.e2e.test_mo_kill9 import NUMBER, _mo
@@ -39,11 +39,7 @@ def test_mo_on_postgresql(tmp_path, pg_schema_url):
         carrier.wait(lambda: carrier.receipt_answers == [0, 0, 0])
         c = SyncEsme(port)
         assert c.bind("demo", "demo", Command.BIND_RECEIVER).status == 0
-        got = []
-        while len(got) < 2:
-            p = c.read()
-            if p.command_id == Command.DELIVER_SM:
-                got.append(p.fields["short_message"] or p.tlvs.get(Tag.message_payload))
+        got = c.delivered_texts(2)
         c.close()
         assert got == [b"whole one", b"one two"]
         docs = json.loads(_cli("mo", "list", "--json", "--config", str(cfg)))
